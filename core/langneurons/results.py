@@ -1,0 +1,142 @@
+"""A run's output folder: the file contract that scripts and users rely on.
+
+``stats.safetensors``
+    ``over_zero`` int64 [layers, neurons, languages], ``tokens`` int64 [languages],
+    ``activation_sum`` and ``activation_sq_sum`` float64 [layers, neurons, languages];
+    the language order is in its metadata and in ``meta.json``.
+``meta.json``
+    model, languages in tensor order, layers, neurons, corpus hashes and split,
+    settings, thresholds, versions.
+``neurons.json``
+    the selected neurons per language and layer, with the thresholds used.
+``activation_mask.pth``
+    the reference format: a list over languages of lists over layers of int64 index
+    tensors, loadable with ``torch.load(path, weights_only=True)``.
+
+Files are written into a temporary folder first and moved into place one by one
+only when all were written, so a failure never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import ResultsError
+from .selection import Selection
+from .stats import Statistics
+
+RUN_FORMAT = "langneurons-run/1"
+FILES = ("stats.safetensors", "meta.json", "neurons.json", "activation_mask.pth")
+
+
+@dataclass
+class Run:
+    """A run read back from disk."""
+
+    path: Path
+    statistics: Statistics
+    meta: dict[str, Any]
+    neurons: dict[str, Any]
+
+
+def _json_bytes(document: dict[str, Any]) -> bytes:
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_run(
+    out_dir: str | Path, statistics: Statistics, selection: Selection, meta: dict[str, Any]
+) -> Path:
+    """Write the four contract files into ``out_dir`` (created if needed)."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {str(out)!r} is a file; pass a folder.")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".writing-"))
+    except OSError as exc:
+        raise ResultsError(f"Cannot create {str(out)!r}: {exc.strerror}.") from exc
+    try:
+        save_file(
+            {
+                "over_zero": statistics.over_zero.contiguous(),
+                "tokens": statistics.tokens.contiguous(),
+                "activation_sum": statistics.activation_sum.contiguous(),
+                "activation_sq_sum": statistics.activation_sq_sum.contiguous(),
+            },
+            str(staging / "stats.safetensors"),
+            metadata={"languages": json.dumps(statistics.languages), "format": RUN_FORMAT},
+        )
+        (staging / "meta.json").write_bytes(_json_bytes(meta))
+        (staging / "neurons.json").write_bytes(_json_bytes(selection.to_json()))
+        torch.save(selection.masks, staging / "activation_mask.pth")
+        for name in FILES:
+            os.replace(staging / name, out / name)
+    except OSError as exc:
+        raise ResultsError(f"Cannot write results into {str(out)!r}: {exc.strerror}.") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+    return out
+
+
+def read_run(path: str | Path) -> Run:
+    """Read a run folder written by :func:`write_run`; clear errors if it is not one."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ResultsError(
+            f"{str(folder)!r} is not a folder with results of `langneurons compute`."
+        )
+    missing = [name for name in FILES[:3] if not (folder / name).is_file()]
+    if missing:
+        raise ResultsError(
+            f"{str(folder)!r} lacks {', '.join(missing)}: it is not a complete run. "
+            "Run `langneurons compute ... --out` into it again."
+        )
+    try:
+        tensors = load_file(str(folder / "stats.safetensors"))
+        with safe_open(str(folder / "stats.safetensors"), framework="pt") as handle:
+            languages = json.loads((handle.metadata() or {})["languages"])
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        neurons = json.loads((folder / "neurons.json").read_text(encoding="utf-8"))
+        statistics = Statistics(
+            languages=languages,
+            over_zero=tensors["over_zero"],
+            tokens=tensors["tokens"],
+            activation_sum=tensors["activation_sum"],
+            activation_sq_sum=tensors["activation_sq_sum"],
+        )
+    except (SafetensorError, KeyError, ValueError, OSError) as exc:
+        raise ResultsError(
+            f"{str(folder)!r} holds unreadable results ({exc}). Recompute them."
+        ) from exc
+    if meta.get("languages") != languages:
+        raise ResultsError(
+            f"{str(folder)!r} is inconsistent: meta.json and stats.safetensors list different "
+            "languages. Recompute it."
+        )
+    return Run(path=folder, statistics=statistics, meta=meta, neurons=neurons)
+
+
+def read_mask(path: str | Path) -> list[list[torch.Tensor]]:
+    """Read a reference-format mask (``.pth``) safely: tensors and lists only, no pickle code."""
+    try:
+        masks = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ResultsError(
+            f"{str(path)!r} is not a neuron mask in the reference format ({exc})."
+        ) from exc
+    if not isinstance(masks, list) or not all(isinstance(m, list) for m in masks):
+        raise ResultsError(f"{str(path)!r} is not a list over languages of lists over layers.")
+    return masks
