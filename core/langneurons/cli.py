@@ -209,6 +209,10 @@ def _cmd_compute(args: argparse.Namespace) -> int:
     else:
         settings = {"top_rate": args.top_rate, "min_effect": args.min_effect}
     printer = _ProgressPrinter(args.quiet)
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     start = time.perf_counter()
     try:
         result = compute(

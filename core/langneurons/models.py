@@ -205,6 +205,8 @@ def default_model_dir(progress: ProgressCallback | None = None) -> Path:
     with _file_lock(models / ".convert.lock"):
         if marker.is_file():
             return target
+        for stale in models.glob(".convert-*"):  # left by a killed conversion
+            shutil.rmtree(stale, ignore_errors=True)
         start = time.perf_counter()
         _say(
             progress,

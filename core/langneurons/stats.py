@@ -108,7 +108,9 @@ class NeuronCounter:
 
     Use as a context manager around forward passes; the hooks are removed on exit,
     also after an exception.  ``skip_first`` drops the first position of every
-    sequence (the BOS token) from the counts.
+    sequence (the BOS token) from the counts; set :attr:`batch_shape` to the
+    ``(batch, length)`` of each forward pass, since some families (OPT) flatten
+    positions to ``[batch * length, neurons]`` inside the MLP.
     """
 
     def __init__(self, modules: Sequence[nn.Module], skip_first: bool) -> None:
@@ -119,9 +121,12 @@ class NeuronCounter:
         self.sums: list[torch.Tensor | None] = [None] * len(self.modules)
         self.sq_sums: list[torch.Tensor | None] = [None] * len(self.modules)
         self.tokens = 0
+        self.batch_shape: tuple[int, int] | None = None
 
     def _hook(self, layer: int):
         def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            if self.batch_shape is not None:
+                output = output.reshape(*self.batch_shape, output.shape[-1])
             values = output[:, 1:] if self.skip_first else output
             if self.over_zero[layer] is None:
                 width = values.shape[-1]
@@ -196,6 +201,7 @@ def collect_language_stats(
             group = by_length[length]
             for start in range(0, len(group), batch_size):
                 batch = torch.stack(group[start : start + batch_size]).to(device)
+                counter.batch_shape = (batch.shape[0], length)
                 body(input_ids=batch, use_cache=False)
                 counted = batch.shape[0] * (length - int(skip_first))
                 counter.tokens += counted
