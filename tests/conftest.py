@@ -38,6 +38,18 @@ def _tiny_config(model_type: str, vocab_size: int):
         "gemma": lambda: T.GemmaConfig(**llama_like),
         "gemma2": lambda: T.Gemma2Config(**llama_like),
         "gemma3_text": lambda: T.Gemma3TextConfig(**llama_like, sliding_window=16),
+        "gemma3": lambda: T.Gemma3Config(
+            text_config={**llama_like, "sliding_window": 16},
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 48,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 4,
+                "image_size": 28,
+                "patch_size": 14,
+            },
+            mm_tokens_per_image=4,
+        ),
         "phi3": lambda: T.Phi3Config(**llama_like),
         "gpt2": lambda: T.GPT2Config(
             n_embd=32, n_layer=2, n_head=4, n_inner=48, n_positions=512, **common
@@ -72,6 +84,7 @@ FAMILY_TYPES = [
     "gemma",
     "gemma2",
     "gemma3_text",
+    "gemma3",
     "phi3",
     "gpt2",
     "bloom",

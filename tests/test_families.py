@@ -15,7 +15,7 @@ from .conftest import FAMILY_TYPES
 
 
 def test_every_listed_family_has_a_test_model():
-    covered = {t for f in FAMILIES for t in f.model_types} - {"gemma3"}  # multimodal only
+    covered = {t for f in FAMILIES for t in f.model_types}
     assert covered == set(FAMILY_TYPES)
 
 
@@ -65,6 +65,23 @@ def test_family_counts_equal_a_naive_capture(make_tiny_model, tiny_tokenizer, mo
     assert 0 < int(stats.over_zero.sum()) < stats.tokens * lm.num_layers * lm.num_neurons
     # Hooks are gone afterwards.
     assert all(not m._forward_hooks for m in lm.modules)
+
+
+def test_statistics_never_run_the_vocabulary_head(make_tiny_model, tiny_tokenizer):
+    from langneurons.corpus import load_corpus, tokenize_windows
+
+    lm = make_tiny_model("gemma3_text")
+    calls = []
+    handle = lm.model.get_output_embeddings().register_forward_hook(lambda *_: calls.append(1))
+    try:
+        text = load_corpus("udhr", ["en"]).identify_text("en")
+        windows = tokenize_windows(tiny_tokenizer, text, max_tokens=100, seq_len=64)
+        stats = collect_language_stats(lm, windows)
+        lm.model(input_ids=windows[0][None])  # the hook itself works
+    finally:
+        handle.remove()
+    assert stats.tokens == 100
+    assert calls == [1]
 
 
 def test_batched_counts_match_unbatched(make_tiny_model, tiny_tokenizer):
