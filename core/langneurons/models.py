@@ -93,6 +93,25 @@ class LoadedModel:
         embeddings = self.model.get_input_embeddings()
         return next(embeddings.parameters()).device
 
+    @property
+    def body(self) -> nn.Module:
+        """The transformer body without the vocabulary head."""
+        from .families import _body
+
+        return _body(self.model)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits (float32) of final hidden states, with the model's logit
+        soft-capping (Gemma 2) applied as its own forward would."""
+        head = self.model.get_output_embeddings()
+        logits = head(hidden).float()
+        config = self.model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        cap = getattr(text_config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description, recorded in ``meta.json``."""
         return {

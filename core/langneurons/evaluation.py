@@ -1,0 +1,126 @@
+"""Measuring what an intervention changes: held-out NLL and the NLL matrix.
+
+The mean negative log-likelihood per token (natural log) of a language's held-out
+text is computed from the body's hidden states with the vocabulary head applied in
+chunks of positions, so memory stays bounded even for Gemma's 262k-token vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .corpus import Corpus
+from .errors import CorpusError
+from .interventions import Intervention, apply, deactivate, language_neurons
+from .models import LoadedModel
+from .progress import ProgressCallback, emit
+
+DEFAULT_EVAL_SEQ_LEN = 256
+MIN_EVAL_TOKENS = 8
+
+
+def eval_windows(
+    lm: LoadedModel, text: str, seq_len: int, max_tokens: int | None, language: str = ""
+) -> list[torch.Tensor]:
+    """``[BOS] + tokens`` windows of held-out text (each window predicts its own tokens)."""
+    ids: list[int] = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if len(ids) < MIN_EVAL_TOKENS:
+        raise CorpusError(
+            f"Language {language!r} has only {len(ids)} held-out tokens; at least "
+            f"{MIN_EVAL_TOKENS} are needed to measure NLL. Raise --eval-fraction or add text."
+        )
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    prefix = [bos] if bos is not None else []
+    step = seq_len - len(prefix)
+    return [
+        torch.tensor(prefix + ids[start : start + step], dtype=torch.long)
+        for start in range(0, len(ids), step)
+    ]
+
+
+def mean_nll(
+    lm: LoadedModel,
+    windows: Sequence[torch.Tensor],
+    *,
+    intervention: Intervention | None = None,
+    batch_size: int = 4,
+    chunk_positions: int = 128,
+) -> float:
+    """Mean NLL per predicted token over ``windows``, optionally under ``intervention``.
+
+    Without a BOS token the first token of each window is context only.
+    """
+    total, count = 0.0, 0
+    by_length: dict[int, list[torch.Tensor]] = {}
+    for window in windows:
+        by_length.setdefault(len(window), []).append(window)
+    device = lm.input_device
+    with apply(lm, intervention), torch.inference_mode():
+        for length, group in sorted(by_length.items()):
+            if length < 2:
+                continue
+            for start in range(0, len(group), batch_size):
+                batch = torch.stack(group[start : start + batch_size]).to(device)
+                hidden = lm.body(input_ids=batch, use_cache=False).last_hidden_state
+                inputs = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+                targets = batch[:, 1:].reshape(-1).to(hidden.device)
+                for c in range(0, inputs.shape[0], chunk_positions):
+                    logits = lm.logits(inputs[c : c + chunk_positions])
+                    total += float(
+                        F.cross_entropy(logits, targets[c : c + chunk_positions], reduction="sum")
+                    )
+                count += targets.numel()
+    return total / count if count else math.nan
+
+
+def nll_matrix(
+    lm: LoadedModel,
+    masks: Sequence[Sequence[torch.Tensor]],
+    mask_languages: Sequence[str],
+    corpus: Corpus,
+    *,
+    languages: Sequence[str] | None = None,
+    eval_fraction: float = 0.2,
+    seq_len: int = DEFAULT_EVAL_SEQ_LEN,
+    max_tokens: int | None = None,
+    batch_size: int = 4,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Held-out NLL of each language, unmodified and with each language's neurons off.
+
+    Returns ``{"languages": [...], "base": {B: nll}, "deactivated": {A: {B: nll}}}``:
+    rows ``A`` are the deactivated language, columns ``B`` the evaluated one.
+    """
+    codes = list(languages or mask_languages)
+    windows = {
+        code: eval_windows(lm, corpus.evaluate_text(code, eval_fraction), seq_len, max_tokens, code)
+        for code in codes
+    }
+    steps = len(codes) * (len(codes) + 1)
+    done = 0
+
+    def tick(message: str) -> None:
+        nonlocal done
+        done += 1
+        emit(progress, "evaluate", message, done=done, total=steps)
+
+    base = {}
+    for code in codes:
+        base[code] = mean_nll(lm, windows[code], batch_size=batch_size)
+        tick(f"base {code}: {base[code]:.3f}")
+    deactivated: dict[str, dict[str, float]] = {}
+    for off in codes:
+        off_neurons = deactivate(language_neurons(masks, mask_languages, [off]), off)
+        row = {}
+        for code in codes:
+            row[code] = mean_nll(lm, windows[code], intervention=off_neurons, batch_size=batch_size)
+            tick(f"{off} off, {code}: {row[code]:.3f}")
+        deactivated[off] = row
+    return {"languages": codes, "base": base, "deactivated": deactivated}

@@ -1,0 +1,152 @@
+"""Text generation with and without an intervention, side by side.
+
+A small generation loop of its own (KV cache, greedy or sampling, repetition
+penalty) rather than ``model.generate``: it streams tokens, and its sampling uses a
+per-call ``torch.Generator``, so seeded runs are reproducible even when several
+threads generate on one shared model at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from .errors import LangNeuronsError
+from .interventions import Intervention, apply
+from .langid import detect_language
+from .models import LoadedModel
+
+MAX_NEW_TOKENS_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to continue a prompt.  Greedy unless ``do_sample``."""
+
+    max_new_tokens: int = 40
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise LangNeuronsError(
+                f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, "
+                f"got {self.max_new_tokens}."
+            )
+        if self.temperature <= 0:
+            raise LangNeuronsError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise LangNeuronsError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.repetition_penalty < 1:
+            raise LangNeuronsError(
+                f"repetition_penalty must be >= 1, got {self.repetition_penalty}."
+            )
+
+
+def _cache_argument(body: torch.nn.Module) -> str:
+    """The keyword for the KV cache: ``cache`` in newer ``transformers``, else
+    ``past_key_values``."""
+    parameters = inspect.signature(body.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _cache_of(output: Any) -> Any:
+    cache = output.get("cache")
+    return cache if cache is not None else output.get("past_key_values")
+
+
+def _next_token(
+    logits: torch.Tensor, seen: torch.Tensor, config: GenerationConfig, rng: torch.Generator
+) -> int:
+    logits = logits.clone()
+    if config.repetition_penalty != 1.0 and seen.numel():
+        scores = logits[seen]
+        logits[seen] = torch.where(
+            scores > 0, scores / config.repetition_penalty, scores * config.repetition_penalty
+        )
+    if not config.do_sample:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / config.temperature, dim=-1)
+    if config.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < config.top_p
+        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs.cpu(), 1, generator=rng))
+
+
+def stream(
+    lm: LoadedModel,
+    prompt: str,
+    config: GenerationConfig | None = None,
+    intervention: Intervention | None = None,
+) -> Iterator[str]:
+    """Yield the continuation of ``prompt`` piece by piece (decoded text deltas)."""
+    config = config or GenerationConfig()
+    if not prompt or not prompt.strip():
+        raise LangNeuronsError("The prompt is empty: give some text to continue.")
+    tokenizer = lm.tokenizer
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(lm.input_device)
+    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    rng = torch.Generator().manual_seed(config.seed)
+    generated: list[int] = []
+    emitted = ""
+    cache_arg = _cache_argument(lm.body)
+    with apply(lm, intervention), torch.inference_mode():
+        out = lm.body(input_ids=ids, use_cache=True)
+        seen = ids[0].unique()
+        for _ in range(config.max_new_tokens):
+            logits = lm.logits(out.last_hidden_state[0, -1])
+            token = _next_token(logits, seen, config, rng)
+            if token in eos:
+                break
+            generated.append(token)
+            seen = torch.unique(torch.cat([seen, torch.tensor([token], device=seen.device)]))
+            text = tokenizer.decode(generated, skip_special_tokens=True)
+            if not text.endswith("\ufffd"):  # wait for complete UTF-8 characters
+                yield text[len(emitted) :]
+                emitted = text
+            step = torch.tensor([[token]], device=ids.device)
+            out = lm.body(input_ids=step, use_cache=True, **{cache_arg: _cache_of(out)})
+    final = tokenizer.decode(generated, skip_special_tokens=True)
+    if len(final) > len(emitted):
+        yield final[len(emitted) :]
+
+
+def generate(
+    lm: LoadedModel,
+    prompt: str,
+    config: GenerationConfig | None = None,
+    intervention: Intervention | None = None,
+) -> str:
+    """The whole continuation of ``prompt`` (see :func:`stream`)."""
+    return "".join(stream(lm, prompt, config, intervention))
+
+
+def compare(
+    lm: LoadedModel,
+    prompt: str,
+    intervention: Intervention,
+    config: GenerationConfig | None = None,
+    candidates: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Unmodified and modified continuations with their detected languages.
+
+    Returns ``{"baseline": {"text", "language"}, "modified": {"text", "language"},
+    "intervention": {...}, "generation": {...}}``.
+    """
+    config = config or GenerationConfig()
+    result: dict[str, Any] = {}
+    for key, active in (("baseline", None), ("modified", intervention)):
+        text = generate(lm, prompt, config, active)
+        language, probability = detect_language(text, candidates)
+        result[key] = {"text": text, "language": language, "probability": round(probability, 3)}
+    result["intervention"] = intervention.describe()
+    result["generation"] = asdict(config)
+    return result

@@ -1,0 +1,334 @@
+"""Interventions: change chosen neuron values in every forward pass, then restore.
+
+An :class:`Intervention` is plain data: a list of edits, each naming a layer, neuron
+indices, a mode (``"set"``, ``"add"`` or ``"scale"``) and one value per neuron.
+Builders make the usual ones: :func:`deactivate` (set to 0, as the reference),
+:func:`steer` (set to, or add, ``strength x`` a language's mean activation) and
+:func:`scale` (multiply).  Edits apply at every position, in every forward pass,
+during generation too.
+
+:func:`apply` is the context manager that makes an intervention act on a model.
+It is safe when several threads share one loaded model: the forward hooks (one per
+activation module) are installed while at least one intervention is active and read
+the edits of the *calling thread's* context (a :mod:`contextvars` variable), so one
+thread's intervention never touches another thread's forward pass; the last one to
+leave removes the hooks, also after an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import LangNeuronsError
+from .families import resolve_activation_modules
+from .models import LoadedModel
+
+MODES = ("set", "add", "scale")
+
+
+class InterventionError(LangNeuronsError):
+    """An intervention names neurons, layers or languages that do not exist."""
+
+
+@dataclass(frozen=True)
+class NeuronEdit:
+    """One edit: ``values[j]`` applies to neuron ``neurons[j]`` of ``layer``."""
+
+    layer: int
+    neurons: torch.Tensor  # int64 [M]
+    mode: str
+    values: torch.Tensor  # float32 [M]
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InterventionError(f"Unknown mode {self.mode!r}; use one of {', '.join(MODES)}.")
+        if self.neurons.dim() != 1 or self.values.shape != self.neurons.shape:
+            raise InterventionError(
+                f"Layer {self.layer}: {self.neurons.numel()} neurons but "
+                f"{tuple(self.values.shape)} values; give one value per neuron."
+            )
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Edits applied in order, plus a JSON-ready description of what they mean."""
+
+    edits: tuple[NeuronEdit, ...] = ()
+    description: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __add__(self, other: Intervention) -> Intervention:
+        return Intervention(self.edits + other.edits, self.description + other.description)
+
+    @property
+    def is_empty(self) -> bool:
+        return all(e.neurons.numel() == 0 for e in self.edits)
+
+    def neuron_count(self) -> int:
+        return len({(e.layer, int(i)) for e in self.edits for i in e.neurons})
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        for key, value in self.description:
+            info.setdefault(key, value)
+        info["neurons"] = self.neuron_count()
+        return info
+
+
+NeuronSet = dict[int, torch.Tensor]
+"""Neurons per layer: ``{layer: sorted int64 indices}``."""
+
+
+def union(*sets: Mapping[int, torch.Tensor]) -> NeuronSet:
+    """The union of neuron sets, layer by layer."""
+    merged: dict[int, list[torch.Tensor]] = {}
+    for neuron_set in sets:
+        for layer, idx in neuron_set.items():
+            merged.setdefault(int(layer), []).append(torch.as_tensor(idx, dtype=torch.int64))
+    return {layer: torch.unique(torch.cat(parts)) for layer, parts in sorted(merged.items())}
+
+
+def language_neurons(
+    masks: Sequence[Sequence[torch.Tensor]],
+    languages: Sequence[str],
+    pick: Iterable[str],
+    layers: Iterable[int] | None = None,
+) -> NeuronSet:
+    """The union of the neurons of the languages in ``pick``, limited to ``layers``."""
+    wanted = list(pick)
+    unknown = [code for code in wanted if code not in languages]
+    if unknown:
+        raise InterventionError(
+            f"No neurons for {', '.join(unknown)}: these results cover {', '.join(languages)}."
+        )
+    allowed = None if layers is None else set(layers)
+    sets = []
+    for code in wanted:
+        per_layer = masks[list(languages).index(code)]
+        sets.append(
+            {
+                layer: idx
+                for layer, idx in enumerate(per_layer)
+                if allowed is None or layer in allowed
+            }
+        )
+    return union(*sets)
+
+
+def parse_layers(spec: str, num_layers: int) -> range:
+    """``"A-B"`` (inclusive), ``"A"``, ``"A-"`` or ``"-B"`` -> a range of layers."""
+    match = re.fullmatch(r"\s*(\d*)\s*(-?)\s*(\d*)\s*", spec)
+    if not match or not (match.group(1) or match.group(3)):
+        raise InterventionError(f"Layers {spec!r}: use A-B, A, A- or -B (0-based, inclusive).")
+    start = int(match.group(1)) if match.group(1) else 0
+    end = int(match.group(3)) if match.group(3) else (num_layers - 1 if match.group(2) else start)
+    if start > end or end >= num_layers:
+        raise InterventionError(
+            f"Layers {spec!r} do not fit this model's layers 0-{num_layers - 1}."
+        )
+    return range(start, end + 1)
+
+
+def parse_pairs(spec: str) -> NeuronSet:
+    """``"3:17,5:200"`` -> ``{3: [17], 5: [200]}`` (layer:neuron pairs)."""
+    pairs: dict[int, list[int]] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        match = re.fullmatch(r"(\d+):(\d+)", item)
+        if not match:
+            raise InterventionError(f"Neuron {item!r}: write layer:neuron, e.g. 3:17.")
+        pairs.setdefault(int(match.group(1)), []).append(int(match.group(2)))
+    return {layer: torch.tensor(sorted(set(idx))) for layer, idx in pairs.items()}
+
+
+def _edits(neurons: Mapping[int, torch.Tensor], mode: str, values: Any) -> tuple[NeuronEdit, ...]:
+    edits = []
+    for layer, idx in sorted(neurons.items()):
+        idx = torch.as_tensor(idx, dtype=torch.int64).reshape(-1)
+        if idx.numel() == 0:
+            continue
+        vals = values(layer, idx) if callable(values) else torch.full((idx.numel(),), values)
+        edits.append(NeuronEdit(int(layer), idx, mode, vals.to(torch.float32)))
+    return tuple(edits)
+
+
+def deactivate(neurons: Mapping[int, torch.Tensor], label: str = "") -> Intervention:
+    """Set ``neurons`` to 0 (the reference's deactivation)."""
+    return Intervention(_edits(neurons, "set", 0.0), (("deactivate", label or "neurons"),))
+
+
+def scale(neurons: Mapping[int, torch.Tensor], factor: float, label: str = "") -> Intervention:
+    """Multiply ``neurons`` by ``factor``."""
+    return Intervention(
+        _edits(neurons, "scale", float(factor)),
+        (("scale", label or "neurons"), ("factor", float(factor))),
+    )
+
+
+def steer(
+    mean_activation: torch.Tensor,
+    neurons: Mapping[int, torch.Tensor],
+    strength: float = 1.0,
+    mode: str = "set",
+    label: str = "",
+) -> Intervention:
+    """Set ``neurons`` to ``strength x`` their mean activation (``mode="set"``) or add it.
+
+    ``mean_activation`` is the target language's mean value per neuron, ``[layers,
+    neurons]`` (``Statistics.mean_activation()[..., k]``).
+    """
+    if mode not in ("set", "add"):
+        raise InterventionError(f"Steering mode must be 'set' or 'add', got {mode!r}.")
+    return Intervention(
+        _edits(neurons, mode, lambda layer, idx: strength * mean_activation[layer, idx]),
+        (("steer", label or "neurons"), ("strength", float(strength)), ("mode", mode)),
+    )
+
+
+def validate(lm: LoadedModel, intervention: Intervention) -> None:
+    """Raise :class:`InterventionError` unless every edit fits ``lm``'s shape."""
+    for edit in intervention.edits:
+        if not 0 <= edit.layer < lm.num_layers:
+            raise InterventionError(
+                f"Layer {edit.layer} does not exist: {lm.name} has layers 0-{lm.num_layers - 1}."
+            )
+        if edit.neurons.numel() and (
+            int(edit.neurons.min()) < 0 or int(edit.neurons.max()) >= lm.num_neurons
+        ):
+            raise InterventionError(
+                f"Neuron index {int(edit.neurons.max())} in layer {edit.layer} is out of range: "
+                f"{lm.name} has neurons 0-{lm.num_neurons - 1} per layer. Were these neurons "
+                "found on another model?"
+            )
+        if not bool(torch.isfinite(edit.values).all()):
+            raise InterventionError(f"Layer {edit.layer}: intervention values must be finite.")
+
+
+# id(activation module) -> edits of the current context, in order.
+_ACTIVE: contextvars.ContextVar[Mapping[int, tuple[NeuronEdit, ...]]] = contextvars.ContextVar(
+    "langneurons_active_edits", default=MappingProxyType({})
+)
+
+
+def _hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+    edits = _ACTIVE.get().get(id(module))
+    if not edits:
+        return None
+    # In place where no gradient flows (generation, evaluation); a copy otherwise.
+    out = output if not torch.is_grad_enabled() else output.clone()
+    for edit in edits:
+        neurons = edit.neurons
+        values = edit.values
+        if neurons.device != out.device:  # first use on this device: move once per call
+            neurons, values = neurons.to(out.device), values.to(out.device)
+        values = values.to(out.dtype)
+        if edit.mode == "set":
+            out[..., neurons] = values
+        elif edit.mode == "add":
+            out[..., neurons] += values
+        else:
+            out[..., neurons] *= values
+    return out
+
+
+class _Hooks:
+    """Reference-counted forward hooks on one model's activation modules."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.handles: list[Any] = []
+
+    def acquire(self, modules: Sequence[nn.Module]) -> None:
+        with self.lock:
+            if self.users == 0:
+                try:
+                    self.handles = [m.register_forward_hook(_hook) for m in modules]
+                except BaseException:
+                    self._remove()
+                    raise
+            self.users += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                self._remove()
+
+    def _remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+
+_HOOKS: weakref.WeakKeyDictionary[nn.Module, _Hooks] = weakref.WeakKeyDictionary()
+_HOOKS_LOCK = threading.Lock()
+
+
+def _hooks_for(model: nn.Module) -> _Hooks:
+    with _HOOKS_LOCK:
+        hooks = _HOOKS.get(model)
+        if hooks is None:
+            hooks = _HOOKS[model] = _Hooks()
+        return hooks
+
+
+@contextlib.contextmanager
+def apply(lm: LoadedModel, intervention: Intervention | None) -> Iterator[None]:
+    """Make ``intervention`` act on ``lm`` in this thread until the block ends.
+
+    Validates it first; raises :class:`~langneurons.errors.UnsupportedModelError` when the
+    model's activation modules no longer resolve.  Nested blocks compose (inner edits
+    apply after outer ones).  ``None`` or an empty intervention is a no-op.
+    """
+    if intervention is None or intervention.is_empty:
+        yield
+        return
+    validate(lm, intervention)
+    _adapter, modules = resolve_activation_modules(lm.model)
+    if any(a is not b for a, b in zip(modules, lm.modules, strict=True)):
+        raise InterventionError(
+            f"{lm.name}'s activation modules changed since it was loaded; load it again."
+        )
+    device_edits: dict[int, list[NeuronEdit]] = {}
+    for edit in intervention.edits:
+        module = modules[edit.layer]
+        device = next((p.device for p in _module_params(lm, edit.layer)), None)
+        if device is not None:
+            edit = NeuronEdit(
+                edit.layer, edit.neurons.to(device), edit.mode, edit.values.to(device)
+            )
+        device_edits.setdefault(id(module), []).append(edit)
+    current = dict(_ACTIVE.get())
+    for key, edits in device_edits.items():
+        current[key] = current.get(key, ()) + tuple(edits)
+    hooks = _hooks_for(lm.model)
+    hooks.acquire(modules)
+    token = _ACTIVE.set(current)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+        hooks.release()
+
+
+def _module_params(lm: LoadedModel, layer: int) -> Iterator[torch.nn.Parameter]:
+    """Parameters of decoder layer ``layer`` (to learn its device under a device map)."""
+    from .families import _get_path
+
+    layers = _get_path(lm.model, lm.adapter.layers)
+    return layers[layer].parameters()  # type: ignore[index]
+
+
+def active_hook_count(lm: LoadedModel) -> int:
+    """Number of LangNeurons forward hooks now on ``lm`` (0 when no intervention is active)."""
+    return sum(1 for m in lm.modules for hook in m._forward_hooks.values() if hook is _hook)

@@ -1,0 +1,49 @@
+"""Which language a text is in, offline.
+
+Uses ``py3langid`` (a maintained fork of langid.py, Lui & Baldwin 2012): a naive
+Bayes model over byte n-grams for 97 languages, shipped inside the package as a
+numpy file (no pickle, no download).  Its accuracy on this project's held-out UDHR
+paragraphs is measured by the tests and stated in the README.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=8)
+def _identifier(candidates: tuple[str, ...] | None) -> Any:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    if candidates:
+        known = set(identifier.nb_classes)
+        usable = [c for c in candidates if c in known]
+        if usable:
+            identifier.set_languages(usable)
+    return identifier
+
+
+def supported_languages() -> list[str]:
+    """Codes the identifier knows."""
+    return sorted(_identifier(None).nb_classes)
+
+
+def detect_language(text: str, candidates: Iterable[str] | None = None) -> tuple[str | None, float]:
+    """``(code, probability)`` of ``text``'s language, or ``(None, 0.0)`` for empty text.
+
+    ``candidates`` restricts the answer to those codes (those the identifier knows),
+    which helps on short texts when the possible languages are known.
+    """
+    if not text or not text.strip():
+        return None, 0.0
+    key = tuple(sorted(set(candidates))) if candidates else None
+    with _LOCK:  # building an identifier is not thread-safe; classifying is cheap
+        identifier = _identifier(key)
+        code, probability = identifier.classify(text)
+    return str(code), float(probability)
