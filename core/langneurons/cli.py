@@ -15,6 +15,10 @@ examples:
   langneurons compute --languages en,fr,de,es,zh,ja --out runs/demo
   langneurons compute --model Qwen/Qwen2.5-0.5B --languages en,fr --max-tokens 50000 --out runs/qwen
   langneurons compute --corpus my_texts/ --languages en,sw --out runs/custom
+  langneurons ppl --stats runs/demo --out runs/demo/nll.json
+  langneurons generate --stats runs/demo --prompt "Le temps aujourd'hui est" --deactivate fr
+  langneurons generate --stats runs/demo --prompt "The weather today is" --steer ja
+  langneurons import-mask activation_mask.pth --languages en,zh,fr --model M --out runs/imported
   langneurons languages
   langneurons families
 """
@@ -79,12 +83,15 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(
+    parser: argparse.ArgumentParser,
+    default_help: str = "the embedded Gemma 3 270M (offline)",
+) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
         default=None,
-        help="Hugging Face model id or local folder; omitted: the embedded Gemma 3 270M (offline)",
+        help=f"Hugging Face model id or local folder; omitted: {default_help}",
     )
     group.add_argument(
         "--dtype",
@@ -184,6 +191,65 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--out", required=True, help="output folder")
     compute.add_argument("--quiet", action="store_true", help="no progress output")
 
+    ppl = sub.add_parser(
+        "ppl",
+        help="NLL matrix: each language's neurons off, every language's held-out text",
+        description="Measure the mean negative log-likelihood per token (natural log) of each "
+        "language's held-out text, unmodified and with each language's neurons deactivated, "
+        "and write {languages, base, deactivated: {A: {B: nll}}} as JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ppl.add_argument("--stats", required=True, help="a run folder written by compute")
+    _add_model_options(ppl, default_help="the model the run was computed with")
+    ppl.add_argument("--languages", default=None, help="subset of the run's languages")
+    ppl.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=None,
+        help="held-out tokens per language (default: all)",
+    )
+    ppl.add_argument("--out", required=True, help="output JSON file")
+    ppl.add_argument("--quiet", action="store_true", help="no progress output")
+
+    gen = sub.add_parser(
+        "generate",
+        help="continue a prompt with and without an intervention, side by side",
+        description="Print the unmodified and the modified continuation of a prompt, each "
+        "with its detected language. Deactivate languages' neurons, steer towards a language "
+        "(its neurons set to strength x their mean activation; the prompt language's neurons "
+        "are switched off unless --deactivate says otherwise), or switch off single neurons.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    gen.add_argument("--stats", required=True, help="a run folder written by compute")
+    _add_model_options(gen, default_help="the model the run was computed with")
+    gen.add_argument("--prompt", required=True, help="text to continue")
+    gen.add_argument("--deactivate", default=None, help="languages whose neurons to set to 0")
+    gen.add_argument("--steer", default=None, metavar="LANG", help="language to steer towards")
+    gen.add_argument(
+        "--strength", type=float, default=1.0, help="steering strength (x the mean activation)"
+    )
+    gen.add_argument("--layers", default=None, help="limit to layers A-B (0-based, inclusive)")
+    gen.add_argument("--neurons", default=None, help="extra neurons to switch off: L:N,L:N")
+    gen.add_argument("--max-new-tokens", type=int, default=40)
+    gen.add_argument("--seed", type=int, default=0, help="seed for sampling")
+    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--repetition-penalty", type=float, default=1.1)
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+
+    imp = sub.add_parser(
+        "import-mask",
+        help="read a neuron mask in the reference format into a run folder",
+        description="Read activation_mask-style files (a list over languages of lists over "
+        "layers of index tensors) safely, without pickle, check them against the model, and "
+        "write a run folder that generate can use.",
+    )
+    imp.add_argument("file", help="the .pth mask file")
+    imp.add_argument("--languages", required=True, help="codes in the mask's order")
+    _add_model_options(imp)
+    imp.add_argument("--out", required=True, help="output folder")
+
     sub.add_parser(
         "languages",
         help="list the languages of the embedded corpus",
@@ -262,6 +328,111 @@ def _cmd_compute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace, run: Any = None, progress: Any = None) -> Any:
+    from pathlib import Path
+
+    from .models import load_model
+
+    spec = args.model
+    if spec is None and run is not None:
+        recorded = run.meta.get("model", {})
+        source = str(recorded.get("source", ""))
+        spec = source if source and Path(source).is_dir() else recorded.get("name")
+    if getattr(args, "quiet", False) or getattr(args, "json", False):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return load_model(
+        spec,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        progress=progress,
+    )
+
+
+def _cmd_ppl(args: argparse.Namespace) -> int:
+    from .results import read_run
+    from .workflows import perplexity_matrix, write_json_atomic
+
+    run = read_run(args.stats)
+    printer = _ProgressPrinter(args.quiet)
+    try:
+        lm = _load(args, run, printer)
+        matrix = perplexity_matrix(
+            lm, run, args.languages, max_tokens=args.max_tokens, progress=printer
+        )
+    finally:
+        printer.close()
+    write_json_atomic(args.out, matrix)
+    codes = matrix["languages"]
+    width = max(7, *(len(c) + 2 for c in codes))
+    print("NLL per token (rows: neurons off; columns: evaluated language)")
+    print(" " * 8 + "".join(f"{c:>{width}}" for c in codes))
+    print(f"{'base':>8}" + "".join(f"{matrix['base'][c]:>{width}.3f}" for c in codes))
+    for off in codes:
+        row = matrix["deactivated"][off]
+        print(f"{off + ' off':>8}" + "".join(f"{row[c]:>{width}.3f}" for c in codes))
+    print(f"Wrote {args.out}.")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import json
+
+    from .corpus import parse_languages
+    from .generation import GenerationConfig
+    from .results import read_run
+    from .workflows import build_intervention, generate_comparison
+
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+    if not args.prompt.strip():
+        raise LangNeuronsError("The prompt is empty: give some text to continue.")
+    if not (args.deactivate or args.steer or args.neurons):
+        raise LangNeuronsError(
+            "Nothing to change: pass --deactivate LANGS, --steer LANG or --neurons L:N."
+        )
+    run = read_run(args.stats)
+    lm = _load(args, run, None if args.json else _ProgressPrinter(False))
+    intervention = build_intervention(
+        run,
+        lm,
+        deactivate_languages=parse_languages(args.deactivate) if args.deactivate else (),
+        steer_language=args.steer,
+        strength=args.strength,
+        layers=args.layers,
+        neurons=args.neurons,
+        prompt=args.prompt,
+    )
+    result = generate_comparison(lm, run, args.prompt, intervention, config)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    what = ", ".join(f"{k}={v}" for k, v in result["intervention"].items())
+    print(f"prompt: {args.prompt}")
+    for key in ("baseline", "modified"):
+        part = result[key]
+        label = key if key == "baseline" else f"modified ({what})"
+        print(f"\n{label} [{part['language']}]:\n{args.prompt}{part['text']}")
+    return 0
+
+
+def _cmd_import_mask(args: argparse.Namespace) -> int:
+    from .workflows import import_mask
+
+    lm = _load(args, progress=_ProgressPrinter(False))
+    out = import_mask(args.file, args.languages, lm, args.out)
+    print(f"Imported {args.file} for {args.languages} into {out}.")
+    return 0
+
+
 def _cmd_languages() -> int:
     from .corpus import embedded_languages, load_corpus
 
@@ -291,6 +462,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "compute":
             return _cmd_compute(args)
+        if args.command == "ppl":
+            return _cmd_ppl(args)
+        if args.command == "generate":
+            return _cmd_generate(args)
+        if args.command == "import-mask":
+            return _cmd_import_mask(args)
         if args.command == "languages":
             return _cmd_languages()
         if args.command == "families":

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,22 +42,43 @@ FILES = ("stats.safetensors", "meta.json", "neurons.json", "activation_mask.pth"
 
 @dataclass
 class Run:
-    """A run read back from disk."""
+    """A run read back from disk.  ``statistics`` is ``None`` for imported masks."""
 
     path: Path
-    statistics: Statistics
+    statistics: Statistics | None
     meta: dict[str, Any]
     neurons: dict[str, Any]
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.meta["languages"])
+
+    @property
+    def masks(self) -> list[list[torch.Tensor]]:
+        """Neuron indices per language and layer (from ``neurons.json``)."""
+        return [
+            [
+                torch.tensor(idx, dtype=torch.int64)
+                for idx in self.neurons["neurons"][code]["per_layer"]
+            ]
+            for code in self.languages
+        ]
+
+    def require_statistics(self, why: str) -> Statistics:
+        if self.statistics is None:
+            raise ResultsError(
+                f"{str(self.path)!r} holds imported masks without statistics, and {why} needs "
+                "them. Run `langneurons compute` for these languages first."
+            )
+        return self.statistics
 
 
 def _json_bytes(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def write_run(
-    out_dir: str | Path, statistics: Statistics, selection: Selection, meta: dict[str, Any]
-) -> Path:
-    """Write the four contract files into ``out_dir`` (created if needed)."""
+def _write_atomic(out_dir: str | Path, writers: dict[str, Callable[[Path], None]]) -> Path:
+    """Run each ``writer(path)`` into a staging folder, then move all files into place."""
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out {str(out)!r} is a file; pass a folder.")
@@ -67,20 +89,9 @@ def write_run(
     except OSError as exc:
         raise ResultsError(f"Cannot create {str(out)!r}: {exc.strerror}.") from exc
     try:
-        save_file(
-            {
-                "over_zero": statistics.over_zero.contiguous(),
-                "tokens": statistics.tokens.contiguous(),
-                "activation_sum": statistics.activation_sum.contiguous(),
-                "activation_sq_sum": statistics.activation_sq_sum.contiguous(),
-            },
-            str(staging / "stats.safetensors"),
-            metadata={"languages": json.dumps(statistics.languages), "format": RUN_FORMAT},
-        )
-        (staging / "meta.json").write_bytes(_json_bytes(meta))
-        (staging / "neurons.json").write_bytes(_json_bytes(selection.to_json()))
-        torch.save(selection.masks, staging / "activation_mask.pth")
-        for name in FILES:
+        for name, writer in writers.items():
+            writer(staging / name)
+        for name in writers:
             os.replace(staging / name, out / name)
     except OSError as exc:
         raise ResultsError(f"Cannot write results into {str(out)!r}: {exc.strerror}.") from exc
@@ -91,6 +102,40 @@ def write_run(
     return out
 
 
+def write_run(
+    out_dir: str | Path, statistics: Statistics, selection: Selection, meta: dict[str, Any]
+) -> Path:
+    """Write the four contract files into ``out_dir`` (created if needed)."""
+    tensors = {
+        "over_zero": statistics.over_zero.contiguous(),
+        "tokens": statistics.tokens.contiguous(),
+        "activation_sum": statistics.activation_sum.contiguous(),
+        "activation_sq_sum": statistics.activation_sq_sum.contiguous(),
+    }
+    metadata = {"languages": json.dumps(statistics.languages), "format": RUN_FORMAT}
+    return _write_atomic(
+        out_dir,
+        {
+            "stats.safetensors": lambda p: save_file(tensors, str(p), metadata=metadata),
+            "meta.json": lambda p: p.write_bytes(_json_bytes(meta)),
+            "neurons.json": lambda p: p.write_bytes(_json_bytes(selection.to_json())),
+            "activation_mask.pth": lambda p: torch.save(selection.masks, p),
+        },
+    )
+
+
+def write_imported(out_dir: str | Path, selection: Selection, meta: dict[str, Any]) -> Path:
+    """Write a run folder for masks imported from elsewhere (no statistics)."""
+    return _write_atomic(
+        out_dir,
+        {
+            "meta.json": lambda p: p.write_bytes(_json_bytes(meta)),
+            "neurons.json": lambda p: p.write_bytes(_json_bytes(selection.to_json())),
+            "activation_mask.pth": lambda p: torch.save(selection.masks, p),
+        },
+    )
+
+
 def read_run(path: str | Path) -> Run:
     """Read a run folder written by :func:`write_run`; clear errors if it is not one."""
     folder = Path(path).expanduser()
@@ -98,25 +143,32 @@ def read_run(path: str | Path) -> Run:
         raise ResultsError(
             f"{str(folder)!r} is not a folder with results of `langneurons compute`."
         )
-    missing = [name for name in FILES[:3] if not (folder / name).is_file()]
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    needed = FILES[1:3] if meta.get("imported") else FILES[:3]
+    missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         raise ResultsError(
             f"{str(folder)!r} lacks {', '.join(missing)}: it is not a complete run. "
             "Run `langneurons compute ... --out` into it again."
         )
     try:
-        tensors = load_file(str(folder / "stats.safetensors"))
-        with safe_open(str(folder / "stats.safetensors"), framework="pt") as handle:
-            languages = json.loads((handle.metadata() or {})["languages"])
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         neurons = json.loads((folder / "neurons.json").read_text(encoding="utf-8"))
-        statistics = Statistics(
-            languages=languages,
-            over_zero=tensors["over_zero"],
-            tokens=tensors["tokens"],
-            activation_sum=tensors["activation_sum"],
-            activation_sq_sum=tensors["activation_sq_sum"],
-        )
+        statistics = None
+        languages = neurons["languages"]
+        if not meta.get("imported"):
+            tensors = load_file(str(folder / "stats.safetensors"))
+            with safe_open(str(folder / "stats.safetensors"), framework="pt") as handle:
+                languages = json.loads((handle.metadata() or {})["languages"])
+            statistics = Statistics(
+                languages=languages,
+                over_zero=tensors["over_zero"],
+                tokens=tensors["tokens"],
+                activation_sum=tensors["activation_sum"],
+                activation_sq_sum=tensors["activation_sq_sum"],
+            )
     except (SafetensorError, KeyError, ValueError, OSError) as exc:
         raise ResultsError(
             f"{str(folder)!r} holds unreadable results ({exc}). Recompute them."

@@ -1,0 +1,236 @@
+"""Jobs on an existing run folder: NLL matrix, generation with interventions, imports.
+
+These glue the library pieces together for the CLI and the dashboard; each takes a
+run (read with :func:`~langneurons.results.read_run`) and a loaded model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .corpus import load_corpus, parse_languages
+from .errors import CorpusError, LangNeuronsError, ResultsError
+from .evaluation import nll_matrix
+from .generation import GenerationConfig, compare
+from .interventions import (
+    Intervention,
+    InterventionError,
+    deactivate,
+    language_neurons,
+    parse_layers,
+    parse_pairs,
+    steer,
+)
+from .langid import detect_language
+from .models import LoadedModel
+from .progress import ProgressCallback
+from .results import Run, read_mask, write_imported
+from .selection import Selection
+
+
+def check_model_matches(lm: LoadedModel, run: Run) -> None:
+    """Refuse a model whose shape differs from the run's (its neurons would not exist)."""
+    layers, neurons = run.meta.get("layers"), run.meta.get("neurons")
+    if (lm.num_layers, lm.num_neurons) != (layers, neurons):
+        raise ResultsError(
+            f"{str(run.path)!r} was made for a model with {layers} layers x {neurons} neurons, "
+            f"but {lm.name} has {lm.num_layers} x {lm.num_neurons}. Pass the run's model "
+            f"({run.meta.get('model', {}).get('name', 'unknown')}) with --model."
+        )
+
+
+def run_corpus_languages(run: Run, languages: Sequence[str] | str | None) -> list[str]:
+    """The requested languages, checked against the run's."""
+    codes = parse_languages(languages) if languages else run.languages
+    unknown = [c for c in codes if c not in run.languages]
+    if unknown:
+        raise CorpusError(
+            f"{', '.join(unknown)} not in {str(run.path)!r}, which covers "
+            f"{', '.join(run.languages)}."
+        )
+    return codes
+
+
+def perplexity_matrix(
+    lm: LoadedModel,
+    run: Run,
+    languages: Sequence[str] | str | None = None,
+    *,
+    max_tokens: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """The deactivation x evaluation NLL matrix on the run's held-out texts."""
+    check_model_matches(lm, run)
+    codes = run_corpus_languages(run, languages)
+    corpus_meta = run.meta.get("corpus")
+    if not corpus_meta:
+        raise ResultsError(
+            f"{str(run.path)!r} records no corpus (imported masks?): the NLL matrix needs "
+            "held-out text. Run `langneurons compute` first."
+        )
+    eval_fraction = corpus_meta["split"]["eval_fraction"]
+    corpus = load_corpus(corpus_meta["name"], codes)
+    for code in codes:
+        recorded = corpus_meta["languages"][code]["evaluate_sha256"]
+        actual = hashlib.sha256(corpus.evaluate_text(code, eval_fraction).encode()).hexdigest()
+        if recorded != actual:
+            raise CorpusError(
+                f"The held-out {code} text of {corpus_meta['name']!r} changed since the run was "
+                "computed. Recompute the run on the current corpus."
+            )
+    result = nll_matrix(
+        lm,
+        run.masks,
+        run.languages,
+        corpus,
+        languages=codes,
+        eval_fraction=eval_fraction,
+        max_tokens=max_tokens,
+        progress=progress,
+    )
+    result["unit"] = "mean negative log-likelihood per token (natural log)"
+    result["run"] = str(run.path)
+    return result
+
+
+def build_intervention(
+    run: Run,
+    lm: LoadedModel,
+    *,
+    deactivate_languages: Sequence[str] = (),
+    steer_language: str | None = None,
+    strength: float = 1.0,
+    layers: str | None = None,
+    neurons: str | None = None,
+    prompt: str | None = None,
+) -> Intervention:
+    """The intervention the CLI and the playground describe in words.
+
+    ``deactivate_languages``' neurons (and explicit ``layer:neuron`` pairs) are set to 0;
+    with ``steer_language`` its neurons are set to ``strength x`` their mean activation
+    on that language, and, unless languages to deactivate were given, the neurons of
+    the prompt's own language (detected) are switched off first.  ``layers`` (``"A-B"``)
+    limits the language neuron sets.
+    """
+    layer_range = parse_layers(layers, lm.num_layers) if layers else None
+    off = list(deactivate_languages)
+    intervention = Intervention()
+    if steer_language is not None:
+        if steer_language not in run.languages:
+            raise InterventionError(
+                f"Cannot steer towards {steer_language!r}: {str(run.path)!r} covers "
+                f"{', '.join(run.languages)}."
+            )
+        if not off and prompt:
+            source, _ = detect_language(prompt, run.languages)
+            if source in run.languages and source != steer_language:
+                off = [source]
+    if off:
+        intervention += deactivate(
+            language_neurons(run.masks, run.languages, off, layer_range), ",".join(off)
+        )
+    if neurons:
+        intervention += deactivate(parse_pairs(neurons), neurons)
+    if steer_language is not None:
+        stats = run.require_statistics("steering")
+        mean = stats.mean_activation()[..., stats.index(steer_language)]
+        target = language_neurons(run.masks, run.languages, [steer_language], layer_range)
+        intervention += steer(mean, target, strength, label=steer_language)
+    if layers:
+        intervention = Intervention(
+            intervention.edits, (*intervention.description, ("layers", layers))
+        )
+    if not intervention.edits:
+        raise InterventionError(
+            "Nothing to change: the chosen languages have no neurons in these layers. Pass "
+            "--deactivate LANGS, --steer LANG or --neurons L:N, or widen --layers."
+        )
+    return intervention
+
+
+def generate_comparison(
+    lm: LoadedModel,
+    run: Run,
+    prompt: str,
+    intervention: Intervention,
+    config: GenerationConfig,
+) -> dict[str, Any]:
+    """Baseline and modified continuation, with languages among the run's and English."""
+    check_model_matches(lm, run)
+    candidates = sorted({*run.languages, "en"})
+    return compare(lm, prompt, intervention, config, candidates=candidates)
+
+
+def import_mask(
+    path: str | Path,
+    languages: Sequence[str] | str,
+    lm: LoadedModel,
+    out_dir: str | Path,
+) -> Path:
+    """Check a reference-format mask against ``lm`` and write it as a run folder."""
+    codes = parse_languages(languages)
+    masks = read_mask(path)
+    if len(masks) != len(codes):
+        raise ResultsError(
+            f"{str(path)!r} holds masks for {len(masks)} languages but --languages lists "
+            f"{len(codes)} ({', '.join(codes)}); list them in the mask's order."
+        )
+    clean: list[list[torch.Tensor]] = []
+    for code, per_layer in zip(codes, masks, strict=True):
+        if len(per_layer) != lm.num_layers:
+            raise ResultsError(
+                f"The mask's {code} entry has {len(per_layer)} layers but {lm.name} has "
+                f"{lm.num_layers}: it was made for another model."
+            )
+        layers = []
+        for layer, idx in enumerate(per_layer):
+            if not isinstance(idx, torch.Tensor) or idx.dim() != 1 or idx.is_floating_point():
+                raise ResultsError(
+                    f"The mask's {code} entry, layer {layer}, is not a 1-D integer tensor."
+                )
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= lm.num_neurons):
+                raise ResultsError(
+                    f"The mask's {code} entry, layer {layer}, has neuron {int(idx.max())} but "
+                    f"{lm.name} has {lm.num_neurons} neurons per layer: it was made for "
+                    "another model."
+                )
+            layers.append(torch.unique(idx.to(torch.int64)))
+        clean.append(layers)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    selection = Selection("imported", codes, clean, {"source": str(Path(path).resolve())})
+    meta = {
+        "format": "langneurons-run/1",
+        "imported": True,
+        "source": {"file": str(Path(path).resolve()), "sha256": digest},
+        "model": lm.describe(),
+        "languages": codes,
+        "layers": lm.num_layers,
+        "neurons": lm.num_neurons,
+    }
+    return write_imported(out_dir, selection, meta)
+
+
+def write_json_atomic(path: str | Path, document: dict[str, Any]) -> Path:
+    """Write ``document`` to ``path`` via a temporary file (never half-written)."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise LangNeuronsError(f"--out {str(target)!r} is a folder; pass a file name.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
