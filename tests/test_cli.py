@@ -235,3 +235,184 @@ def test_languages_and_families_commands(capsys):
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "compute" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert _compute(tiny_model_dir, out, "--top-rate", "0.1") == 0
+    return out
+
+
+def test_ppl_writes_the_matrix(tiny_run, tmp_path, capsys):
+    out = tmp_path / "nll.json"
+    assert (
+        main(
+            [
+                "ppl",
+                "--stats",
+                str(tiny_run),
+                "--languages",
+                "en,ja",
+                "--max-tokens",
+                "40",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(out.read_text())
+    assert doc["languages"] == ["en", "ja"]
+    assert set(doc["base"]) == {"en", "ja"}
+    assert set(doc["deactivated"]["en"]) == {"en", "ja"}
+    assert all(v > 0 for v in doc["base"].values())
+    assert "ja off" in capsys.readouterr().out
+
+
+def test_generate_json_contract(tiny_run, capsys):
+    assert (
+        main(
+            [
+                "generate",
+                "--stats",
+                str(tiny_run),
+                "--prompt",
+                "Everyone has",
+                "--deactivate",
+                "en,fr",
+                "--max-new-tokens",
+                "8",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) >= {"baseline", "modified", "intervention"}
+    assert set(doc["baseline"]) >= {"text", "language"}
+    assert doc["intervention"]["deactivate"] == "en,fr"
+    assert doc["intervention"]["neurons"] > 0
+
+
+def test_generate_steer_and_text_output(tiny_run, capsys):
+    assert (
+        main(
+            [
+                "generate",
+                "--stats",
+                str(tiny_run),
+                "--prompt",
+                "Everyone has",
+                "--steer",
+                "ja",
+                "--strength",
+                "2",
+                "--layers",
+                "0-1",
+                "--max-new-tokens",
+                "5",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "baseline [" in out and "modified (" in out and "steer=ja" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--deactivate", "de"], "No neurons for de"),
+        (["--steer", "xx"], "Cannot steer towards 'xx'"),
+        (["--neurons", "0:4800"], "out of range"),
+        (["--neurons", "9:1"], "Layer 9 does not exist"),
+        (["--layers", "0-7", "--deactivate", "en"], "do not fit"),
+        ([], "Nothing to change"),
+        (["--deactivate", "en", "--max-new-tokens", "100000000"], "max_new_tokens"),
+    ],
+)
+def test_generate_bad_input(tiny_run, capsys, args, message):
+    assert main(["generate", "--stats", str(tiny_run), "--prompt", "Hi", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_generate_empty_prompt_and_missing_run(tiny_run, tmp_path, capsys):
+    assert main(["generate", "--stats", str(tiny_run), "--prompt", " ", "--deactivate", "en"]) == 2
+    assert "prompt is empty" in capsys.readouterr().err
+    assert main(["generate", "--stats", str(tmp_path), "--prompt", "Hi", "--deactivate", "en"]) == 2
+    assert "not a complete run" in capsys.readouterr().err
+
+
+def test_import_mask_round_trip(tiny_run, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "imported"
+    assert (
+        main(
+            [
+                "import-mask",
+                str(tiny_run / "activation_mask.pth"),
+                "--languages",
+                "en,fr,ja",
+                "--model",
+                str(tiny_model_dir),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    original = torch.load(tiny_run / "activation_mask.pth", weights_only=True)
+    imported = torch.load(out / "activation_mask.pth", weights_only=True)
+    assert all(
+        torch.equal(a, b)
+        for x, y in zip(original, imported, strict=True)
+        for a, b in zip(x, y, strict=True)
+    )
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["imported"] is True and len(meta["source"]["sha256"]) == 64
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "generate",
+                "--stats",
+                str(out),
+                "--prompt",
+                "Everyone",
+                "--deactivate",
+                "fr",
+                "--max-new-tokens",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["modified"]["text"]
+    assert main(["generate", "--stats", str(out), "--prompt", "Everyone", "--steer", "fr"]) == 2
+    assert "without statistics" in capsys.readouterr().err
+
+
+def test_import_mask_refuses_wrong_shapes_and_pickles(tiny_run, tiny_model_dir, tmp_path, capsys):
+    base = ["--model", str(tiny_model_dir), "--out", str(tmp_path / "o")]
+    mask = str(tiny_run / "activation_mask.pth")
+    assert main(["import-mask", mask, "--languages", "en,fr", *base]) == 2
+    assert "masks for 3 languages" in capsys.readouterr().err
+    other = tmp_path / "other.pth"
+    torch.save([[torch.tensor([1])] * 5] * 3, other)
+    assert main(["import-mask", str(other), "--languages", "en,fr,ja", *base]) == 2
+    assert "has 5 layers" in capsys.readouterr().err
+    wide = tmp_path / "wide.pth"
+    torch.save([[torch.tensor([9000])] * 2] * 3, wide)
+    assert main(["import-mask", str(wide), "--languages", "en,fr,ja", *base]) == 2
+    assert "another model" in capsys.readouterr().err
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": _Evil()}, evil)
+    assert main(["import-mask", str(evil), "--languages", "en", *base]) == 2
+    assert "not a neuron mask" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+class _Evil:
+    """An arbitrary object: loading it would need pickle, which import-mask refuses."""
