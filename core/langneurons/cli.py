@@ -35,15 +35,16 @@ class _ProgressPrinter:
     def __call__(self, event: Any) -> None:
         if self.quiet:
             return
-        if event.stage == "count":
+        if event.stage in ("count", "evaluate") and event.total:
             from tqdm import tqdm
 
-            if self.bar is None or self.bar.desc != event.language:
+            desc = event.language if event.stage == "count" else "NLL matrix"
+            if self.bar is None or self.bar.desc != desc:
                 self.close()
                 self.bar = tqdm(
                     total=event.total,
-                    desc=event.language,
-                    unit="tok",
+                    desc=desc,
+                    unit="tok" if event.stage == "count" else "step",
                     file=sys.stderr,
                     dynamic_ncols=True,
                     leave=True,
