@@ -181,3 +181,23 @@ def test_threads_sharing_one_model_get_their_own_results(make_tiny_model):
         assert results[name] == [sequential[name]] * 3, name
     assert active_hook_count(lm) == 0
     assert all(not m._forward_hooks for m in lm.modules)
+
+
+def test_interleaved_streams_in_one_thread_stay_apart(make_tiny_model):
+    from langneurons.generation import stream
+
+    lm = make_tiny_model("qwen3", seed=2)
+    config = GenerationConfig(max_new_tokens=10, repetition_penalty=1.0)
+    off = deactivate({layer: torch.arange(lm.num_neurons) for layer in range(lm.num_layers)})
+    expected = (generate(lm, "Everyone", config), generate(lm, "Everyone", config, off))
+    assert expected[0] != expected[1]
+    baseline, modified = stream(lm, "Everyone", config), stream(lm, "Everyone", config, off)
+    got = ["", ""]
+    for pair in zip(baseline, modified, strict=False):  # as a UI updating two columns
+        got[0] += pair[0]
+        got[1] += pair[1]
+    got[0] += "".join(baseline)
+    got[1] += "".join(modified)
+    assert tuple(got) == expected
+    assert active_hook_count(lm) == 0
+    assert torch.is_grad_enabled()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import LangNeuronsError
-from .interventions import Intervention, apply
+from .interventions import Intervention, activate, prepare
 from .langid import detect_language
 from .models import LoadedModel
 
@@ -98,22 +98,30 @@ def stream(
     generated: list[int] = []
     emitted = ""
     cache_arg = _cache_argument(lm.body)
-    with apply(lm, intervention), torch.inference_mode():
-        out = lm.body(input_ids=ids, use_cache=True)
-        seen = ids[0].unique()
-        for _ in range(config.max_new_tokens):
-            logits = lm.logits(out.last_hidden_state[0, -1])
-            token = _next_token(logits, seen, config, rng)
-            if token in eos:
-                break
-            generated.append(token)
-            seen = torch.unique(torch.cat([seen, torch.tensor([token], device=seen.device)]))
-            text = tokenizer.decode(generated, skip_special_tokens=True)
-            if not text.endswith("\ufffd"):  # wait for complete UTF-8 characters
-                yield text[len(emitted) :]
-                emitted = text
-            step = torch.tensor([[token]], device=ids.device)
-            out = lm.body(input_ids=step, use_cache=True, **{cache_arg: _cache_of(out)})
+    prepared = prepare(lm, intervention) if intervention and not intervention.is_empty else None
+
+    def forward(input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+        # Intervention and inference mode hold around each forward pass only, never
+        # across a yield: a generator shares its caller's context and grad mode, so two
+        # interleaved streams in one thread stay apart.
+        with torch.inference_mode(), activate(prepared):
+            extra = {cache_arg: cache} if cache is not None else {}
+            out = lm.body(input_ids=input_ids, use_cache=True, **extra)
+            return lm.logits(out.last_hidden_state[0, -1]), _cache_of(out)
+
+    logits, cache = forward(ids, None)
+    seen = ids[0].unique()
+    for _ in range(config.max_new_tokens):
+        token = _next_token(logits, seen, config, rng)
+        if token in eos:
+            break
+        generated.append(token)
+        seen = torch.unique(torch.cat([seen, torch.tensor([token], device=seen.device)]))
+        text = tokenizer.decode(generated, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # wait for complete UTF-8 characters
+            yield text[len(emitted) :]
+            emitted = text
+        logits, cache = forward(torch.tensor([[token]], device=ids.device), cache)
     final = tokenizer.decode(generated, skip_special_tokens=True)
     if len(final) > len(emitted):
         yield final[len(emitted) :]

@@ -282,17 +282,22 @@ def _hooks_for(model: nn.Module) -> _Hooks:
         return hooks
 
 
-@contextlib.contextmanager
-def apply(lm: LoadedModel, intervention: Intervention | None) -> Iterator[None]:
-    """Make ``intervention`` act on ``lm`` in this thread until the block ends.
+@dataclass(frozen=True)
+class PreparedIntervention:
+    """An intervention checked against one model, its edits on the layers' devices."""
 
-    Validates it first; raises :class:`~langneurons.errors.UnsupportedModelError` when the
-    model's activation modules no longer resolve.  Nested blocks compose (inner edits
-    apply after outer ones).  ``None`` or an empty intervention is a no-op.
+    lm: LoadedModel
+    modules: tuple[nn.Module, ...]
+    edits: Mapping[int, tuple[NeuronEdit, ...]]  # id(activation module) -> edits
+
+
+def prepare(lm: LoadedModel, intervention: Intervention) -> PreparedIntervention:
+    """Validate ``intervention`` for ``lm`` and move its edits to the layers' devices.
+
+    Raises :class:`InterventionError` for layers or neurons that do not exist and
+    :class:`~langneurons.errors.UnsupportedModelError` when the model's activation
+    modules no longer resolve.
     """
-    if intervention is None or intervention.is_empty:
-        yield
-        return
     validate(lm, intervention)
     _adapter, modules = resolve_activation_modules(lm.model)
     if any(a is not b for a, b in zip(modules, lm.modules, strict=True)):
@@ -308,17 +313,47 @@ def apply(lm: LoadedModel, intervention: Intervention | None) -> Iterator[None]:
                 edit.layer, edit.neurons.to(device), edit.mode, edit.values.to(device)
             )
         device_edits.setdefault(id(module), []).append(edit)
+    return PreparedIntervention(
+        lm, tuple(modules), {key: tuple(edits) for key, edits in device_edits.items()}
+    )
+
+
+@contextlib.contextmanager
+def activate(prepared: PreparedIntervention | None) -> Iterator[None]:
+    """Make a prepared intervention act in this thread's context until the block ends.
+
+    Cheap enough to wrap each forward pass: generators that interleave (a baseline and
+    a modified stream in one thread) must not hold an intervention across ``yield``,
+    since a generator shares its caller's context.
+    """
+    if prepared is None or not prepared.edits:
+        yield
+        return
     current = dict(_ACTIVE.get())
-    for key, edits in device_edits.items():
-        current[key] = current.get(key, ()) + tuple(edits)
-    hooks = _hooks_for(lm.model)
-    hooks.acquire(modules)
+    for key, edits in prepared.edits.items():
+        current[key] = current.get(key, ()) + edits
+    hooks = _hooks_for(prepared.lm.model)
+    hooks.acquire(prepared.modules)
     token = _ACTIVE.set(current)
     try:
         yield
     finally:
         _ACTIVE.reset(token)
         hooks.release()
+
+
+@contextlib.contextmanager
+def apply(lm: LoadedModel, intervention: Intervention | None) -> Iterator[None]:
+    """Make ``intervention`` act on ``lm`` in this thread until the block ends.
+
+    Validates it first (see :func:`prepare`).  Nested blocks compose (inner edits
+    apply after outer ones).  ``None`` or an empty intervention is a no-op.
+    """
+    if intervention is None or intervention.is_empty:
+        yield
+        return
+    with activate(prepare(lm, intervention)):
+        yield
 
 
 def _module_params(lm: LoadedModel, layer: int) -> Iterator[torch.nn.Parameter]:
