@@ -7,7 +7,11 @@ chunks of positions, so memory stays bounded even for Gemma's 262k-token vocabul
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +22,7 @@ from .corpus import Corpus
 from .errors import CorpusError
 from .interventions import Intervention, apply, deactivate, language_neurons
 from .models import LoadedModel
+from .paths import cache_dir
 from .progress import ProgressCallback, emit
 
 DEFAULT_EVAL_SEQ_LEN = 256
@@ -124,3 +129,55 @@ def nll_matrix(
             tick(f"{off} off, {code}: {row[code]:.3f}")
         deactivated[off] = row
     return {"languages": codes, "base": base, "deactivated": deactivated}
+
+
+def nll_matrix_cached(
+    lm: LoadedModel,
+    masks: Sequence[Sequence[torch.Tensor]],
+    mask_languages: Sequence[str],
+    corpus: Corpus,
+    *,
+    languages: Sequence[str] | None = None,
+    eval_fraction: float = 0.2,
+    seq_len: int = DEFAULT_EVAL_SEQ_LEN,
+    max_tokens: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """:func:`nll_matrix`, stored as JSON in the cache keyed by everything it depends on
+    (weights, dtype, the neuron sets, the held-out texts and the settings)."""
+    codes = list(languages or mask_languages)
+    digest = hashlib.sha256()
+    digest.update(f"{lm.fingerprint}|{lm.dtype}|{seq_len}|{max_tokens}|{codes}".encode())
+    for code in codes:
+        digest.update(corpus.evaluate_text(code, eval_fraction).encode())
+    for code, per_layer in zip(mask_languages, masks, strict=True):
+        digest.update(code.encode())
+        for idx in per_layer:
+            digest.update(len(idx).to_bytes(4, "little"))
+            digest.update(torch.as_tensor(idx, dtype=torch.int64).numpy().tobytes())
+    path = cache_dir() / "nll" / f"{digest.hexdigest()[:32]}.json"
+    if path.is_file():
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            if document.get("languages") == codes:
+                emit(progress, "cache", "NLL matrix found in the cache")
+                return document
+        except (OSError, ValueError):
+            pass  # unreadable: recompute and overwrite
+    document = nll_matrix(
+        lm,
+        masks,
+        mask_languages,
+        corpus,
+        languages=codes,
+        eval_fraction=eval_fraction,
+        seq_len=seq_len,
+        max_tokens=max_tokens,
+        progress=progress,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(document, handle)
+    os.replace(tmp, path)
+    return document

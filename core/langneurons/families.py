@@ -7,7 +7,9 @@ output of the activation after the first projection.  In both cases the value is
 the output of one activation *module* per layer, so an adapter only names:
 
 - ``layers``: the dotted path from the causal-LM object to its list of decoder layers;
-- ``activation``: the dotted path from one decoder layer to its activation module.
+- ``activation``: the dotted path from one decoder layer to its activation module;
+- ``down``: the dotted path from one decoder layer to the projection that maps the
+  neurons back to the residual stream (to see which output tokens a neuron promotes).
 
 Adding a family is one entry in :data:`FAMILIES` (see README, "Adding a model family").
 """
@@ -31,6 +33,7 @@ class FamilyAdapter:
     layers: str
     activation: str
     gated: bool
+    down: str = "mlp.down_proj"
 
     def describe(self) -> str:
         kind = "act_fn(gate_proj(x))" if self.gated else "activation after the first projection"
@@ -53,10 +56,26 @@ FAMILIES: tuple[FamilyAdapter, ...] = (
         gated=True,
     ),
     FamilyAdapter("Phi-3", ("phi3",), "model.layers", "mlp.activation_fn", gated=True),
-    FamilyAdapter("GPT-2", ("gpt2",), "transformer.h", "mlp.act", gated=False),
-    FamilyAdapter("BLOOM", ("bloom",), "transformer.h", "mlp.gelu_impl", gated=False),
-    FamilyAdapter("OPT", ("opt",), "model.decoder.layers", "activation_fn", gated=False),
-    FamilyAdapter("GPT-NeoX", ("gpt_neox",), "gpt_neox.layers", "mlp.act", gated=False),
+    FamilyAdapter("GPT-2", ("gpt2",), "transformer.h", "mlp.act", gated=False, down="mlp.c_proj"),
+    FamilyAdapter(
+        "BLOOM",
+        ("bloom",),
+        "transformer.h",
+        "mlp.gelu_impl",
+        gated=False,
+        down="mlp.dense_4h_to_h",
+    ),
+    FamilyAdapter(
+        "OPT", ("opt",), "model.decoder.layers", "activation_fn", gated=False, down="fc2"
+    ),
+    FamilyAdapter(
+        "GPT-NeoX",
+        ("gpt_neox",),
+        "gpt_neox.layers",
+        "mlp.act",
+        gated=False,
+        down="mlp.dense_4h_to_h",
+    ),
 )
 
 _BY_TYPE: dict[str, FamilyAdapter] = {t: f for f in FAMILIES for t in f.model_types}

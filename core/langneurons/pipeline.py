@@ -53,6 +53,38 @@ def _versions() -> dict[str, str]:
     }
 
 
+def cached_languages(
+    model: LoadedModel,
+    languages: Sequence[str] | str,
+    *,
+    corpus: Corpus | str = EMBEDDED,
+    max_tokens: int | None = None,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    cache: StatsCache | None = None,
+) -> list[str]:
+    """Which of ``languages`` :func:`compute` would read from the cache (no forward pass).
+
+    Lets a UI show cached results at once and ask before a long computation.
+    """
+    codes = parse_languages(languages)
+    if isinstance(corpus, str):
+        corpus = load_corpus(corpus, codes)
+    cache = cache or StatsCache()
+    found = []
+    for code in codes:
+        windows = tokenize_windows(
+            model.tokenizer,
+            corpus.identify_text(code, eval_fraction),
+            max_tokens=max_tokens,
+            seq_len=seq_len,
+            language=code,
+        )
+        if cache.path(cache_key(model, windows)).is_file():
+            found.append(code)
+    return found
+
+
 def compute(
     model: LoadedModel | str | None = None,
     languages: Sequence[str] | str = ("en", "fr"),

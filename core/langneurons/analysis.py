@@ -1,0 +1,215 @@
+"""Views of the statistics and of single neurons, for the dashboard and notebooks.
+
+Everything here is computed from a run's statistics and selection, or from the
+model's weights and a short forward pass, and returns plain tensors, arrays or
+records; drawing is the caller's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .corpus import Corpus
+from .families import _get_path
+from .models import LoadedModel
+from .selection import Selection
+from .stats import Statistics
+
+
+def overlap(selection: Selection) -> tuple[np.ndarray, np.ndarray]:
+    """Shared neurons between languages: counts ``[K, K]`` (diagonal: own size) and
+    Jaccard index ``[K, K]``."""
+    sets = [
+        {(layer, int(i)) for layer, idx in enumerate(per_layer) for i in idx}
+        for per_layer in selection.masks
+    ]
+    k = len(sets)
+    counts = np.zeros((k, k), dtype=np.int64)
+    jaccard = np.zeros((k, k), dtype=np.float64)
+    for a in range(k):
+        for b in range(k):
+            shared = len(sets[a] & sets[b])
+            union = len(sets[a] | sets[b])
+            counts[a, b] = shared
+            jaccard[a, b] = shared / union if union else 0.0
+    return counts, jaccard
+
+
+def single_language_share(selection: Selection) -> float:
+    """Share of selected neurons that belong to exactly one language."""
+    owners: dict[tuple[int, int], int] = {}
+    for per_layer in selection.masks:
+        for layer, idx in enumerate(per_layer):
+            for i in idx.tolist():
+                owners[(layer, i)] = owners.get((layer, i), 0) + 1
+    return sum(1 for v in owners.values() if v == 1) / len(owners) if owners else 0.0
+
+
+def pool_columns(matrix: np.ndarray, max_columns: int) -> tuple[np.ndarray, int]:
+    """Max-pool ``[rows, N]`` along N into at most ``max_columns`` columns.
+
+    Returns the pooled matrix and the pool width (neurons per column), so that a
+    7B model's 11008 neurons draw as about a thousand readable columns while no
+    extreme value is averaged away.
+    """
+    rows, n = matrix.shape
+    width = max(1, -(-n // max_columns))
+    if width == 1:
+        return matrix, 1
+    padded = np.full((rows, -(-n // width) * width), np.nan, dtype=np.float64)
+    padded[:, :n] = matrix
+    with np.errstate(all="ignore"):
+        pooled = np.nanmax(padded.reshape(rows, -1, width), axis=2)
+    return pooled, width
+
+
+def membership_mask(
+    selection: Selection, language: int | None, shape: tuple[int, int]
+) -> np.ndarray:
+    """Boolean ``[L, N]``: selected for ``language`` (index), or for any language if None."""
+    mask = np.zeros(shape, dtype=bool)
+    languages = range(len(selection.masks)) if language is None else [language]
+    for k in languages:
+        for layer, idx in enumerate(selection.masks[k]):
+            mask[layer, idx.numpy()] = True
+    return mask
+
+
+def neuron_records(selection: Selection, stats: Statistics) -> list[dict[str, Any]]:
+    """One record per selected neuron: layer, index, languages, probabilities, entropy."""
+    probs = stats.probabilities()
+    entropy = selection.scores.get("entropy")
+    owners: dict[tuple[int, int], list[str]] = {}
+    for k, per_layer in enumerate(selection.masks):
+        for layer, idx in enumerate(per_layer):
+            for i in idx.tolist():
+                owners.setdefault((layer, i), []).append(selection.languages[k])
+    records = []
+    for (layer, i), langs in sorted(owners.items()):
+        record: dict[str, Any] = {"layer": layer, "neuron": i, "languages": ",".join(langs)}
+        if entropy is not None:
+            record["entropy"] = float(entropy[layer, i])
+        for k, code in enumerate(stats.languages):
+            record[f"p_{code}"] = float(probs[layer, i, k])
+        records.append(record)
+    return records
+
+
+def neuron_profile(stats: Statistics, layer: int, neuron: int) -> dict[str, dict[str, float]]:
+    """Per-language activation probability, mean and spread of one neuron."""
+    probs = stats.probabilities()[layer, neuron]
+    mean = stats.mean_activation()[layer, neuron]
+    std = stats.std_activation()[layer, neuron]
+    return {
+        code: {"probability": float(probs[k]), "mean": float(mean[k]), "std": float(std[k])}
+        for k, code in enumerate(stats.languages)
+    }
+
+
+def promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 12) -> dict[str, list]:
+    """Output tokens a neuron pushes up and down: its down-projection column through the
+    unembedding (the direct effect, ignoring the final norm's scale)."""
+    layers = _get_path(lm.model, lm.adapter.layers)
+    down = _get_path(layers[layer], lm.adapter.down)  # type: ignore[index]
+    weight = down.weight.detach()
+    # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
+    column = weight[neuron, :] if type(down).__name__ == "Conv1D" else weight[:, neuron]
+    with torch.inference_mode():
+        head = lm.model.get_output_embeddings().weight.detach()
+        scores = head.float() @ column.to(head.device).float()
+    top = torch.topk(scores, k)
+    bottom = torch.topk(-scores, k)
+
+    def tokens(ids: torch.Tensor, values: torch.Tensor) -> list[tuple[str, float]]:
+        return [
+            (lm.tokenizer.decode([int(i)]), float(v))
+            for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+        ]
+
+    return {"up": tokens(top.indices, top.values), "down": tokens(bottom.indices, -bottom.values)}
+
+
+@dataclass
+class Passage:
+    """A paragraph with one neuron's value at each of its tokens."""
+
+    language: str
+    tokens: list[str]
+    values: list[float]
+
+    @property
+    def peak(self) -> float:
+        return max(self.values) if self.values else 0.0
+
+
+def layer_activations(
+    lm: LoadedModel,
+    corpus: Corpus,
+    languages: Sequence[str],
+    layer: int,
+    paragraphs_per_language: int = 12,
+) -> list[tuple[str, list[str], torch.Tensor]]:
+    """Values of every neuron of ``layer`` on the first paragraphs of each language.
+
+    Returns ``(language, tokens, values [tokens, N])`` per paragraph; capture this once
+    per layer, then any neuron of the layer is a column away.
+    """
+    module = lm.modules[layer]
+    captured: list[torch.Tensor] = []
+    handle = module.register_forward_hook(
+        lambda _m, _i, out: captured.append(out.reshape(-1, out.shape[-1]).float().cpu())
+    )
+    results = []
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    try:
+        with torch.inference_mode():
+            for code in languages:
+                for paragraph in corpus.texts[code].paragraphs[:paragraphs_per_language]:
+                    ids = lm.tokenizer(paragraph, add_special_tokens=False)["input_ids"][:256]
+                    full = ([bos] if bos is not None else []) + ids
+                    captured.clear()
+                    lm.body(input_ids=torch.tensor([full], device=lm.input_device), use_cache=False)
+                    values = captured[0][1:] if bos is not None else captured[0]
+                    tokens = [lm.tokenizer.decode([i]) for i in ids]
+                    results.append((code, tokens, values))
+    finally:
+        handle.remove()
+    return results
+
+
+def top_passages(
+    activations: list[tuple[str, list[str], torch.Tensor]], neuron: int, k: int = 5
+) -> list[Passage]:
+    """The ``k`` paragraphs where ``neuron`` fires most (by peak value)."""
+    passages = [
+        Passage(code, tokens, values[:, neuron].tolist()) for code, tokens, values in activations
+    ]
+    return sorted(passages, key=lambda p: p.peak, reverse=True)[:k]
+
+
+def pca_2d(vectors: np.ndarray) -> np.ndarray:
+    """First two principal components of ``vectors`` ``[M, K]`` (centred SVD)."""
+    centred = vectors - vectors.mean(axis=0, keepdims=True)
+    _u, _s, vt = np.linalg.svd(centred, full_matrices=False)
+    return (
+        centred @ vt[:2].T
+        if vt.shape[0] >= 2
+        else np.c_[centred @ vt[:1].T, np.zeros(len(vectors))]
+    )
+
+
+def umap_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """UMAP embedding of ``vectors``; needs the optional ``umap-learn`` package."""
+    try:
+        import umap
+    except ImportError as exc:
+        raise ImportError(
+            "UMAP needs the optional package umap-learn: pip install 'langneurons[map]'."
+        ) from exc
+    reducer = umap.UMAP(n_components=2, random_state=seed, n_neighbors=15, min_dist=0.1)
+    return reducer.fit_transform(vectors)
