@@ -165,6 +165,7 @@ def main() -> None:
         top_rate=settings.top_rate,
         filter_rate=settings.filter_rate,
         bar_ratio=settings.bar_ratio,
+        budget=settings.max_tokens or 0,
     )
     if view == "Overview":
         views.overview(lm, result, selection)

@@ -25,6 +25,7 @@ from langneurons.interventions import (
     language_neurons,
     parse_pairs,
     steer,
+    validate,
 )
 from langneurons.langid import detect_language
 from langneurons.models import LoadedModel
@@ -188,7 +189,7 @@ def _layer_activations(
     _lm: LoadedModel, fingerprint: str, corpus_name: str, languages: tuple[str, ...], layer: int
 ) -> list:
     corpus = load_corpus(corpus_name, list(languages))
-    return analysis.layer_activations(_lm, corpus, languages, layer)
+    return analysis.layer_activations(_lm, corpus, languages, layer, paragraphs_per_language=6)
 
 
 def _shade(tokens: list[str], values: list[float], scale: float) -> str:
@@ -256,7 +257,7 @@ def inspector(
                 f"(peak {passage.peak:.2f}): {_shade(passage.tokens, passage.values, scale)}</div>",
                 unsafe_allow_html=True,
             )
-        st.caption("Tokens shaded by the neuron's value (first 12 paragraphs per language).")
+        st.caption("Tokens shaded by the neuron's value (first 6 paragraphs per language).")
     with right:
         st.subheader("Output tokens it promotes")
         tokens = analysis.promoted_tokens(lm, layer, neuron)
@@ -450,6 +451,7 @@ def playground(lm: LoadedModel, result: ComputeResult, selection: Selection) -> 
             top_p=float(top_p),
             seed=int(seed),
         )
+        validate(lm, intervention)  # streams start lazily: check before drawing anything
         baseline_gen = stream(lm, prompt, config)
         modified_gen = stream(lm, prompt, config, intervention)
     except LangNeuronsError as exc:
