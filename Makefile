@@ -1,22 +1,26 @@
-# Two entry points (see README): `make run` and `make test`.
+# Two entry points (see README): `make run` (the dashboard) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 # A CPU build where this machine has one on disk; set TORCH=torch for your platform's default.
 TORCH ?= torch==2.13.0
 LANGUAGES ?= en,fr,de,es,it,ru,zh,ja,ar,hi
 OUT ?= runs/default
+PORT ?= 8501
 
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format clean
+.PHONY: run compute test lint format clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[dashboard,map,test]"
 	touch $@
 
 run: $(BIN)/.installed
+	$(BIN)/streamlit run dashboard/app.py --server.port $(PORT)
+
+compute: $(BIN)/.installed
 	$(BIN)/langneurons compute --languages $(LANGUAGES) --out $(OUT)
 
 test: $(BIN)/.installed

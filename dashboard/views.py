@@ -288,17 +288,20 @@ def neuron_map(
     )
     index = np.arange(probs.shape[0])
     rng = np.random.default_rng(0)
-    if len(index) > 40_000:  # keep every selected neuron and a sample of the rest
-        rest = rng.choice(np.flatnonzero(~selected), 40_000, replace=False)
-        index = np.sort(np.concatenate([np.flatnonzero(selected), rest]))
-    vectors = probs[index]
     method = st.radio(
         "Projection",
         ["PCA", "UMAP"],
         horizontal=True,
         key="map_method",
-        help="PCA is instant; UMAP takes 15-40 s the first time, then is cached.",
+        help="PCA is instant; UMAP (on up to 6000 neurons) takes 30-60 s the first time, "
+        "then is cached.",
     )
+    # Every selected neuron and a sample of the rest: UMAP's cost grows with the points.
+    limit = 40_000 if method == "PCA" else 6_000
+    if len(index) > limit:
+        rest = rng.choice(np.flatnonzero(~selected), limit, replace=False)
+        index = np.sort(np.concatenate([np.flatnonzero(selected), rest]))
+    vectors = probs[index]
     if method == "PCA":
         coords = analysis.pca_2d(vectors)
     else:
@@ -494,15 +497,13 @@ def _describe(intervention: Intervention) -> str:
 
 
 def _box(prompt: str, text: str, language: str | None) -> str:
-    badge = (
-        (
-            f"<span style='background:#3b5bdb;color:white;border-radius:4px;padding:1px 6px;"
-            f"font-size:.8em'>{html.escape(language)} · {html.escape(language_name(language))}"
-            "</span><br>"
+    badge = ""
+    if language:
+        label = f"{html.escape(language)} · {html.escape(language_name(language))}"
+        badge = (
+            "<span class='ln-lang' style='background:#3b5bdb;color:white;border-radius:4px;"
+            f"padding:1px 6px;font-size:.8em'>{label}</span><br>"
         )
-        if language
-        else ""
-    )
     return (
         f"<div class='ln-output' style='border:1px solid #dde2ea;border-radius:6px;"
         f"padding:.6em;min-height:6em'>{badge}<span style='color:#868e96'>"

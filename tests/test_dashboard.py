@@ -166,3 +166,11 @@ def test_errors_appear_in_the_page():
     assert any("at least two languages" in i.value for i in at.info)
     at = _app(corpus_kind="Folder", corpus_dir="/no/such/folder")
     assert any("neither 'udhr'" in e.value for e in at.sidebar.error)
+
+
+def test_neuron_map_umap_on_demand():
+    at = _app("Neuron map")
+    at.radio(key="map_method").set_value("UMAP").run()
+    _ok(at)
+    assert len(_charts(at)) == 1
+    assert not at.warning

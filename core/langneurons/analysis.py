@@ -111,6 +111,14 @@ def neuron_profile(stats: Statistics, layer: int, neuron: int) -> dict[str, dict
     }
 
 
+def token_text(tokenizer: Any, token_id: int) -> str:
+    """A token as text; byte-level pieces that are not valid UTF-8 alone show as raw tokens."""
+    text = tokenizer.decode([token_id])
+    if "\ufffd" in text:
+        return str(tokenizer.convert_ids_to_tokens(token_id))
+    return text
+
+
 def promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 12) -> dict[str, list]:
     """Output tokens a neuron pushes up and down: its down-projection column through the
     unembedding (the direct effect, ignoring the final norm's scale)."""
@@ -127,7 +135,7 @@ def promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 12) -> di
 
     def tokens(ids: torch.Tensor, values: torch.Tensor) -> list[tuple[str, float]]:
         return [
-            (lm.tokenizer.decode([int(i)]), float(v))
+            (token_text(lm.tokenizer, int(i)), float(v))
             for i, v in zip(ids.tolist(), values.tolist(), strict=True)
         ]
 

@@ -1,0 +1,204 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright).
+
+Starts ``streamlit run dashboard/app.py`` on a free local port with an empty
+statistics cache, computes on the embedded default model, visits every view, and
+saves a screenshot of each into ``test-artifacts/screenshots/``.  In CI a missing
+browser fails the run; elsewhere the module is skipped with the install command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("LANGNEURONS_CHROMIUM", "/usr/bin/chromium")
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+pytestmark = pytest.mark.slow
+
+if not Path(CHROMIUM).exists():
+    message = f"no browser at {CHROMIUM}: apt-get install -y chromium (or set LANGNEURONS_CHROMIUM)"
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from langneurons.paths import models_dir
+
+    port = _free_port()
+    cache = tmp_path_factory.mktemp("browser-cache")
+    env = {**os.environ, "LANGNEURONS_CACHE": str(cache), "LANGNEURONS_MODELS": str(models_dir())}
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "dashboard" / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail("the dashboard did not start within 60 s")
+    yield {"url": url, "cache": cache}
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--headless",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield instance
+        instance.close()
+
+
+def _page(browser, url):
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    page.set_default_timeout(240_000)
+    page.goto(url)
+    return page
+
+
+def _view(page, name: str, ready: str) -> None:
+    page.locator("button").filter(has_text=re.compile(f"^{re.escape(name)}$")).first.click()
+    page.get_by_text(ready).first.wait_for()
+    page.wait_for_timeout(1500)  # let charts finish drawing
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _outputs(page) -> list[str]:
+    boxes = page.locator(".ln-output")
+    page.wait_for_function("() => document.querySelectorAll('.ln-output .ln-lang').length === 2")
+    return [" ".join(boxes.nth(i).inner_text().split()) for i in range(2)]
+
+
+def test_every_view_in_a_real_browser(server, browser):
+    page = _page(browser, f"{server['url']}/?langs=en,fr,ja&budget=400")
+    page.get_by_text("Language neurons per layer").first.wait_for()
+    page.wait_for_timeout(1500)
+    assert page.locator(".js-plotly-plot").count() == 4
+    _shot(page, "1-overview")
+
+    _view(page, "Heatmaps", "Activation probability on")
+    assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 1
+    _shot(page, "2-heatmaps")
+
+    _view(page, "Neuron inspector", "Output tokens it promotes")
+    page.get_by_text("peak").first.wait_for()
+    _shot(page, "3-inspector")
+
+    _view(page, "Neuron map", "Neurons by their per-language activation probabilities")
+    _shot(page, "4-neuron-map")
+
+    _view(page, "Playground", "Switch off the neurons of")
+    page.get_by_role("button", name="Generate").click()
+    baseline, modified = _outputs(page)
+    assert baseline != modified  # French neurons off changed the continuation
+    assert baseline.startswith("fr · French")
+    _shot(page, "5-playground")
+
+    _view(page, "Ablation matrix", "Held-out tokens per language")
+    page.get_by_role("button", name="Compute the matrix").click()
+    page.get_by_text("NLL per token with a language's neurons off").first.wait_for()
+    page.wait_for_timeout(1500)
+    _shot(page, "6-ablation")
+
+    _view(page, "Guided tour", "Every language has its own neurons")
+    _shot(page, "7-tour")
+
+    _view(page, "Share & export", "neurons.csv")
+    assert "langs=en%2Cfr%2Cja" in page.url or "langs=en,fr,ja" in page.url
+    assert "view=Share" in page.url
+    _shot(page, "8-export")
+    page.close()
+
+
+def test_two_sessions_at_once_get_their_own_results(server, browser):
+    """Two sessions share one model; each generates with its own intervention."""
+    from langneurons.generation import GenerationConfig, generate
+    from langneurons.interventions import deactivate, language_neurons
+    from langneurons.models import load_model
+    from langneurons.pipeline import compute
+
+    a = _page(browser, f"{server['url']}/?langs=en,fr,ja&budget=400&view=Playground")
+    b = _page(browser, f"{server['url']}/?langs=en,de,ja&budget=400&view=Playground")
+    for page in (a, b):
+        page.get_by_text("Switch off the neurons of").first.wait_for()
+    a.get_by_role("button", name="Generate").click()
+    b.get_by_role("button", name="Generate").click()
+    got_a, got_b = _outputs(a), _outputs(b)
+    _shot(a, "9-session-a")
+    _shot(b, "9-session-b")
+
+    # The same jobs one after the other, in this process, from the same cache.
+    os.environ["LANGNEURONS_CACHE"] = str(server["cache"])
+    lm = load_model()
+    config = GenerationConfig(max_new_tokens=30)
+    for got, langs, off, prompt in (
+        (
+            got_a,
+            ["en", "fr", "ja"],
+            "fr",
+            "La Déclaration universelle des droits de l'homme affirme que",
+        ),
+        (got_b, ["en", "de", "ja"], "en", "The weather today is"),
+    ):
+        selection = compute(lm, langs, max_tokens=400).selection
+        intervention = deactivate(language_neurons(selection.masks, langs, [off]), off)
+        expected = [generate(lm, prompt, config), generate(lm, prompt, config, intervention)]
+        for box, text in zip(got, expected, strict=True):
+            assert " ".join((prompt + text).split()) in box
+    a.close()
+    b.close()
