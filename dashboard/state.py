@@ -9,6 +9,7 @@ lock so that a second session waits visibly instead of competing for two cores.
 from __future__ import annotations
 
 import hashlib
+import sys
 import tempfile
 import threading
 import time
@@ -95,8 +96,16 @@ def write_url(**values: Any) -> None:
 
 @st.cache_resource(show_spinner=False)
 def shared_model(spec: str, dtype: str, device: str) -> LoadedModel:
-    """The process-wide model for these settings (loaded or converted once)."""
-    return load_model(None if spec == DEFAULT_MODEL else spec, dtype=dtype, device=device)
+    """The process-wide model for these settings (loaded or converted once).
+
+    Conversion and loading messages go to the server's terminal too."""
+
+    def log(event: Any) -> None:
+        print(f"[langneurons] {event.message}", file=sys.stderr, flush=True)
+
+    return load_model(
+        None if spec == DEFAULT_MODEL else spec, dtype=dtype, device=device, progress=log
+    )
 
 
 @st.cache_resource(show_spinner=False)

@@ -687,7 +687,18 @@ def tour(lm: LoadedModel, result: ComputeResult, selection: Selection) -> None:
         st.rerun()
 
 
+def _share_link() -> str:
+    """This page's address with the current view state (what a shared link reproduces)."""
+    from urllib.parse import urlencode
+
+    base = (getattr(st.context, "url", None) or "").split("?")[0]
+    query = urlencode({k: v for k, v in st.query_params.to_dict().items()})
+    return f"{base}?{query}" if query else base
+
+
 def export(lm: LoadedModel, result: ComputeResult, selection: Selection) -> None:
+    st.markdown("**Share this view** (model, languages, thresholds, view and neuron):")
+    st.code(_share_link(), language=None)
     st.write(
         "Download the selected neurons with the current thresholds, or share the link: "
         "the address bar holds this view's settings."
