@@ -148,15 +148,35 @@ def heatmaps(lm: LoadedModel, result: ComputeResult, selection: Selection) -> No
     st.subheader("Selected neurons")
     records = analysis.neuron_records(selection, stats)
     if records:
-        st.dataframe(records, use_container_width=True, height=300, hide_index=True)
+        st.session_state["hm_records"] = records
+        st.dataframe(
+            records,
+            use_container_width=True,
+            height=300,
+            hide_index=True,
+            key="hm_table",
+            on_select=_inspect_row,
+            selection_mode="single-row",
+        )
     else:
         st.info("No neurons are selected with these thresholds.")
-    st.caption("Sort the table by clicking a column header; pick a neuron to inspect below.")
+    st.caption(
+        "Sort the table by clicking a column header; select a row, or give a layer and "
+        "neuron below, to inspect it."
+    )
     c1, c2, c3 = st.columns([1, 1, 2])
     default_layer, default_neuron = _current_neuron(lm, selection)
     layer = c1.number_input("Layer", 0, lm.num_layers - 1, default_layer, key="pick_layer")
     neuron = c2.number_input("Neuron", 0, n - 1, default_neuron, key="pick_neuron")
     c3.button("Inspect this neuron", key="pick_go", on_click=_inspect, args=(layer, neuron))
+
+
+def _inspect_row() -> None:
+    """Table selection callback: open the selected row's neuron in the inspector."""
+    rows = st.session_state["hm_table"].selection.rows
+    if rows:
+        record = st.session_state["hm_records"][rows[0]]
+        _inspect(record["layer"], record["neuron"])
 
 
 def _inspect(layer: int, neuron: int) -> None:

@@ -135,8 +135,13 @@ def test_every_view_in_a_real_browser(server, browser):
     assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 1
     _shot(page, "2-heatmaps")
 
-    _view(page, "Neuron inspector", "Output tokens it promotes")
+    # Selecting a row of the neuron table opens that neuron in the inspector.
+    page.get_by_text("Selected neurons").first.scroll_into_view_if_needed()
+    grid = page.locator("[data-testid=stDataFrame]").first.bounding_box()
+    page.mouse.click(grid["x"] + 12, grid["y"] + 35 + 17)  # the first row's selector
+    page.get_by_text("Output tokens it promotes").first.wait_for()
     page.get_by_text("peak").first.wait_for()
+    assert "selected for" in page.locator("body").inner_text()
     _shot(page, "3-inspector")
 
     _view(page, "Neuron map", "Neurons by their per-language activation probabilities")

@@ -258,7 +258,12 @@ def tokenize_windows(
             f"the token budget); at least {MIN_IDENTIFY_TOKENS} are needed. Add text or raise "
             "--max-tokens."
         )
-    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos_windows(ids, getattr(tokenizer, "bos_token_id", None), seq_len)
+
+
+def bos_windows(ids: list[int], bos: int | None, seq_len: int) -> list[torch.Tensor]:
+    """``ids`` chunked in order into windows of ``seq_len``, each starting with ``bos``
+    (when there is one) followed by up to ``seq_len - 1`` tokens."""
     prefix = [bos] if bos is not None else []
     step = seq_len - len(prefix)
     return [

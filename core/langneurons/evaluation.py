@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .corpus import Corpus
+from .corpus import Corpus, bos_windows
 from .errors import CorpusError
 from .interventions import Intervention, apply, deactivate, language_neurons
 from .models import LoadedModel
@@ -41,13 +41,7 @@ def eval_windows(
             f"Language {language!r} has only {len(ids)} held-out tokens; at least "
             f"{MIN_EVAL_TOKENS} are needed to measure NLL. Raise --eval-fraction or add text."
         )
-    bos = getattr(lm.tokenizer, "bos_token_id", None)
-    prefix = [bos] if bos is not None else []
-    step = seq_len - len(prefix)
-    return [
-        torch.tensor(prefix + ids[start : start + step], dtype=torch.long)
-        for start in range(0, len(ids), step)
-    ]
+    return bos_windows(ids, getattr(lm.tokenizer, "bos_token_id", None), seq_len)
 
 
 def mean_nll(
