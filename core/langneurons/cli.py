@@ -251,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(imp)
     imp.add_argument("--out", required=True, help="output folder")
 
+    bench = sub.add_parser(
+        "bench",
+        help="measure the statistics pass against the model's own forward speed",
+        description="Measure, in one run and on the same tokens: the transformer body alone "
+        "(the limit), the statistics pass, a naive full forward with hooks copying activations "
+        "out, nnsight if installed; generation with and without deactivated neurons; "
+        "selection, NLL matrix, compute and load times; peak memory; and their ratios.",
+    )
+    _add_model_options(bench)
+    bench.add_argument("--quick", action="store_true", help="fewer tokens and repetitions")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
     sub.add_parser(
         "languages",
         help="list the languages of the embedded corpus",
@@ -434,6 +446,29 @@ def _cmd_import_mask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import run_bench
+
+    def say(event: Any) -> None:
+        print(f"bench: {event.message}", file=sys.stderr, flush=True)
+
+    if args.json:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    report = run_bench(
+        args.model, quick=args.quick, dtype=args.dtype, device=args.device, progress=say
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for key, value in report.items():
+        print(f"{key}: {json.dumps(value)}")
+    return 0
+
+
 def _cmd_languages() -> int:
     from .corpus import embedded_languages, load_corpus
 
@@ -469,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_generate(args)
         if args.command == "import-mask":
             return _cmd_import_mask(args)
+        if args.command == "bench":
+            return _cmd_bench(args)
         if args.command == "languages":
             return _cmd_languages()
         if args.command == "families":

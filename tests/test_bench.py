@@ -1,0 +1,66 @@
+"""The benchmark runs end to end and reports every figure (on a tiny model; the numbers
+themselves belong in docs/benchmarks.md, not in assertions on speed)."""
+
+from __future__ import annotations
+
+import json
+
+from langneurons.bench import naive_pass, nnsight_pass, run_bench
+from langneurons.cli import main
+
+FIGURES = [
+    "forward_tokens_per_s",
+    "stats_tokens_per_s",
+    "naive_tokens_per_s",
+    "nnsight_tokens_per_s",
+    "stats_vs_forward",
+    "naive_vs_forward",
+    "nnsight_vs_forward",
+    "generate_seconds",
+    "generate_overhead",
+    "selection_seconds",
+    "nll_matrix",
+    "compute",
+    "load_seconds",
+    "peak_memory_mb",
+    "machine",
+    "targets",
+]
+
+
+def test_run_bench_reports_every_figure(tiny_model):
+    report = run_bench(lm=tiny_model, quick=True)
+    assert set(FIGURES) <= set(report), set(FIGURES) - set(report)
+    for key in ("forward_tokens_per_s", "stats_tokens_per_s", "naive_tokens_per_s"):
+        assert report[key] > 0
+    assert report["stats_vs_forward"] > 0 and report["generate_overhead"] > 0
+    assert report["nll_matrix"]["languages"] == 3
+    assert report["machine"]["cpu_count"] >= 1
+    json.dumps(report)  # JSON-ready
+
+
+def test_naive_and_nnsight_count_the_same_tokens(tiny_model):
+    import torch
+
+    batches = [torch.randint(4, 300, (2, 12))]
+    naive_pass(tiny_model, batches)
+    nnsight_pass(tiny_model, batches)
+    assert all(not m._forward_hooks for m in tiny_model.modules)
+
+
+def test_bench_command_json(tmp_path, tiny_tokenizer, capsys):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .conftest import _tiny_config
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny"
+    AutoModelForCausalLM.from_config(_tiny_config("gpt2", len(tiny_tokenizer))).save_pretrained(
+        folder
+    )
+    tiny_tokenizer.save_pretrained(folder)
+    assert main(["bench", "--model", str(folder), "--quick", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"]["name"] == str(folder)
+    assert report["load_seconds"]["cold"] is not None
