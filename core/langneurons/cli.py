@@ -251,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(imp)
     imp.add_argument("--out", required=True, help="output folder")
 
+    merge = sub.add_parser(
+        "merge",
+        help="sum the statistics of separate runs and select again",
+        description="Sum per-language statistics of runs of the same model and counting "
+        "settings (other machines, other shards of text), refusing incompatible runs, and "
+        "write a new run with the selection made on the sums.",
+    )
+    merge.add_argument("runs", nargs="+", help="run folders written by compute")
+    merge.add_argument("--out", required=True, help="output folder")
+
     bench = sub.add_parser(
         "bench",
         help="measure the statistics pass against the model's own forward speed",
@@ -446,6 +456,19 @@ def _cmd_import_mask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge_runs
+    from .results import read_run
+
+    out = merge_runs(args.runs, args.out)
+    run = read_run(out)
+    tokens = ", ".join(
+        f"{c} {int(t)}" for c, t in zip(run.languages, run.statistics.tokens, strict=True)
+    )
+    print(f"Merged {len(args.runs)} runs into {out} (tokens: {tokens}).")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -504,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_generate(args)
         if args.command == "import-mask":
             return _cmd_import_mask(args)
+        if args.command == "merge":
+            return _cmd_merge(args)
         if args.command == "bench":
             return _cmd_bench(args)
         if args.command == "languages":

@@ -76,6 +76,11 @@ def perplexity_matrix(
             f"{str(run.path)!r} records no corpus (imported masks?): the NLL matrix needs "
             "held-out text. Run `langneurons compute` first."
         )
+    if "split" not in corpus_meta:
+        raise ResultsError(
+            f"{str(run.path)!r} was merged from other runs, whose held-out texts differ; run "
+            "ppl with one of the source runs' corpora."
+        )
     eval_fraction = corpus_meta["split"]["eval_fraction"]
     corpus = load_corpus(corpus_meta["name"], codes)
     for code in codes:
