@@ -325,6 +325,8 @@ def _cmd_compute(args: argparse.Namespace) -> int:
         )
     finally:
         printer.close()
+    if result.out_dir is None:  # another rank of a data-parallel run: rank 0 reports
+        return 0
     selection = result.selection
     counts = selection.counts()
     print(

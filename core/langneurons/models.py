@@ -156,7 +156,9 @@ def model_fingerprint(model: nn.Module) -> str:
 
 def _resolve_device(device: str | None) -> str:
     if device in (None, ""):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        from .distributed import local_device
+
+        return local_device() or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "auto":
         return "auto"
     if device == "cpu" or device.startswith("cuda") or device == "mps":

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, distributed
 from .corpus import (
     DEFAULT_EVAL_FRACTION,
     EMBEDDED,
@@ -139,12 +139,17 @@ def compute(
             seq_len=seq_len,
             language=code,
         )
+    group = distributed.context(model.input_device)
+    if group is not None and not group.is_main:
+        progress = None  # one progress report: rank 0's
     per_language: dict[str, LanguageStats] = {}
     keys: dict[str, str] = {}
     cached: list[str] = []
     for code in codes:
         keys[code] = cache_key(model, windows[code])
         hit = cache.load(keys[code], shape, progress) if use_cache else None
+        if group is not None and not group.all_have(hit is not None):
+            hit = None  # ranks decide together, or their all-reduces would not match
         if hit is not None:
             cached.append(code)
             emit(
@@ -157,10 +162,18 @@ def compute(
             )
             per_language[code] = hit
             continue
-        stats = collect_language_stats(
-            model, windows[code], batch_size=batch_size, language=code, progress=progress
+        mine = windows[code] if group is None else group.shard(windows[code])
+        stats = (
+            collect_language_stats(
+                model, mine, batch_size=batch_size, language=code, progress=progress
+            )
+            if mine
+            else distributed.zero_stats(*shape)
         )
-        cache.save(keys[code], stats, code)
+        if group is not None:
+            stats = group.sum_stats(stats)
+        if group is None or group.is_main:
+            cache.save(keys[code], stats, code)
         per_language[code] = stats
     statistics = Statistics.stack(per_language)
     emit(progress, "select", f"Selecting neurons ({method})")
@@ -191,11 +204,12 @@ def compute(
             },
         },
         "cache_keys": keys,
+        "world_size": 1 if group is None else group.world_size,
         "versions": _versions(),
         "seconds": round(time.perf_counter() - start, 2),
     }
     result = ComputeResult(statistics, selection, meta, cached_languages=cached)
-    if out_dir is not None:
+    if out_dir is not None and (group is None or group.is_main):
         emit(progress, "write", f"Writing {out_dir}")
         result.out_dir = write_run(out_dir, statistics, selection, meta)
     return result

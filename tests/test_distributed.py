@@ -1,0 +1,93 @@
+"""Data-parallel statistics: two torchrun processes (gloo, CPU) equal one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from langneurons.cli import main
+
+from .conftest import _tiny_config
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    AutoModelForCausalLM.from_config(_tiny_config("llama", len(tiny_tokenizer))).save_pretrained(
+        folder
+    )
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _torchrun() -> list[str]:
+    found = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
+
+
+@pytest.mark.parametrize("batch_size", ["1", "4"])
+def test_two_processes_equal_one(model_dir, tmp_path, batch_size, isolated_cache):
+    args = [
+        "compute",
+        "--model",
+        str(model_dir),
+        "--languages",
+        "en,fr,ja",
+        "--max-tokens",
+        "700",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        batch_size,
+        "--quiet",
+    ]
+    assert main([*args, "--out", str(tmp_path / "single"), "--no-cache"]) == 0
+    env = {**os.environ, "LANGNEURONS_CACHE": str(tmp_path / "dist-cache"), "OMP_NUM_THREADS": "1"}
+    launcher = [
+        *_torchrun(),
+        "--standalone",  # rendezvous on a free local port
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "langneurons.cli",
+    ]
+    done = subprocess.run(
+        [*launcher, *args, "--out", str(tmp_path / "dist")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = load_file(tmp_path / "single" / "stats.safetensors")
+    dist = load_file(tmp_path / "dist" / "stats.safetensors")
+    assert torch.equal(single["tokens"], dist["tokens"])  # exact
+    diff = (single["over_zero"] - dist["over_zero"]).abs()
+    if batch_size == "1":
+        assert torch.equal(single["over_zero"], dist["over_zero"])
+    else:  # batch shapes differ between ranks: rounding may flip a value next to zero
+        assert int(diff.sum()) <= 5
+    assert torch.allclose(single["activation_sum"], dist["activation_sum"], rtol=1e-4, atol=1e-3)
+    meta = json.loads((tmp_path / "dist" / "meta.json").read_text())
+    assert meta["world_size"] == 2
+    # Rank 0 wrote the cache: a second distributed run reads it.
+    again = subprocess.run(
+        [*launcher, *args, "--out", str(tmp_path / "dist2")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 language(s) from cache" in again.stdout
