@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dashboard,map,test]"
+	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
 run: $(BIN)/.installed

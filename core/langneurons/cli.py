@@ -15,6 +15,8 @@ examples:
   langneurons compute --languages en,fr,de,es,zh,ja --out runs/demo
   langneurons compute --model Qwen/Qwen2.5-0.5B --languages en,fr --max-tokens 50000 --out runs/qwen
   langneurons compute --corpus my_texts/ --languages en,sw --out runs/custom
+  langneurons compute --corpus hf:wikimedia/wikipedia --hf-config 20231101.{lang} \
+      --languages en,fr --max-tokens 100000 --out runs/wiki
   langneurons ppl --stats runs/demo --out runs/demo/nll.json
   langneurons generate --stats runs/demo --prompt "Le temps aujourd'hui est" --deactivate fr
   langneurons generate --stats runs/demo --prompt "The weather today is" --steer ja
@@ -140,9 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--corpus",
         default="udhr",
-        help="'udhr' (embedded Universal Declaration of Human Rights) or a folder of "
-        "<code>.txt UTF-8 files, one paragraph per line",
+        help="'udhr' (embedded Universal Declaration of Human Rights), a folder of "
+        "<code>.txt UTF-8 files (one paragraph per line), or hf:NAME to stream a Hugging Face "
+        "dataset (needs --max-tokens)",
     )
+    data.add_argument(
+        "--hf-config",
+        default=None,
+        help="hf: corpora: dataset configuration, {lang} is replaced by each code "
+        "(e.g. 20231101.{lang} for wikimedia/wikipedia)",
+    )
+    data.add_argument("--hf-split", default="train", help="hf: corpora: split to stream")
+    data.add_argument(
+        "--hf-data-files",
+        default=None,
+        help="hf: corpora: data files with {lang}, for builders such as hf:json",
+    )
+    data.add_argument("--text-field", default="text", help="hf: corpora: field with the text")
     data.add_argument(
         "--max-tokens",
         type=_positive_int,
@@ -317,6 +333,12 @@ def _cmd_compute(args: argparse.Namespace) -> int:
             use_cache=not args.no_cache,
             out_dir=args.out,
             progress=printer,
+            dataset_options={
+                "config": args.hf_config,
+                "split": args.hf_split,
+                "data_files": args.hf_data_files,
+                "text_field": args.text_field,
+            },
             load_options={
                 "dtype": args.dtype,
                 "device": args.device,

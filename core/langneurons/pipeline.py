@@ -25,6 +25,8 @@ from .progress import ProgressCallback, emit
 from .results import RUN_FORMAT, write_run
 from .selection import Selection, select
 from .stats import LanguageStats, Statistics, StatsCache, cache_key, collect_language_stats
+from .streaming import PREFIX as HF_PREFIX
+from .streaming import HFSource, streamed_windows
 
 DEFAULT_SEQ_LEN = 512
 DEFAULT_BATCH_SIZE = 8
@@ -101,6 +103,7 @@ def compute(
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     load_options: dict[str, Any] | None = None,
+    dataset_options: dict[str, Any] | None = None,
 ) -> ComputeResult:
     """Collect per-language statistics, select language neurons, optionally write a run.
 
@@ -111,14 +114,23 @@ def compute(
     stored at once and reused by any later call with the same model, tokens and
     settings, so an interrupted call resumes where it stopped; ``use_cache=False``
     recomputes everything and refreshes the cache.
+
+    ``corpus="hf:NAME"`` streams a Hugging Face dataset (``dataset_options``: ``config``,
+    ``split``, ``text_field``, ``data_files``, with ``{lang}`` filled per language; see
+    :mod:`langneurons.streaming`); it needs ``max_tokens``.
     """
     start = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     codes = parse_languages(languages)
-    if isinstance(corpus, str):
+    streamed: HFSource | None = None
+    if isinstance(corpus, str) and corpus.startswith(HF_PREFIX):
+        if max_tokens is None:
+            raise CorpusError("Dataset corpora are streamed: give a token budget (--max-tokens).")
+        streamed = HFSource.parse(corpus, **(dataset_options or {}))
+    elif isinstance(corpus, str):
         corpus = load_corpus(corpus, codes)
-    missing = [c for c in codes if c not in corpus.texts]
+    missing = [] if streamed else [c for c in codes if c not in corpus.texts]
     if missing:
         raise CorpusError(
             f"Language(s) {', '.join(missing)} not in the corpus ({', '.join(corpus.languages)})."
@@ -130,8 +142,19 @@ def compute(
 
     # Tokenize everything first: bad input fails before any long computation.
     windows = {}
+    stream_info: dict[str, Any] = {}
     for code in codes:
         emit(progress, "tokenize", f"Tokenizing {code}", language=code)
+        if streamed is not None:
+            windows[code], stream_info[code] = streamed_windows(
+                model.tokenizer,
+                streamed.records(code),
+                max_tokens=max_tokens,
+                seq_len=seq_len,
+                eval_fraction=eval_fraction,
+                language=code,
+            )
+            continue
         windows[code] = tokenize_windows(
             model.tokenizer,
             corpus.identify_text(code, eval_fraction),
@@ -185,7 +208,18 @@ def compute(
         "languages": codes,
         "layers": model.num_layers,
         "neurons": model.num_neurons,
-        "corpus": corpus.describe(eval_fraction),
+        "corpus": corpus.describe(eval_fraction)
+        if streamed is None
+        else {
+            "name": corpus,
+            **streamed.describe(),
+            "languages": stream_info,
+            "split": {
+                "eval_fraction": eval_fraction,
+                "rule": "record i is held out when "
+                "floor((i + 1) * eval_fraction) > floor(i * eval_fraction)",
+            },
+        },
         "counting": {
             "max_tokens": max_tokens,
             "seq_len": seq_len,
