@@ -30,7 +30,7 @@ if not Path(CHROMIUM).exists():
         pytest.fail(message, pytrace=False)
     pytest.skip(message, allow_module_level=True)
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api as playwright_api  # noqa: E402 - after the browser check
 
 
 def _free_port() -> int:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -174,3 +172,30 @@ def test_neuron_map_umap_on_demand():
     _ok(at)
     assert len(_charts(at)) == 1
     assert not at.warning
+
+
+class _Upload:
+    """What st.file_uploader returns: a name and the bytes."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self._data = name, data
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def test_uploaded_corpus_files_become_a_corpus_folder():
+    from dashboard.state import MAX_UPLOAD_BYTES, save_uploads
+    from langneurons.corpus import load_corpus
+    from langneurons.errors import CorpusError
+
+    folder = save_uploads([_Upload("fr.txt", b"Un.\nDeux.\n"), _Upload("en.txt", b"One.\nTwo.\n")])
+    assert load_corpus(folder, "en,fr").texts["fr"].paragraphs == ("Un.", "Deux.")
+    assert (
+        save_uploads([_Upload("en.txt", b"One.\nTwo.\n"), _Upload("fr.txt", b"Un.\nDeux.\n")])
+        == folder
+    )
+    with pytest.raises(CorpusError, match="the limit is 5 MB"):
+        save_uploads([_Upload("de.txt", b"x" * (MAX_UPLOAD_BYTES + 1))])
+    with pytest.raises(CorpusError, match=r"name files <code>\.txt"):
+        save_uploads([_Upload("german.doc", b"x")])

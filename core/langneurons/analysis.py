@@ -219,5 +219,5 @@ def umap_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
         raise ImportError(
             "UMAP needs the optional package umap-learn: pip install 'langneurons[map]'."
         ) from exc
-    reducer = umap.UMAP(n_components=2, random_state=seed, n_neighbors=15, min_dist=0.1)
+    reducer = umap.UMAP(n_components=2, random_state=seed, n_neighbors=15, min_dist=0.1, n_jobs=1)
     return reducer.fit_transform(vectors)
