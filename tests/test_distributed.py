@@ -91,3 +91,26 @@ def test_two_processes_equal_one(model_dir, tmp_path, batch_size, isolated_cache
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "3 language(s) from cache" in again.stdout
+
+
+def test_device_map_auto_counts_and_intervenes(model_dir):
+    """--device auto loads through an automatic device map and gives the same counts and
+    interventions (on this CPU-only machine the map has one device; several GPUs are not
+    covered here)."""
+    from langneurons.corpus import load_corpus, tokenize_windows
+    from langneurons.generation import GenerationConfig, generate
+    from langneurons.interventions import active_hook_count, deactivate
+    from langneurons.models import load_model
+    from langneurons.stats import collect_language_stats
+
+    mapped = load_model(str(model_dir), device="auto", dtype="float32")
+    plain = load_model(str(model_dir), device="cpu", dtype="float32")
+    text = load_corpus("udhr", ["fr"]).identify_text("fr")
+    windows = tokenize_windows(plain.tokenizer, text, max_tokens=200, seq_len=64)
+    a = collect_language_stats(mapped, windows, batch_size=1)
+    b = collect_language_stats(plain, windows, batch_size=1)
+    assert torch.equal(a.over_zero, b.over_zero)
+    off = deactivate({0: torch.arange(48), 1: torch.arange(48)})
+    config = GenerationConfig(max_new_tokens=8)
+    assert generate(mapped, "Everyone", config, off) == generate(plain, "Everyone", config, off)
+    assert active_hook_count(mapped) == 0
