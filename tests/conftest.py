@@ -139,6 +139,21 @@ def make_tiny_model(tiny_tokenizer) -> Callable[[str], object]:
     return make
 
 
+@pytest.fixture(scope="session")
+def save_tiny_model(tiny_tokenizer) -> Callable[[str, Path], Path]:
+    """Save a seeded tiny model of a family with the tokenizer, like any HF checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    def save(model_type: str, folder: Path) -> Path:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(_tiny_config(model_type, len(tiny_tokenizer)))
+        model.save_pretrained(folder)
+        tiny_tokenizer.save_pretrained(folder)
+        return folder
+
+    return save
+
+
 @pytest.fixture
 def tiny_model(make_tiny_model):
     return make_tiny_model("llama")

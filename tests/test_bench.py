@@ -48,18 +48,8 @@ def test_naive_and_nnsight_count_the_same_tokens(tiny_model):
     assert all(not m._forward_hooks for m in tiny_model.modules)
 
 
-def test_bench_command_json(tmp_path, tiny_tokenizer, capsys):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from .conftest import _tiny_config
-
-    torch.manual_seed(0)
-    folder = tmp_path / "tiny"
-    AutoModelForCausalLM.from_config(_tiny_config("gpt2", len(tiny_tokenizer))).save_pretrained(
-        folder
-    )
-    tiny_tokenizer.save_pretrained(folder)
+def test_bench_command_json(tmp_path, save_tiny_model, capsys):
+    folder = save_tiny_model("gpt2", tmp_path / "tiny")
     assert main(["bench", "--model", str(folder), "--quick", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"]["name"] == str(folder)

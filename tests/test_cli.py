@@ -9,21 +9,11 @@ import torch
 
 from langneurons.cli import main
 
-from .conftest import _tiny_config
-
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+def tiny_model_dir(tmp_path_factory, save_tiny_model):
     """A tiny Qwen2 model saved like any Hugging Face checkpoint folder."""
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-qwen2")
-    AutoModelForCausalLM.from_config(_tiny_config("qwen2", len(tiny_tokenizer))).save_pretrained(
-        folder
-    )
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model("qwen2", tmp_path_factory.mktemp("tiny-qwen2"))
 
 
 def _compute(model_dir, out, *extra):

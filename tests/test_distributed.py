@@ -15,20 +15,10 @@ from safetensors.torch import load_file
 
 from langneurons.cli import main
 
-from .conftest import _tiny_config
-
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_tokenizer):
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    AutoModelForCausalLM.from_config(_tiny_config("llama", len(tiny_tokenizer))).save_pretrained(
-        folder
-    )
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
+def model_dir(tmp_path_factory, save_tiny_model):
+    return save_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _torchrun() -> list[str]:

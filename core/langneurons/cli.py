@@ -347,6 +347,9 @@ def _cmd_compute(args: argparse.Namespace) -> int:
         )
     finally:
         printer.close()
+        from .distributed import shutdown
+
+        shutdown()
     if result.out_dir is None:  # another rank of a data-parallel run: rank 0 reports
         return 0
     selection = result.selection

@@ -90,3 +90,14 @@ def zero_stats(layers: int, neurons: int) -> LanguageStats:
         torch.zeros(layers, neurons, dtype=torch.float64),
         torch.zeros(layers, neurons, dtype=torch.float64),
     )
+
+
+def shutdown() -> None:
+    """Leave the process group cleanly (all ranks together), if one was joined.
+
+    Exiting with the group still up can abort a rank at interpreter exit while gloo's
+    threads are alive ("terminate called without an active exception").
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
