@@ -108,3 +108,23 @@ def test_dataset_errors_are_clear(tiny_model, same_text, tmp_path, capsys):
     )
     assert "Cannot open dataset 'json'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_large_local_text_files_stream_line_by_line(tiny_model, same_text):
+    """hf:text reads plain .txt files lazily, one record per line: the same counts as the
+    in-memory folder corpus."""
+    folder, _ = same_text
+    files = compute(
+        tiny_model, LANGS, corpus=str(folder), max_tokens=400, seq_len=64, use_cache=False
+    )
+    streamed = compute(
+        tiny_model,
+        LANGS,
+        corpus="hf:text",
+        max_tokens=400,
+        seq_len=64,
+        use_cache=False,
+        dataset_options={"data_files": str(folder / "{lang}.txt")},
+    )
+    assert streamed.meta["cache_keys"] == files.meta["cache_keys"]
+    assert torch.equal(streamed.statistics.over_zero, files.statistics.over_zero)

@@ -72,9 +72,9 @@ def mean_nll(
                 targets = batch[:, 1:].reshape(-1).to(hidden.device)
                 for c in range(0, inputs.shape[0], chunk_positions):
                     logits = lm.logits(inputs[c : c + chunk_positions])
-                    total += float(
-                        F.cross_entropy(logits, targets[c : c + chunk_positions], reduction="sum")
-                    )
+                    # Under a device map the head may sit on another device than the body.
+                    chunk_targets = targets[c : c + chunk_positions].to(logits.device)
+                    total += float(F.cross_entropy(logits, chunk_targets, reduction="sum"))
                 count += targets.numel()
     return total / count if count else math.nan
 
