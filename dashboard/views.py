@@ -149,7 +149,7 @@ def heatmaps(lm: LoadedModel, result: ComputeResult, selection: Selection) -> No
     records = analysis.neuron_records(selection, stats)
     if records:
         st.session_state["hm_records"] = records
-        st.dataframe(
+        event = st.dataframe(
             records,
             use_container_width=True,
             height=300,
@@ -158,6 +158,8 @@ def heatmaps(lm: LoadedModel, result: ComputeResult, selection: Selection) -> No
             on_select=_inspect_row,
             selection_mode="single-row",
         )
+        if not event.selection.rows:
+            st.session_state.pop("hm_handled", None)  # a fresh table: any row may be picked
     else:
         st.info("No neurons are selected with these thresholds.")
     st.caption(
@@ -176,7 +178,12 @@ def _inspect_row() -> None:
     rows = st.session_state["hm_table"].selection.rows
     if rows:
         record = st.session_state["hm_records"][rows[0]]
-        _inspect(record["layer"], record["neuron"])
+        picked = (record["layer"], record["neuron"])
+        # The selection outlives the table (the browser sends it again on later reruns):
+        # act once per new selection, or the next view would bounce back here.
+        if st.session_state.get("hm_handled") != picked:
+            st.session_state["hm_handled"] = picked
+            _inspect(*picked)
 
 
 def _inspect(layer: int, neuron: int) -> None:
