@@ -23,14 +23,13 @@ from langneurons.interventions import (
     Intervention,
     deactivate,
     language_neurons,
-    parse_pairs,
-    steer,
     validate,
 )
 from langneurons.langid import detect_language
 from langneurons.models import LoadedModel
 from langneurons.pipeline import ComputeResult
 from langneurons.selection import Selection
+from langneurons.workflows import NothingToChange, intervention_for
 
 EXAMPLE_PROMPTS = {
     "en": "The weather today is",
@@ -52,7 +51,8 @@ def _plot(fig: Any, key: str) -> None:
     st.plotly_chart(fig, use_container_width=True, key=key)
     st.download_button(
         "Download figure (HTML)",
-        fig.to_html(include_plotlyjs="cdn"),
+        # Made only when clicked (not on every rerun), with plotly.js inside: opens offline.
+        lambda: fig.to_html(include_plotlyjs=True),
         file_name=f"{key}.html",
         mime="text/html",
         key=f"dl_{key}",
@@ -370,34 +370,20 @@ def build_intervention(
     strength: float,
     prompt: str,
 ) -> Intervention:
-    layer_range = range(layers[0], layers[1] + 1)
-    intervention = Intervention()
-    languages = selection.languages
-    if mode == "Steer" and target:
-        source, _ = detect_language(prompt, languages)
-        off = [c for c in off_languages if c != target] or (
-            [source] if source in languages and source != target else []
-        )
-        if off:
-            intervention += deactivate(
-                language_neurons(selection.masks, languages, off, layer_range), ",".join(off)
-            )
-        stats = result.statistics
-        mean = stats.mean_activation()[..., stats.index(target)]
-        intervention += steer(
-            mean,
-            language_neurons(selection.masks, languages, [target], layer_range),
-            strength,
-            label=target,
-        )
-    elif off_languages:
-        intervention += deactivate(
-            language_neurons(selection.masks, languages, off_languages, layer_range),
-            ",".join(off_languages),
-        )
-    if pairs.strip():
-        intervention += deactivate(parse_pairs(pairs), pairs)
-    return intervention
+    """The playground's choices as an intervention (the library's rule, shared with the CLI)."""
+    steering = mode == "Steer" and target is not None
+    return intervention_for(
+        lm,
+        selection.masks,
+        selection.languages,
+        result.statistics,
+        deactivate_languages=off_languages,
+        steer_language=target if steering else None,
+        strength=strength,
+        layers=None if layers == (0, lm.num_layers - 1) else f"{layers[0]}-{layers[1]}",
+        neurons=pairs.strip() or None,
+        prompt=prompt,
+    )
 
 
 def playground(lm: LoadedModel, result: ComputeResult, selection: Selection) -> None:
@@ -468,12 +454,16 @@ def playground(lm: LoadedModel, result: ComputeResult, selection: Selection) -> 
         intervention = build_intervention(
             lm, result, selection, mode, off, layers, pairs, target, strength, prompt
         )
-        if intervention.is_empty:
-            st.warning(
-                "Nothing to change: choose languages to switch off, a language to steer "
-                "towards, or single neurons."
-            )
-            return
+    except NothingToChange:
+        st.warning(
+            "Nothing to change: choose languages to switch off, a language to steer "
+            "towards, or single neurons."
+        )
+        return
+    except LangNeuronsError as exc:
+        st.error(str(exc))
+        return
+    try:
         config = GenerationConfig(
             max_new_tokens=int(max_new),
             do_sample=sample,
@@ -740,8 +730,12 @@ def export(lm: LoadedModel, result: ComputeResult, selection: Selection) -> None
         for layer, idx in enumerate(per_layer):
             for i in idx.tolist():
                 writer.writerow([code, layer, i])
-    mask = io.BytesIO()
-    torch.save(selection.masks, mask)
+
+    def mask_bytes() -> bytes:
+        buffer = io.BytesIO()
+        torch.save(selection.masks, buffer)
+        return buffer.getvalue()
+
     c1, c2, c3 = st.columns(3)
     c1.download_button(
         "neurons.json",
@@ -753,7 +747,7 @@ def export(lm: LoadedModel, result: ComputeResult, selection: Selection) -> None
     c2.download_button("neurons.csv", rows.getvalue(), "neurons.csv", "text/csv", key="dl_csv")
     c3.download_button(
         "activation_mask.pth (reference format)",
-        mask.getvalue(),
+        mask_bytes,
         "activation_mask.pth",
         "application/octet-stream",
         key="dl_pth",

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .corpus import Corpus
+from .corpus import Corpus, text_ids
 from .families import _get_path
 from .models import LoadedModel
 from .selection import Selection
@@ -178,7 +178,7 @@ def layer_activations(
         with torch.inference_mode():
             for code in languages:
                 for paragraph in corpus.texts[code].paragraphs[:paragraphs_per_language]:
-                    ids = lm.tokenizer(paragraph, add_special_tokens=False)["input_ids"][:256]
+                    ids = text_ids(lm.tokenizer, paragraph, 256)
                     full = ([bos] if bos is not None else []) + ids
                     captured.clear()
                     lm.body(input_ids=torch.tensor([full], device=lm.input_device), use_cache=False)

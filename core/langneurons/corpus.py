@@ -249,9 +249,7 @@ def tokenize_windows(
         raise CorpusError(f"seq_len must be at least 2, got {seq_len}.")
     if max_tokens is not None and max_tokens < 1:
         raise CorpusError(f"max_tokens must be positive, got {max_tokens}.")
-    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if max_tokens is not None:
-        ids = ids[:max_tokens]
+    ids = text_ids(tokenizer, text, max_tokens)
     if len(ids) < MIN_IDENTIFY_TOKENS:
         raise CorpusError(
             f"Language {language!r} has only {len(ids)} tokens to count (after the split and "
@@ -259,6 +257,12 @@ def tokenize_windows(
             "--max-tokens."
         )
     return bos_windows(ids, getattr(tokenizer, "bos_token_id", None), seq_len)
+
+
+def text_ids(tokenizer: Any, text: str, max_tokens: int | None = None) -> list[int]:
+    """Token ids of ``text`` without special tokens, cut to ``max_tokens``."""
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids if max_tokens is None else ids[:max_tokens]
 
 
 def bos_windows(ids: list[int], bos: int | None, seq_len: int) -> list[torch.Tensor]:

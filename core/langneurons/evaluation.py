@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .corpus import Corpus, bos_windows
+from .corpus import Corpus, bos_windows, text_ids
 from .errors import CorpusError
 from .interventions import Intervention, apply, deactivate, language_neurons
 from .models import LoadedModel
@@ -33,9 +33,7 @@ def eval_windows(
     lm: LoadedModel, text: str, seq_len: int, max_tokens: int | None, language: str = ""
 ) -> list[torch.Tensor]:
     """``[BOS] + tokens`` windows of held-out text (each window predicts its own tokens)."""
-    ids: list[int] = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-    if max_tokens is not None:
-        ids = ids[:max_tokens]
+    ids = text_ids(lm.tokenizer, text, max_tokens)
     if len(ids) < MIN_EVAL_TOKENS:
         raise CorpusError(
             f"Language {language!r} has only {len(ids)} held-out tokens; at least "

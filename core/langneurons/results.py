@@ -64,14 +64,6 @@ class Run:
             for code in self.languages
         ]
 
-    def require_statistics(self, why: str) -> Statistics:
-        if self.statistics is None:
-            raise ResultsError(
-                f"{str(self.path)!r} holds imported masks without statistics, and {why} needs "
-                "them. Run `langneurons compute` for these languages first."
-            )
-        return self.statistics
-
 
 def _json_bytes(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

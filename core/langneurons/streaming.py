@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .corpus import MIN_IDENTIFY_TOKENS, bos_windows
+from .corpus import MIN_IDENTIFY_TOKENS, bos_windows, text_ids
 from .errors import CorpusError
 
 PREFIX = "hf:"
@@ -106,9 +106,9 @@ def streamed_windows(
             # One whole record past the budget is read, so the text just after the cut is
             # the same as in the full text and the first max_tokens ids cannot change.
             break
-        estimate += len(tokenizer("\n".join(paragraphs), add_special_tokens=False)["input_ids"])
+        estimate += len(text_ids(tokenizer, "\n".join(paragraphs)))
     text = "\n".join(kept)
-    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+    ids = text_ids(tokenizer, text, max_tokens)
     if len(ids) < MIN_IDENTIFY_TOKENS:
         raise CorpusError(
             f"Language {language!r} has only {len(ids)} tokens to count in the dataset; at "

@@ -34,6 +34,7 @@ from .models import LoadedModel
 from .progress import ProgressCallback
 from .results import Run, read_mask, write_imported
 from .selection import Selection
+from .stats import Statistics
 
 
 def check_model_matches(lm: LoadedModel, run: Run) -> None:
@@ -106,9 +107,15 @@ def perplexity_matrix(
     return result
 
 
-def build_intervention(
-    run: Run,
+class NothingToChange(InterventionError):
+    """The choices select no neuron at all (a hint, not a failure, in a UI)."""
+
+
+def intervention_for(
     lm: LoadedModel,
+    masks: Sequence[Sequence[torch.Tensor]],
+    languages: Sequence[str],
+    statistics: Statistics | None = None,
     *,
     deactivate_languages: Sequence[str] = (),
     steer_language: str | None = None,
@@ -116,49 +123,61 @@ def build_intervention(
     layers: str | None = None,
     neurons: str | None = None,
     prompt: str | None = None,
+    where: str = "these results",
 ) -> Intervention:
     """The intervention the CLI and the playground describe in words.
 
     ``deactivate_languages``' neurons (and explicit ``layer:neuron`` pairs) are set to 0;
     with ``steer_language`` its neurons are set to ``strength x`` their mean activation
-    on that language, and, unless languages to deactivate were given, the neurons of
-    the prompt's own language (detected) are switched off first.  ``layers`` (``"A-B"``)
-    limits the language neuron sets.
+    on that language (from ``statistics``), and, unless other languages to deactivate
+    were given, the neurons of the prompt's own language (detected) are switched off
+    first.  ``layers`` (``"A-B"``) limits the language neuron sets.
     """
     layer_range = parse_layers(layers, lm.num_layers) if layers else None
-    off = list(deactivate_languages)
+    off = [code for code in deactivate_languages if code != steer_language]
     intervention = Intervention()
     if steer_language is not None:
-        if steer_language not in run.languages:
+        if steer_language not in languages:
             raise InterventionError(
-                f"Cannot steer towards {steer_language!r}: {str(run.path)!r} covers "
-                f"{', '.join(run.languages)}."
+                f"Cannot steer towards {steer_language!r}: {where} covers {', '.join(languages)}."
+            )
+        if statistics is None:
+            raise ResultsError(
+                f"{where} holds imported masks without statistics, and steering needs them. "
+                "Run `langneurons compute` for these languages first."
             )
         if not off and prompt:
-            source, _ = detect_language(prompt, run.languages)
-            if source in run.languages and source != steer_language:
+            source, _ = detect_language(prompt, languages)
+            if source in languages and source != steer_language:
                 off = [source]
     if off:
         intervention += deactivate(
-            language_neurons(run.masks, run.languages, off, layer_range), ",".join(off)
+            language_neurons(masks, languages, off, layer_range), ",".join(off)
         )
     if neurons:
         intervention += deactivate(parse_pairs(neurons), neurons)
     if steer_language is not None:
-        stats = run.require_statistics("steering")
-        mean = stats.mean_activation()[..., stats.index(steer_language)]
-        target = language_neurons(run.masks, run.languages, [steer_language], layer_range)
+        assert statistics is not None
+        mean = statistics.mean_activation()[..., statistics.index(steer_language)]
+        target = language_neurons(masks, languages, [steer_language], layer_range)
         intervention += steer(mean, target, strength, label=steer_language)
     if layers:
         intervention = Intervention(
             intervention.edits, (*intervention.description, ("layers", layers))
         )
     if not intervention.edits:
-        raise InterventionError(
+        raise NothingToChange(
             "Nothing to change: the chosen languages have no neurons in these layers. Pass "
             "--deactivate LANGS, --steer LANG or --neurons L:N, or widen --layers."
         )
     return intervention
+
+
+def build_intervention(run: Run, lm: LoadedModel, **choices: Any) -> Intervention:
+    """:func:`intervention_for` with a run folder's neurons and statistics."""
+    return intervention_for(
+        lm, run.masks, run.languages, run.statistics, where=repr(str(run.path)), **choices
+    )
 
 
 def generate_comparison(
