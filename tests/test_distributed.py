@@ -53,7 +53,8 @@ def test_two_processes_equal_one(model_dir, tmp_path, batch_size, isolated_cache
         "langneurons.cli",
     ]
     done = subprocess.run(
-        [*launcher, *args, "--out", str(tmp_path / "dist")],
+        # Each rank saves checkpoints of its share as it goes (every 100 tokens here).
+        [*launcher, *args, "--checkpoint-tokens", "100", "--out", str(tmp_path / "dist")],
         env=env,
         capture_output=True,
         text=True,
@@ -71,6 +72,8 @@ def test_two_processes_equal_one(model_dir, tmp_path, batch_size, isolated_cache
     assert torch.allclose(single["activation_sum"], dist["activation_sum"], rtol=1e-4, atol=1e-3)
     meta = json.loads((tmp_path / "dist" / "meta.json").read_text())
     assert meta["world_size"] == 2
+    partials = tmp_path / "dist-cache" / "stats" / "partial"
+    assert partials.is_dir() and not list(partials.iterdir())  # written, then dropped
     # Rank 0 wrote the cache: a second distributed run reads it.
     again = subprocess.run(
         [*launcher, *args, "--out", str(tmp_path / "dist2")],
@@ -104,3 +107,74 @@ def test_device_map_auto_counts_and_intervenes(model_dir):
     config = GenerationConfig(max_new_tokens=8)
     assert generate(mapped, "Everyone", config, off) == generate(plain, "Everyone", config, off)
     assert active_hook_count(mapped) == 0
+
+
+RESUMABLE_RUN = """
+import sys
+
+from langneurons.distributed import shutdown
+from langneurons.pipeline import compute
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_early(event):
+    if event.stage == "count" and event.done >= 150:
+        raise Stop
+
+
+def report_resume(event):
+    if event.stage == "resume":
+        print("resumed after", event.done, flush=True)
+
+
+try:
+    compute(
+        sys.argv[1],
+        ["en"],
+        max_tokens=700,
+        seq_len=64,
+        batch_size=1,
+        checkpoint_tokens=50,
+        out_dir=sys.argv[2],
+        progress=stop_early if sys.argv[3] == "stop" else report_resume,
+    )
+finally:
+    if sys.argv[3] != "stop":
+        shutdown()
+"""
+
+
+def test_interrupted_ranks_resume_their_own_shares(model_dir, tmp_path):
+    """Rank 0 stops part-way (its launcher then ends rank 1); the next launch continues
+    each rank's checkpoint and gives the single-process counts exactly."""
+    script = tmp_path / "run.py"
+    script.write_text(RESUMABLE_RUN)
+    env = {**os.environ, "LANGNEURONS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    launch = [*_torchrun(), "--standalone", "--nproc_per_node", "2", str(script), str(model_dir)]
+    stopped = subprocess.run(
+        [*launch, str(tmp_path / "x"), "stop"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert stopped.returncode != 0
+    partials = tmp_path / "cache" / "stats" / "partial"
+    assert any(p.name.endswith(".r0of2.safetensors") for p in partials.iterdir())
+    resumed = subprocess.run(
+        [*launch, str(tmp_path / "dist"), "go"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed after" in resumed.stdout  # rank 0 went on from its checkpoint
+    assert not list(partials.iterdir())
+    args = ["--model", str(model_dir), "--languages", "en", "--max-tokens", "700"]
+    single = tmp_path / "single"
+    options = ["--seq-len", "64", "--batch-size", "1", "--no-cache", "--quiet"]
+    assert main(["compute", *args, *options, "--out", str(single)]) == 0
+    a = load_file(single / "stats.safetensors")
+    b = load_file(tmp_path / "dist" / "stats.safetensors")
+    assert torch.equal(a["tokens"], b["tokens"])
+    assert torch.equal(a["over_zero"], b["over_zero"])

@@ -139,6 +139,88 @@ def test_interrupted_run_resumes_without_redoing_finished_languages(tiny_model):
     assert not list(StatsCache().root.glob(".tmp-*"))  # no half-written entry
 
 
+LONG = {"max_tokens": 700, "seq_len": 64, "batch_size": 2, "checkpoint_tokens": 150}
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop_after(tokens: int):
+    def progress(event):
+        if event.stage == "count" and event.done >= tokens:
+            raise Stop
+
+    return progress
+
+
+def test_interrupted_language_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
+    whole = compute(tiny_model, ["en"], cache=StatsCache(tmp_path / "other"), **LONG)
+    with pytest.raises(Stop):
+        compute(tiny_model, ["en"], progress=_stop_after(400), **LONG)
+    key = whole.meta["cache_keys"]["en"]
+    partial = StatsCache().partial_path(key, "all")
+    assert partial.is_file()
+    with safe_open(partial, framework="pt") as handle:
+        assert int(handle.metadata()["windows"]) > 0
+
+    events = []
+    resumed = compute(tiny_model, ["en"], progress=events.append, **LONG)
+    resumes = [e for e in events if e.stage == "resume"]
+    assert len(resumes) == 1 and 300 <= resumes[0].done < 700
+    first_count = next(e for e in events if e.stage == "count")
+    assert first_count.done == resumes[0].done  # counting went on from there
+    for name in ("over_zero", "activation_sum", "activation_sq_sum"):
+        assert torch.equal(getattr(whole.statistics, name), getattr(resumed.statistics, name))
+    assert resumed.statistics.tokens.tolist() == [700]
+    assert not partial.exists()  # the language is whole in the cache now
+
+
+def test_checkpoint_resumes_with_another_batch_size(tiny_model, tmp_path):
+    whole = compute(tiny_model, ["en"], cache=StatsCache(tmp_path / "other"), **LONG)
+    with pytest.raises(Stop):
+        compute(tiny_model, ["en"], progress=_stop_after(300), **LONG)
+    resumed = compute(tiny_model, ["en"], **{**LONG, "batch_size": 3})
+    assert torch.equal(whole.statistics.tokens, resumed.statistics.tokens)
+    # Other batch shapes may round differently: a few values near zero can flip.
+    assert (whole.statistics.over_zero - resumed.statistics.over_zero).abs().sum() <= 5
+
+
+def test_unusable_checkpoint_is_ignored_and_counted_again(tiny_model, tmp_path):
+    from safetensors.torch import save_file
+
+    whole = compute(tiny_model, ["en"], cache=StatsCache(tmp_path / "other"), **LONG)
+    with pytest.raises(Stop):
+        compute(tiny_model, ["en"], progress=_stop_after(300), **LONG)
+    partial = StatsCache().partial_path(whole.meta["cache_keys"]["en"], "all")
+    tensors = load_file(partial)
+    with safe_open(partial, framework="pt") as handle:
+        metadata = handle.metadata()
+    save_file(tensors, partial, metadata={**metadata, "windows": "1"})  # tokens disagree now
+    events = []
+    again = compute(tiny_model, ["en"], progress=events.append, **LONG)
+    assert any("unusable" in e.message for e in events)
+    assert not any(e.stage == "resume" for e in events)
+    assert torch.equal(whole.statistics.over_zero, again.statistics.over_zero)
+
+
+def test_no_cache_discards_a_checkpoint(tiny_model):
+    with pytest.raises(Stop):
+        compute(tiny_model, ["en"], progress=_stop_after(300), **LONG)
+    events = []
+    compute(tiny_model, ["en"], use_cache=False, progress=events.append, **LONG)
+    assert not any(e.stage == "resume" for e in events)
+    assert not list((StatsCache().root / "partial").glob("*.safetensors"))
+
+
+def test_checkpoint_tokens_zero_saves_no_checkpoint(tiny_model):
+    with pytest.raises(Stop):
+        compute(tiny_model, ["en"], progress=_stop_after(300), **{**LONG, "checkpoint_tokens": 0})
+    assert not (StatsCache().root / "partial").exists()
+    with pytest.raises(ValueError, match="checkpoint_tokens"):
+        compute(tiny_model, ["en"], **{**LONG, "checkpoint_tokens": -1})
+
+
 def test_failed_write_leaves_nothing_behind(tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "new" / "run"
 

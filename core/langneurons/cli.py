@@ -45,6 +45,7 @@ class _ProgressPrinter:
                 self.close()
                 self.bar = tqdm(
                     total=event.total,
+                    initial=event.done,  # a resumed language starts part-way
                     desc=desc,
                     unit="tok" if event.stage == "count" else "step",
                     file=sys.stderr,
@@ -76,13 +77,24 @@ def _rate(name: str):
     return parse
 
 
-def _positive_int(value: str) -> int:
+def _whole_number(value: str) -> int:
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+
+
+def _positive_int(value: str) -> int:
+    number = _whole_number(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = _whole_number(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got {value}")
     return number
 
 
@@ -178,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cache",
         action="store_true",
         help="recompute statistics even if cached (the cache is refreshed)",
+    )
+    run.add_argument(
+        "--checkpoint-tokens",
+        type=_non_negative_int,
+        default=1_000_000,
+        help="save a language's partial counts every N tokens, so an interrupted language "
+        "resumes mid-way (0: never)",
     )
     sel = compute.add_argument_group("selection")
     sel.add_argument("--method", default="lape", choices=["lape", "mean-diff"])
@@ -331,6 +350,7 @@ def _cmd_compute(args: argparse.Namespace) -> int:
             method=args.method,
             settings=settings,
             use_cache=not args.no_cache,
+            checkpoint_tokens=args.checkpoint_tokens,
             out_dir=args.out,
             progress=printer,
             dataset_options={
@@ -567,7 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "\ninterrupted: finished languages are cached; run the same command again to resume.",
+            "\ninterrupted: finished languages and the last checkpoint are cached; run the same "
+            "command again to resume.",
             file=sys.stderr,
         )
         return 130

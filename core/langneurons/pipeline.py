@@ -24,7 +24,15 @@ from .models import LoadedModel, load_model
 from .progress import ProgressCallback, emit
 from .results import RUN_FORMAT, write_run
 from .selection import Selection, select
-from .stats import LanguageStats, Statistics, StatsCache, cache_key, collect_language_stats
+from .stats import (
+    DEFAULT_CHECKPOINT_TOKENS,
+    Checkpoint,
+    LanguageStats,
+    Statistics,
+    StatsCache,
+    cache_key,
+    collect_language_stats,
+)
 from .streaming import PREFIX as HF_PREFIX
 from .streaming import HFSource, streamed_windows
 
@@ -104,6 +112,7 @@ def compute(
     progress: ProgressCallback | None = None,
     load_options: dict[str, Any] | None = None,
     dataset_options: dict[str, Any] | None = None,
+    checkpoint_tokens: int = DEFAULT_CHECKPOINT_TOKENS,
 ) -> ComputeResult:
     """Collect per-language statistics, select language neurons, optionally write a run.
 
@@ -113,7 +122,9 @@ def compute(
     identification part).  With ``use_cache`` (the default) each finished language is
     stored at once and reused by any later call with the same model, tokens and
     settings, so an interrupted call resumes where it stopped; ``use_cache=False``
-    recomputes everything and refreshes the cache.
+    recomputes everything and refreshes the cache.  Within a language the counts so far
+    are saved every ``checkpoint_tokens`` tokens (``0``: never), per rank under a
+    launcher, so a long language resumes where it stopped too.
 
     ``corpus="hf:NAME"`` streams a Hugging Face dataset (``dataset_options``: ``config``,
     ``split``, ``text_field``, ``data_files``, with ``{lang}`` filled per language; see
@@ -122,6 +133,8 @@ def compute(
     start = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    if checkpoint_tokens < 0:
+        raise ValueError(f"checkpoint_tokens must be 0 (never) or more, got {checkpoint_tokens}.")
     codes = parse_languages(languages)
     streamed: HFSource | None = None
     if isinstance(corpus, str) and corpus.startswith(HF_PREFIX):
@@ -184,11 +197,24 @@ def compute(
                 total=hit.tokens,
             )
             per_language[code] = hit
+            if group is None or group.is_main:
+                cache.drop_partial(keys[code])  # left by a run stopped after the last save
             continue
         mine = windows[code] if group is None else group.shard(windows[code])
+        part = "all" if group is None else f"r{group.rank}of{group.world_size}"
+        checkpoint = (
+            Checkpoint(cache, keys[code], part, checkpoint_tokens, resume=use_cache)
+            if checkpoint_tokens
+            else None
+        )
         stats = (
             collect_language_stats(
-                model, mine, batch_size=batch_size, language=code, progress=progress
+                model,
+                mine,
+                batch_size=batch_size,
+                language=code,
+                progress=progress,
+                checkpoint=checkpoint,
             )
             if mine
             else distributed.zero_stats(*shape)
@@ -197,6 +223,8 @@ def compute(
             stats = group.sum_stats(stats)
         if group is None or group.is_main:
             cache.save(keys[code], stats, code)
+        if checkpoint is not None:
+            cache.drop_partial(keys[code], part)  # the language is whole in the cache now
         per_language[code] = stats
     statistics = Statistics.stack(per_language)
     emit(progress, "select", f"Selecting neurons ({method})")

@@ -11,7 +11,8 @@ token of the language's identification text:
 The pass runs the transformer body only (never the vocabulary head), batched,
 without autograd, and reduces each activation tensor on its own device inside a
 forward hook, so no activation is copied out.  Results are cached per language on
-disk, keyed by what produced them.
+disk, keyed by what produced them; while a language is being counted its partial counts
+are saved every ``checkpoint_tokens`` tokens, so a long language resumes mid-way.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .paths import cache_dir
 from .progress import ProgressCallback, emit
 
 STATS_FORMAT = 1
+DEFAULT_CHECKPOINT_TOKENS = 1_000_000
 
 
 @dataclass
@@ -113,14 +115,20 @@ class NeuronCounter:
     positions to ``[batch * length, neurons]`` inside the MLP.
     """
 
-    def __init__(self, modules: Sequence[nn.Module], skip_first: bool) -> None:
+    def __init__(
+        self,
+        modules: Sequence[nn.Module],
+        skip_first: bool,
+        initial: LanguageStats | None = None,
+    ) -> None:
         self.modules = list(modules)
         self.skip_first = skip_first
+        self.initial = initial  # counts to continue from (a resumed checkpoint)
         self._handles: list[Any] = []
         self.over_zero: list[torch.Tensor | None] = [None] * len(self.modules)
         self.sums: list[torch.Tensor | None] = [None] * len(self.modules)
         self.sq_sums: list[torch.Tensor | None] = [None] * len(self.modules)
-        self.tokens = 0
+        self.tokens = initial.tokens if initial is not None else 0
         self.batch_shape: tuple[int, int] | None = None
 
     def _hook(self, layer: int):
@@ -129,10 +137,7 @@ class NeuronCounter:
                 output = output.reshape(*self.batch_shape, output.shape[-1])
             values = output[:, 1:] if self.skip_first else output
             if self.over_zero[layer] is None:
-                width = values.shape[-1]
-                self.over_zero[layer] = torch.zeros(width, dtype=torch.int64, device=values.device)
-                self.sums[layer] = torch.zeros(width, dtype=torch.float64, device=values.device)
-                self.sq_sums[layer] = torch.zeros(width, dtype=torch.float64, device=values.device)
+                self._start(layer, values.shape[-1], values.device)
             flat = values.reshape(-1, values.shape[-1])
             self.over_zero[layer] += (flat > 0).sum(dim=0)
             as_float = flat.float()
@@ -140,6 +145,17 @@ class NeuronCounter:
             self.sq_sums[layer] += (as_float * as_float).sum(dim=0)
 
         return hook
+
+    def _start(self, layer: int, width: int, device: torch.device) -> None:
+        """Accumulators of one layer on its own device: zeros, or the resumed counts."""
+        if self.initial is None:
+            self.over_zero[layer] = torch.zeros(width, dtype=torch.int64, device=device)
+            self.sums[layer] = torch.zeros(width, dtype=torch.float64, device=device)
+            self.sq_sums[layer] = torch.zeros(width, dtype=torch.float64, device=device)
+            return
+        self.over_zero[layer] = self.initial.over_zero[layer].to(device, copy=True)
+        self.sums[layer] = self.initial.activation_sum[layer].to(device, copy=True)
+        self.sq_sums[layer] = self.initial.activation_sq_sum[layer].to(device, copy=True)
 
     def __enter__(self) -> NeuronCounter:
         try:
@@ -169,6 +185,30 @@ class NeuronCounter:
         )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where and how often one language's partial counts are saved while it is counted.
+
+    ``part`` names this process's share of the language (``"all"``, or ``"r0of2"`` for
+    rank 0 of a two-process run), so the ranks of a data-parallel run each resume their
+    own share.  ``resume=False`` discards an existing checkpoint instead of continuing it.
+    """
+
+    cache: StatsCache
+    key: str
+    part: str = "all"
+    every_tokens: int = DEFAULT_CHECKPOINT_TOKENS
+    resume: bool = True
+
+
+def counting_order(windows: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The order windows are counted in: longest first, stable, so equal lengths batch.
+
+    A checkpoint records how many windows of this order are done.
+    """
+    return sorted(windows, key=len, reverse=True)
+
+
 def collect_language_stats(
     lm: LoadedModel,
     windows: Sequence[torch.Tensor],
@@ -176,37 +216,79 @@ def collect_language_stats(
     batch_size: int = 8,
     language: str = "",
     progress: ProgressCallback | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> LanguageStats:
     """Count neuron activations of ``lm`` over token ``windows`` of one language.
 
     Windows of equal length are batched together (no padding, so no mask is needed
     and no pad token is counted).  The first position of each window is skipped when
-    it is the tokenizer's BOS token.
+    it is the tokenizer's BOS token.  With a ``checkpoint``, the counts so far are
+    saved every ``checkpoint.every_tokens`` tokens and a saved checkpoint of the same
+    windows is continued: after an interruption only the rest is counted.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     bos = getattr(lm.tokenizer, "bos_token_id", None)
     skip_first = bos is not None and all(int(w[0]) == bos for w in windows)
-    total = sum(len(w) - int(skip_first) for w in windows)
-    by_length: dict[int, list[torch.Tensor]] = {}
-    for window in windows:
-        by_length.setdefault(len(window), []).append(window)
+    ordered = counting_order(windows)
+    counted_per_window = [len(w) - int(skip_first) for w in ordered]
+    total = sum(counted_per_window)
+    shape = (lm.num_layers, lm.num_neurons)
+    initial: LanguageStats | None = None
+    first = 0
+    if checkpoint is not None:
+        if checkpoint.resume:
+            found = checkpoint.cache.load_partial(
+                checkpoint.key, checkpoint.part, shape, counted_per_window, progress
+            )
+            if found is not None:
+                initial, first = found
+                emit(
+                    progress,
+                    "resume",
+                    f"{language}: resuming after {initial.tokens} of {total} tokens",
+                    language=language,
+                    done=initial.tokens,
+                    total=total,
+                )
+        else:
+            checkpoint.cache.drop_partial(checkpoint.key, checkpoint.part)
+    if initial is not None and first == len(ordered):
+        return initial
     body = _body(lm.model)
     device = lm.input_device
-    counter = NeuronCounter(lm.modules, skip_first=skip_first)
-    done = 0
-    emit(progress, "count", f"Counting {language}", language=language, done=0, total=total)
+    counter = NeuronCounter(lm.modules, skip_first=skip_first, initial=initial)
+    saved_at = counter.tokens
+    emit(
+        progress,
+        "count",
+        f"Counting {language}",
+        language=language,
+        done=counter.tokens,
+        total=total,
+    )
     with counter, torch.inference_mode():
-        for length in sorted(by_length, reverse=True):
-            group = by_length[length]
-            for start in range(0, len(group), batch_size):
-                batch = torch.stack(group[start : start + batch_size]).to(device)
-                counter.batch_shape = (batch.shape[0], length)
-                body(input_ids=batch, use_cache=False)
-                counted = batch.shape[0] * (length - int(skip_first))
-                counter.tokens += counted
-                done += counted
-                emit(progress, "count", "", language=language, done=done, total=total)
+        index = first
+        while index < len(ordered):
+            length = len(ordered[index])
+            stop = min(index + batch_size, len(ordered))
+            while len(ordered[stop - 1]) != length:  # a batch holds one length only
+                stop -= 1
+            batch = torch.stack(ordered[index:stop]).to(device)
+            counter.batch_shape = (batch.shape[0], length)
+            body(input_ids=batch, use_cache=False)
+            counter.tokens += sum(counted_per_window[index:stop])
+            index = stop
+            if (
+                checkpoint is not None
+                and index < len(ordered)
+                and counter.tokens - saved_at >= checkpoint.every_tokens
+            ):
+                checkpoint.cache.save_partial(
+                    checkpoint.key, checkpoint.part, counter.result(), index, language
+                )
+                saved_at = counter.tokens
+            emit(progress, "count", "", language=language, done=counter.tokens, total=total)
     return counter.result()
 
 
@@ -251,15 +333,89 @@ class StatsCache:
         path = self.path(key)
         if not path.is_file():
             return None
+        stats, metadata, reason = self._read(path, shape)
+        if stats is not None and metadata.get("key") != key:
+            stats, reason = None, "contents do not match their key"
+        if stats is None:
+            emit(progress, "cache", f"Cache entry {path.name} is corrupt ({reason}); recomputing.")
+            path.unlink(missing_ok=True)
+            return None
+        return stats
+
+    def save(self, key: str, stats: LanguageStats, language: str) -> Path:
+        path = self.path(key)
+        self._write(path, stats, {"key": key, "language": language})
+        return path
+
+    # Partial counts of a language being counted (checkpoints), one file per share.
+
+    def partial_path(self, key: str, part: str) -> Path:
+        return self.root / "partial" / f"{key}.{part}.safetensors"
+
+    def save_partial(
+        self, key: str, part: str, stats: LanguageStats, windows_done: int, language: str
+    ) -> Path:
+        """Store the counts of the first ``windows_done`` windows (in counting order)."""
+        path = self.partial_path(key, part)
+        metadata = {"key": key, "part": part, "language": language, "windows": str(windows_done)}
+        self._write(path, stats, metadata)
+        return path
+
+    def load_partial(
+        self,
+        key: str,
+        part: str,
+        shape: tuple[int, int],
+        counted_per_window: Sequence[int],
+        progress: ProgressCallback | None = None,
+    ) -> tuple[LanguageStats, int] | None:
+        """A checkpoint of ``key``/``part`` and how many windows it covers, if usable.
+
+        It is usable when it is whole and its token count is exactly that of its first
+        ``windows`` windows (``counted_per_window`` in counting order); otherwise it is
+        reported, removed, and ``None`` is returned.
+        """
+        path = self.partial_path(key, part)
+        if not path.is_file():
+            return None
+        stats, metadata, reason = self._read(path, shape)
+        if stats is not None:
+            try:
+                windows = int(metadata.get("windows", "-1"))
+            except ValueError:
+                windows = -1
+            if (
+                metadata.get("key") != key
+                or metadata.get("part") != part
+                or not 0 < windows <= len(counted_per_window)
+                or stats.tokens != sum(counted_per_window[:windows])
+            ):
+                stats, reason = None, "it does not match these windows"
+        if stats is None:
+            emit(progress, "cache", f"Checkpoint {path.name} is unusable ({reason}); ignoring it.")
+            path.unlink(missing_ok=True)
+            return None
+        return stats, windows
+
+    def drop_partial(self, key: str, part: str | None = None) -> None:
+        """Remove the checkpoints of ``key`` (one share, or all of them)."""
+        folder = self.root / "partial"
+        pattern = f"{key}.{part}.safetensors" if part else f"{key}.*.safetensors"
+        for path in folder.glob(pattern) if folder.is_dir() else []:
+            path.unlink(missing_ok=True)
+
+    def _read(
+        self, path: Path, shape: tuple[int, int]
+    ) -> tuple[LanguageStats | None, dict[str, str], str]:
+        """Counts, metadata and, when they are unusable, why."""
         try:
             tensors = load_file(str(path))
             over_zero = tensors["over_zero"]
             tokens = int(tensors["tokens"].item())
             sums, sq_sums = tensors["activation_sum"], tensors["activation_sq_sum"]
-            stored_key = _read_metadata(path).get("key")
+            metadata = _read_metadata(path)
             valid = (
-                stored_key == key
-                and tuple(over_zero.shape) == shape
+                tuple(over_zero.shape) == shape
                 and tuple(sums.shape) == shape
                 and tuple(sq_sums.shape) == shape
                 and tokens > 0
@@ -268,20 +424,17 @@ class StatsCache:
                 and bool(torch.isfinite(sums).all())
             )
         except (SafetensorError, KeyError, OSError, ValueError, RuntimeError) as exc:
-            valid, reason = False, str(exc)
-        else:
-            reason = "contents do not match their key"
+            return None, {}, str(exc)
         if not valid:
-            emit(progress, "cache", f"Cache entry {path.name} is corrupt ({reason}); recomputing.")
-            path.unlink(missing_ok=True)
-            return None
-        return LanguageStats(over_zero, tokens, sums, sq_sums)
+            return None, metadata, "contents do not match their shape or token count"
+        return LanguageStats(over_zero, tokens, sums, sq_sums), metadata, ""
 
-    def save(self, key: str, stats: LanguageStats, language: str) -> Path:
+    def _write(self, path: Path, stats: LanguageStats, metadata: dict[str, str]) -> None:
+        """Write counts atomically (temporary file, then rename)."""
         tmp: str | None = None
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".safetensors")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
             os.close(fd)
             save_file(
                 {
@@ -291,9 +444,9 @@ class StatsCache:
                     "activation_sq_sum": stats.activation_sq_sum.contiguous(),
                 },
                 tmp,
-                metadata={"key": key, "language": language, "format": str(STATS_FORMAT)},
+                metadata={**metadata, "format": str(STATS_FORMAT)},
             )
-            os.replace(tmp, self.path(key))
+            os.replace(tmp, path)
         except OSError as exc:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
@@ -301,7 +454,6 @@ class StatsCache:
                 f"Cannot write the statistics cache in {self.root}: {exc.strerror}. Free disk "
                 "space or point LANGNEURONS_CACHE to a writable folder."
             ) from exc
-        return self.path(key)
 
 
 def _read_metadata(path: Path) -> dict[str, str]:
