@@ -50,14 +50,18 @@ def test_streamed_dataset_equals_files(tiny_model, same_text, budget):
     assert streamed.meta["cache_keys"] == files.meta["cache_keys"]
     assert torch.equal(streamed.statistics.tokens, files.statistics.tokens)
     assert torch.equal(streamed.statistics.over_zero, files.statistics.over_zero)
+    # A UDHR text is shorter than one piece of tokenization, so all of it is read.
     info = streamed.meta["corpus"]["languages"]["fr"]
-    assert info["records_read"] < len(load_corpus("udhr", ["fr"]).texts["fr"].paragraphs) or (
-        budget == 900
-    )
+    assert info["records_read"] == len(load_corpus("udhr", ["fr"]).texts["fr"].paragraphs)
     assert streamed.meta["corpus"]["source"] == "hf:json"
 
 
-def test_stream_reads_only_what_the_budget_needs(tiny_model, same_text):
+def test_stream_reads_only_what_the_budget_needs(tiny_model, same_text, monkeypatch):
+    """Reading stops at the first piece of text that meets the budget (pieces of ~300
+    characters here; 1 MB in use, so a small budget reads at most about 1 MB)."""
+    from langneurons import corpus
+
+    monkeypatch.setattr(corpus, "TOKENIZE_PIECE_CHARS", 300)
     _, jsonl = same_text
     result = compute(
         tiny_model,
@@ -128,3 +132,88 @@ def test_large_local_text_files_stream_line_by_line(tiny_model, same_text):
     )
     assert streamed.meta["cache_keys"] == files.meta["cache_keys"]
     assert torch.equal(streamed.statistics.over_zero, files.statistics.over_zero)
+
+
+@pytest.mark.parametrize("budget", [150, 900, 100_000])
+def test_long_texts_are_cut_into_the_same_pieces_streamed_or_not(
+    tiny_model, same_text, budget, monkeypatch
+):
+    """With pieces of ~300 characters (1 MB in use), a file and a stream of the same text
+    are tokenized piece by piece at the same places: the same windows and counts."""
+    from langneurons import corpus
+
+    monkeypatch.setattr(corpus, "TOKENIZE_PIECE_CHARS", 300)
+    folder, jsonl = same_text
+    files = compute(
+        tiny_model, LANGS, corpus=str(folder), max_tokens=budget, seq_len=64, use_cache=False
+    )
+    streamed = compute(
+        tiny_model,
+        LANGS,
+        corpus="hf:json",
+        max_tokens=budget,
+        seq_len=64,
+        use_cache=False,
+        dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
+    )
+    assert streamed.meta["cache_keys"] == files.meta["cache_keys"]
+    assert torch.equal(streamed.statistics.over_zero, files.statistics.over_zero)
+    if budget == 100_000:  # more than the text: the stream read all of it
+        for code in LANGS:
+            read = streamed.meta["corpus"]["languages"][code]["identify_sha256"]
+            assert read == files.meta["corpus"]["languages"][code]["identify_sha256"]
+
+
+def test_text_pieces_rebuild_the_text_and_bound_each_call(tiny_tokenizer, monkeypatch):
+    from langneurons import corpus
+
+    text = load_corpus("udhr", ["fr"]).identify_text("fr")
+    # Shorter than one piece (all of the UDHR): tokenized whole, as before pieces existed.
+    whole = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert corpus.text_ids(tiny_tokenizer, text).tolist() == whole
+
+    monkeypatch.setattr(corpus, "TOKENIZE_PIECE_CHARS", 500)
+    pieces = list(corpus.text_pieces(text.split("\n")))
+    assert "".join(pieces) == text and len(pieces) > 5
+    longest_line = max(len(line) for line in text.split("\n"))
+    assert all(len(p) <= 500 + longest_line + 1 for p in pieces)
+
+    calls = []
+
+    def counting(piece, **kwargs):
+        calls.append(piece)
+        return tiny_tokenizer(piece, **kwargs)
+
+    ids = corpus.text_ids(counting, text, max_tokens=100)
+    assert len(ids) == 100 and len(calls) < len(pieces)  # stops once the budget is met
+    assert ids.tolist() == corpus.text_ids(tiny_tokenizer, text)[:100].tolist()
+
+
+def test_a_bad_language_fails_before_anything_is_counted(tiny_model, same_text):
+    _, jsonl = same_text
+    (jsonl / "de.jsonl").write_text("")  # no records
+    events = []
+    with pytest.raises(CorpusError, match="for 'de': it has no records"):
+        compute(
+            tiny_model,
+            ["en", "de"],
+            corpus="hf:json",
+            max_tokens=100,
+            progress=events.append,
+            dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
+        )
+    assert not any(e.stage == "count" for e in events)
+
+
+def test_a_broken_record_is_reported_with_its_place(tiny_model, same_text):
+    _, jsonl = same_text
+    good = (jsonl / "en.jsonl").read_text().splitlines()
+    (jsonl / "en.jsonl").write_text("\n".join([*good[:3], "{not json", *good[3:]]) + "\n")
+    with pytest.raises(CorpusError, match=r"Cannot read record .* for 'en'"):
+        compute(
+            tiny_model,
+            ["en"],
+            corpus="hf:json",
+            max_tokens=5000,
+            dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
+        )

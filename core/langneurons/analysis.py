@@ -178,7 +178,7 @@ def layer_activations(
         with torch.inference_mode():
             for code in languages:
                 for paragraph in corpus.texts[code].paragraphs[:paragraphs_per_language]:
-                    ids = text_ids(lm.tokenizer, paragraph, 256)
+                    ids = text_ids(lm.tokenizer, paragraph, 256).tolist()
                     full = ([bos] if bos is not None else []) + ids
                     captured.clear()
                     lm.body(input_ids=torch.tensor([full], device=lm.input_device), use_cache=False)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +30,9 @@ from .paths import assets_dir
 EMBEDDED = "udhr"
 DEFAULT_EVAL_FRACTION = 0.2
 MIN_IDENTIFY_TOKENS = 32
+# Long texts are tokenized in pieces of about this many characters, cut at line ends, so
+# a corpus of any size is never tokenized (or held as Python ints) in one piece.
+TOKENIZE_PIECE_CHARS = 1_000_000
 _CODE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 
 
@@ -259,18 +262,54 @@ def tokenize_windows(
     return bos_windows(ids, getattr(tokenizer, "bos_token_id", None), seq_len)
 
 
-def text_ids(tokenizer: Any, text: str, max_tokens: int | None = None) -> list[int]:
-    """Token ids of ``text`` without special tokens, cut to ``max_tokens``."""
-    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+def text_pieces(lines: Iterable[str]) -> Iterator[str]:
+    """``lines`` joined by newlines, cut into pieces of at least ``TOKENIZE_PIECE_CHARS``
+    characters at line ends; the pieces concatenated are exactly the joined text.
+
+    Tokenizing piece by piece is this project's definition of a text's tokens: a text
+    shorter than one piece (every UDHR text) is tokenized whole, and a streamed corpus
+    cut at the same places gives the same ids as the same text read from a file.
+    """
+    piece: list[str] = []
+    chars = 0
+    for line in lines:
+        if chars >= TOKENIZE_PIECE_CHARS:
+            yield "\n".join(piece) + "\n"
+            piece, chars = [], 0
+        piece.append(line)
+        chars += len(line) + 1
+    if piece:
+        yield "\n".join(piece)
+
+
+def piece_ids(tokenizer: Any, piece: str) -> torch.Tensor:
+    """Token ids of one piece of text without special tokens, int64 ``[n]``."""
+    ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def text_ids(tokenizer: Any, text: str, max_tokens: int | None = None) -> torch.Tensor:
+    """Token ids of ``text`` without special tokens, cut to ``max_tokens``, int64 ``[n]``.
+
+    Long texts are tokenized in pieces (:func:`text_pieces`) and only as far as the
+    budget needs.
+    """
+    parts: list[torch.Tensor] = []
+    have = 0
+    for piece in text_pieces(text.split("\n")):
+        parts.append(piece_ids(tokenizer, piece))
+        have += len(parts[-1])
+        if max_tokens is not None and have >= max_tokens:
+            break
+    ids = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
     return ids if max_tokens is None else ids[:max_tokens]
 
 
-def bos_windows(ids: list[int], bos: int | None, seq_len: int) -> list[torch.Tensor]:
+def bos_windows(ids: torch.Tensor, bos: int | None, seq_len: int) -> list[torch.Tensor]:
     """``ids`` chunked in order into windows of ``seq_len``, each starting with ``bos``
     (when there is one) followed by up to ``seq_len - 1`` tokens."""
-    prefix = [bos] if bos is not None else []
-    step = seq_len - len(prefix)
-    return [
-        torch.tensor(prefix + ids[start : start + step], dtype=torch.long)
-        for start in range(0, len(ids), step)
-    ]
+    ids = torch.as_tensor(ids, dtype=torch.int64)
+    if bos is None:
+        return list(ids.split(seq_len))
+    prefix = torch.tensor([bos], dtype=torch.int64)
+    return [torch.cat([prefix, chunk]) for chunk in ids.split(seq_len - 1)]

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import __version__, distributed
 from .corpus import (
     DEFAULT_EVAL_FRACTION,
@@ -153,21 +155,17 @@ def compute(
     cache = cache or StatsCache()
     shape = (model.num_layers, model.num_neurons)
 
-    # Tokenize everything first: bad input fails before any long computation.
-    windows = {}
+    # Bad input fails before any long computation: an in-memory corpus is tokenized now;
+    # a streamed one is opened per language and read one language at a time later, so
+    # only one language's tokens are ever held.
+    windows: dict[str, list[torch.Tensor]] = {}
     stream_info: dict[str, Any] = {}
     for code in codes:
-        emit(progress, "tokenize", f"Tokenizing {code}", language=code)
         if streamed is not None:
-            windows[code], stream_info[code] = streamed_windows(
-                model.tokenizer,
-                streamed.records(code),
-                max_tokens=max_tokens,
-                seq_len=seq_len,
-                eval_fraction=eval_fraction,
-                language=code,
-            )
+            emit(progress, "tokenize", f"Opening {code} in {streamed.name}", language=code)
+            streamed.check(code)
             continue
+        emit(progress, "tokenize", f"Tokenizing {code}", language=code)
         windows[code] = tokenize_windows(
             model.tokenizer,
             corpus.identify_text(code, eval_fraction),
@@ -175,6 +173,21 @@ def compute(
             seq_len=seq_len,
             language=code,
         )
+
+    def windows_of(code: str) -> list[torch.Tensor]:
+        if streamed is None:
+            return windows.pop(code)
+        emit(progress, "tokenize", f"Reading and tokenizing {code}", language=code)
+        found, stream_info[code] = streamed_windows(
+            model.tokenizer,
+            streamed.records(code),
+            max_tokens=max_tokens,  # type: ignore[arg-type]
+            seq_len=seq_len,
+            eval_fraction=eval_fraction,
+            language=code,
+        )
+        return found
+
     group = distributed.context(model.input_device)
     if group is not None and not group.is_main:
         progress = None  # one progress report: rank 0's
@@ -182,7 +195,8 @@ def compute(
     keys: dict[str, str] = {}
     cached: list[str] = []
     for code in codes:
-        keys[code] = cache_key(model, windows[code])
+        language_windows = windows_of(code)
+        keys[code] = cache_key(model, language_windows)
         hit = cache.load(keys[code], shape, progress) if use_cache else None
         if group is not None and not group.all_have(hit is not None):
             hit = None  # ranks decide together, or their all-reduces would not match
@@ -200,7 +214,7 @@ def compute(
             if group is None or group.is_main:
                 cache.drop_partial(keys[code])  # left by a run stopped after the last save
             continue
-        mine = windows[code] if group is None else group.shard(windows[code])
+        mine = language_windows if group is None else group.shard(language_windows)
         part = "all" if group is None else f"r{group.rank}of{group.world_size}"
         checkpoint = (
             Checkpoint(cache, keys[code], part, checkpoint_tokens, resume=use_cache)

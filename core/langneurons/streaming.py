@@ -5,22 +5,25 @@ builder for local files (``hf:json``, ``hf:text``, ``hf:parquet`` with
 ``data_files``).  Per language it reads ``config`` and ``data_files`` with ``{lang}``
 replaced by the code, streams the ``text_field`` of each record in order, applies the
 same deterministic split as in-memory corpora (record ``i`` is held out when
-``floor((i+1)*f) > floor(i*f)``), and stops one record after the token budget is
-reached.  The token ids are the first ``max_tokens`` of the identification text,
-exactly as if the whole text had been read, so a streamed dataset and the same text
-from files give the same windows and the same counts.
+``floor((i+1)*f) > floor(i*f)``), tokenizes the kept lines in the same pieces of about
+1 MB as a text read from a file (:func:`langneurons.corpus.text_pieces`), and stops at
+the first piece that meets the token budget.  The token ids are the first ``max_tokens``
+of the identification text, exactly as if the whole text had been read, so a streamed
+dataset and the same text from files give the same windows and the same counts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .corpus import MIN_IDENTIFY_TOKENS, bos_windows, text_ids
+from . import corpus
+from .corpus import MIN_IDENTIFY_TOKENS, bos_windows, piece_ids
 from .errors import CorpusError
 
 PREFIX = "hf:"
@@ -57,17 +60,41 @@ class HFSource:
                 self.name, config, split=self.split, streaming=True, data_files=files
             )
         except Exception as exc:
+            # Some builders fail on an empty file with a bare StopIteration.
+            reason = "it has no records" if isinstance(exc, StopIteration) else str(exc)
             raise CorpusError(
                 f"Cannot open dataset {self.name!r} (config {config!r}, files {files!r}) for "
-                f"{language!r}: {exc}"
+                f"{language!r}: {reason or type(exc).__name__}"
             ) from exc
-        for index, record in enumerate(stream):
+        iterator = iter(stream)
+        for index in itertools.count():
+            try:
+                record = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise CorpusError(
+                    f"Cannot read record {index} of dataset {self.name!r} (config {config!r}, "
+                    f"files {files!r}) for {language!r}: {exc or type(exc).__name__}"
+                ) from exc
             if self.text_field not in record:
                 raise CorpusError(
                     f"Record {index} of {self.name!r} has no field {self.text_field!r}; its "
                     f"fields are {', '.join(record)}. Pass --text-field."
                 )
             yield str(record[self.text_field])
+
+    def check(self, language: str) -> None:
+        """Open ``language``'s stream and read its first record, to fail early and clearly."""
+        records = self.records(language)
+        try:
+            if next(records, None) is None:
+                raise CorpusError(
+                    f"Dataset {self.name!r} has no records for {language!r} (config "
+                    f"{self.config!r}, files {self.data_files!r})."
+                )
+        finally:
+            records.close()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -90,29 +117,48 @@ def streamed_windows(
 ) -> tuple[list[torch.Tensor], dict[str, Any]]:
     """Windows of the first ``max_tokens`` identification tokens of a record stream.
 
-    Returns the windows and a record of what was read (records, hash of the text).
+    The kept lines are cut into the same pieces as :func:`~langneurons.corpus.text_ids`
+    cuts a text, each finished piece is tokenized at once, and reading stops at the
+    first piece that meets the budget (or at the end of the stream).  At most one piece
+    (about ``TOKENIZE_PIECE_CHARS`` characters) of text is held, and the ids are exactly
+    those of the same text read from a file.  Returns the windows and a record of what
+    was read (records, hash of the text).
     """
-    kept: list[str] = []
-    estimate = 0
+    parts: list[torch.Tensor] = []  # ids of finished pieces
+    have = 0
+    piece: list[str] = []  # lines of the piece being read
+    chars = 0
+    digest = hashlib.sha256()
     read = 0
+
+    def finish(final: bool) -> None:
+        nonlocal have, piece, chars
+        text = "\n".join(piece) + ("" if final else "\n")
+        digest.update(text.encode())
+        parts.append(piece_ids(tokenizer, text))
+        have += len(parts[-1])
+        piece, chars = [], 0
+
     for index, text in enumerate(records):
         read = index + 1
         held_out = int((index + 1) * eval_fraction) > int(index * eval_fraction)
-        paragraphs = [line.strip() for line in text.splitlines() if line.strip()]
-        if held_out or not paragraphs:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if held_out or not lines:
             continue
-        kept.extend(paragraphs)
-        if estimate >= max_tokens + 16:
-            # One whole record past the budget is read, so the text just after the cut is
-            # the same as in the full text and the first max_tokens ids cannot change.
+        for line in lines:
+            if chars >= corpus.TOKENIZE_PIECE_CHARS:  # whole: the same cut as text_ids
+                finish(final=False)
+            piece.append(line)
+            chars += len(line) + 1
+        if have >= max_tokens:  # finished pieces do not depend on what follows
             break
-        estimate += len(text_ids(tokenizer, "\n".join(paragraphs)))
-    text = "\n".join(kept)
-    ids = text_ids(tokenizer, text, max_tokens)
+    if piece:
+        finish(final=True)
+    ids = torch.cat(parts)[:max_tokens] if parts else torch.zeros(0, dtype=torch.int64)
     if len(ids) < MIN_IDENTIFY_TOKENS:
         raise CorpusError(
             f"Language {language!r} has only {len(ids)} tokens to count in the dataset; at "
             f"least {MIN_IDENTIFY_TOKENS} are needed."
         )
-    info = {"records_read": read, "identify_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    info = {"records_read": read, "identify_sha256": digest.hexdigest()}
     return bos_windows(ids, getattr(tokenizer, "bos_token_id", None), seq_len), info
