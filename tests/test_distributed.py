@@ -178,3 +178,43 @@ def test_interrupted_ranks_resume_their_own_shares(model_dir, tmp_path):
     b = load_file(tmp_path / "dist" / "stats.safetensors")
     assert torch.equal(a["tokens"], b["tokens"])
     assert torch.equal(a["over_zero"], b["over_zero"])
+
+
+def test_accelerate_launch_equals_one_process(model_dir, tmp_path):
+    """`accelerate launch --multi_gpu` runs torchrun underneath; on a machine without GPUs
+    its two processes join over gloo and count exactly like one process."""
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    launcher = [accelerate] if accelerate else [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate:
+        launcher.append("launch")
+    args = [
+        "compute",
+        "--model",
+        str(model_dir),
+        "--languages",
+        "en,ja",
+        "--max-tokens",
+        "500",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "1",
+        "--quiet",
+    ]
+    env = {**os.environ, "LANGNEURONS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    options = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    options += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    done = subprocess.run(
+        [*launcher, *options, "-m", "langneurons.cli", *args, "--out", str(tmp_path / "acc")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main([*args, "--no-cache", "--out", str(tmp_path / "single")]) == 0
+    a = load_file(tmp_path / "single" / "stats.safetensors")
+    b = load_file(tmp_path / "acc" / "stats.safetensors")
+    assert torch.equal(a["tokens"], b["tokens"])
+    assert torch.equal(a["over_zero"], b["over_zero"])
+    assert json.loads((tmp_path / "acc" / "meta.json").read_text())["world_size"] == 2
