@@ -218,3 +218,107 @@ def test_accelerate_launch_equals_one_process(model_dir, tmp_path):
     assert torch.equal(a["tokens"], b["tokens"])
     assert torch.equal(a["over_zero"], b["over_zero"])
     assert json.loads((tmp_path / "acc" / "meta.json").read_text())["world_size"] == 2
+
+
+def test_two_nodes_rendezvous_like_a_cluster_job(model_dir, tmp_path):
+    """Two torchrun agents meeting over a c10d rendezvous, as on two Slurm nodes (here
+    both on this machine), count exactly like one process."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ["compute", "--model", str(model_dir), "--languages", "en,fr", "--max-tokens", "500"]
+    args += ["--seq-len", "64", "--batch-size", "1", "--quiet"]
+    env = {**os.environ, "LANGNEURONS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    agents = [
+        subprocess.Popen(
+            [
+                *_torchrun(),
+                "--nnodes",
+                "2",
+                "--nproc_per_node",
+                "1",
+                "--rdzv_backend",
+                "c10d",
+                "--rdzv_endpoint",
+                f"127.0.0.1:{port}",
+                "--rdzv_id",
+                "test-job",
+                "-m",
+                "langneurons.cli",
+                *args,
+                "--out",
+                str(tmp_path / "nodes"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for agent in agents:
+        _out, err = agent.communicate(timeout=600)
+        assert agent.returncode == 0, err[-3000:]
+    assert main([*args, "--no-cache", "--out", str(tmp_path / "single")]) == 0
+    a = load_file(tmp_path / "single" / "stats.safetensors")
+    b = load_file(tmp_path / "nodes" / "stats.safetensors")
+    assert torch.equal(a["tokens"], b["tokens"])
+    assert torch.equal(a["over_zero"], b["over_zero"])
+    assert json.loads((tmp_path / "nodes" / "meta.json").read_text())["world_size"] == 2
+
+
+SRUN = """#!/bin/bash
+# One task per node, as `srun` in a job with --ntasks-per-node=1; here all on one machine.
+pids=()
+for _ in $(seq 1 "$SLURM_NNODES"); do "$@" & pids+=($!); done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+exit $status
+"""
+
+
+def test_the_documented_slurm_script_runs(model_dir, tmp_path):
+    """docs/slurm/compute.sbatch, with `srun` and `scontrol` stood in for by two local
+    processes, gives the single-process counts."""
+    import socket
+
+    script = Path(__file__).parent.parent / "docs" / "slurm" / "compute.sbatch"
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "srun").write_text(SRUN)
+    (shims / "scontrol").write_text("#!/bin/sh\necho 127.0.0.1\n")
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PATH": f"{shims}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "RANKS_PER_NODE": "1",
+        "RDZV_PORT": str(port),
+        "MODEL": str(model_dir),
+        "LANGUAGES": "en,ja",
+        "CORPUS": "udhr",
+        "MAX_TOKENS": "1500",
+        "DTYPE": "float32",
+        "OUT": str(tmp_path / "slurm"),
+        "LANGNEURONS_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["compute", "--model", str(model_dir), "--languages", "en,ja", "--max-tokens", "1500"]
+    assert main([*args, "--no-cache", "--quiet", "--out", str(tmp_path / "single")]) == 0
+    a = load_file(tmp_path / "single" / "stats.safetensors")
+    b = load_file(tmp_path / "slurm" / "stats.safetensors")
+    assert torch.equal(a["tokens"], b["tokens"])
+    assert int((a["over_zero"] - b["over_zero"]).abs().sum()) <= 5  # batch shapes differ
+    assert json.loads((tmp_path / "slurm" / "meta.json").read_text())["world_size"] == 2
