@@ -1,0 +1,227 @@
+"""One-shot check on a GPU machine: does `compute` on CUDA agree with the CPU, how fast is it?
+
+Needs no model hub and no install (``PYTHONPATH=core``): it builds a random-weight model of
+the embedded default's shape (Gemma 3 270M: 18 layers x 2048 neurons, or ``--shape 1b``
+for a larger one) and a BPE tokenizer trained on the embedded UDHR, then
+
+1. counts the same windows with ``compute`` on the CPU (float32) and on the device
+   (float32, and bfloat16), and compares token counts (must be equal), activation
+   counts (how many of the layer x neuron x language counts differ, and by how much)
+   and the LAPE masks (Jaccard overlap per language);
+2. times the statistics pass and the bare transformer body on the device over a larger
+   corpus (the UDHR repeated), as tokens per second, and their ratio.
+
+It writes ``gpu_check.json`` into ``--out`` and prints it.  Random weights give the same
+speed as trained ones of that shape; their activation patterns are not a trained model's,
+so the agreement figures are about arithmetic, not about which neurons a model has.
+
+    PYTHONPATH=core python3 scripts/gpu_check.py --out DIR [--device cuda] [--shape 270m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+LANGUAGES = ["en", "fr", "de", "es", "zh", "ja", "ru", "ar", "hi", "ko"]
+SHAPES = {
+    # name: (layers, hidden, neurons, heads, kv heads, head dim)
+    "tiny": (2, 64, 128, 4, 1, 16),
+    "270m": (18, 640, 2048, 4, 1, 256),
+    "1b": (26, 1152, 6912, 4, 1, 256),
+}
+
+
+def build_model(folder: Path, shape: str, vocab: int) -> Path:
+    """A seeded random-weight Gemma 3 text model of ``shape`` with a UDHR-trained tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    from langneurons.corpus import load_corpus
+
+    corpus = load_corpus("udhr", LANGUAGES)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(
+        (p for code in LANGUAGES for p in corpus.texts[code].paragraphs), trainer
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+    layers, hidden, neurons, heads, kv_heads, head_dim = SHAPES[shape]
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=neurons,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def repeated_corpus(folder: Path, times: int) -> Path:
+    """The UDHR of every language, each paragraph list repeated ``times`` times."""
+    from langneurons.corpus import load_corpus
+
+    corpus = load_corpus("udhr", LANGUAGES)
+    folder.mkdir(parents=True, exist_ok=True)
+    for code in LANGUAGES:
+        paragraphs = list(corpus.texts[code].paragraphs) * times
+        (folder / f"{code}.txt").write_text("\n".join(paragraphs), "utf-8")
+    return folder
+
+
+def agreement(reference, other) -> dict:
+    """How ``other``'s counts and masks differ from ``reference``'s (ComputeResults)."""
+    a, b = reference.statistics, other.statistics
+    diff = (a.over_zero - b.over_zero).abs()
+    jaccard = {}
+    for k, code in enumerate(a.languages):
+        left = {(layer, int(i)) for layer, t in enumerate(reference.selection.masks[k]) for i in t}
+        right = {(layer, int(i)) for layer, t in enumerate(other.selection.masks[k]) for i in t}
+        union = left | right
+        jaccard[code] = round(len(left & right) / len(union), 4) if union else 1.0
+    return {
+        "tokens_equal": bool(torch.equal(a.tokens, b.tokens)),
+        "counts": int(diff.numel()),
+        "counts_differing": int((diff > 0).sum()),
+        "max_count_difference": int(diff.max()),
+        "max_relative_difference": float((diff.double() / a.tokens.double()).max()),
+        "mask_jaccard": jaccard,
+        "mask_sizes": {
+            code: [
+                sum(len(t) for t in reference.selection.masks[k]),
+                sum(len(t) for t in other.selection.masks[k]),
+            ]
+            for k, code in enumerate(a.languages)
+        },
+    }
+
+
+def throughput(model_dir: Path, corpus: Path, device: str, dtype: str, batch_size: int) -> dict:
+    """Tokens per second of the statistics pass and of the bare body, interleaved, best of 3."""
+    from langneurons.bench import _batches, _sync, forward_only
+    from langneurons.corpus import load_corpus, tokenize_windows
+    from langneurons.models import load_model
+    from langneurons.stats import collect_language_stats
+
+    lm = load_model(str(model_dir), device=device, dtype=dtype)
+    text = load_corpus(str(corpus), LANGUAGES)
+    windows = [
+        w
+        for code in LANGUAGES
+        for w in tokenize_windows(
+            lm.tokenizer, text.identify_text(code), max_tokens=None, seq_len=512, language=code
+        )
+    ]
+    tokens = sum(len(w) - 1 for w in windows)
+    batches = _batches(windows, batch_size)
+    best = {"stats": float("inf"), "forward": float("inf")}
+    collect_language_stats(lm, windows[: batch_size * 2], batch_size=batch_size)  # warm-up
+    for _ in range(3):
+        for name in best:
+            _sync(lm.input_device)
+            start = time.perf_counter()
+            if name == "stats":
+                collect_language_stats(lm, windows, batch_size=batch_size)
+            else:
+                forward_only(lm, batches)
+            _sync(lm.input_device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {
+        "device": device,
+        "dtype": dtype,
+        "batch_size": batch_size,
+        "seq_len": 512,
+        "tokens": tokens,
+        "stats_tokens_per_s": round(tokens / best["stats"]),
+        "forward_tokens_per_s": round(tokens / best["forward"]),
+        "stats_vs_forward": round(best["forward"] / best["stats"], 3),
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if device.startswith("cuda")
+        else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for gpu_check.json")
+    parser.add_argument("--device", default="cuda", help="the device to compare with the CPU")
+    parser.add_argument("--shape", default="270m", choices=sorted(SHAPES))
+    parser.add_argument("--vocab", type=int, default=8000, help="tokenizer vocabulary size")
+    parser.add_argument("--max-tokens", type=int, default=2000, help="per language, agreement")
+    parser.add_argument("--repeat-text", type=int, default=20, help="UDHR copies, throughput")
+    parser.add_argument("--batch-sizes", default="8,32", help="throughput batch sizes")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="device dtypes to check")
+    args = parser.parse_args(argv)
+
+    from langneurons.pipeline import compute
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {
+        "shape": args.shape,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "cpu_threads": torch.get_num_threads(),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["LANGNEURONS_CACHE"] = str(Path(scratch) / "cache")
+        model_dir = build_model(Path(scratch) / "model", args.shape, args.vocab)
+        common = {"max_tokens": args.max_tokens, "seq_len": 512, "use_cache": False}
+        start = time.perf_counter()
+        cpu = compute(str(model_dir), LANGUAGES, load_options={"device": "cpu"}, **common)
+        report["cpu_compute_s"] = round(time.perf_counter() - start, 1)
+        report["agreement"] = {}
+        dtypes = args.dtypes.split(",")
+        for dtype in dtypes:
+            start = time.perf_counter()
+            other = compute(
+                str(model_dir),
+                LANGUAGES,
+                load_options={"device": args.device, "dtype": dtype},
+                **common,
+            )
+            report["agreement"][dtype] = {
+                **agreement(cpu, other),
+                "compute_s": round(time.perf_counter() - start, 1),
+            }
+        corpus = repeated_corpus(Path(scratch) / "corpus", args.repeat_text)
+        report["throughput"] = [
+            throughput(model_dir, corpus, args.device, dtype, int(batch))
+            for dtype in dtypes
+            for batch in args.batch_sizes.split(",")
+        ]
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

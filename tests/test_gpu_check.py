@@ -1,0 +1,27 @@
+"""scripts/gpu_check.py, the prepared one-shot GPU check, runs end to end (here with the
+CPU standing in for the device, so the two sides must agree exactly)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_gpu_check_script_reports_agreement_and_throughput(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--out", str(tmp_path)]
+    command += ["--device", "cpu", "--shape", "tiny", "--vocab", "600", "--max-tokens", "300"]
+    command += ["--repeat-text", "1", "--batch-sizes", "8", "--dtypes", "float32"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "core"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    same = report["agreement"]["float32"]
+    assert same["tokens_equal"] and same["counts_differing"] == 0
+    assert set(same["mask_jaccard"].values()) == {1.0}
+    (speed,) = report["throughput"]
+    assert speed["tokens"] > 10 * 300 and speed["stats_tokens_per_s"] > 0
