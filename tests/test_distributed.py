@@ -86,6 +86,16 @@ def test_two_processes_equal_one(model_dir, tmp_path, batch_size, isolated_cache
     assert "3 language(s) from cache" in again.stdout
 
 
+def _assert_equals_one_process(args: list[str], launched: Path, single: Path) -> None:
+    """A launched two-process run in ``launched`` has the counts of ``args`` run alone."""
+    assert main([*args, "--no-cache", "--out", str(single)]) == 0
+    a = load_file(single / "stats.safetensors")
+    b = load_file(launched / "stats.safetensors")
+    assert torch.equal(a["tokens"], b["tokens"])
+    assert torch.equal(a["over_zero"], b["over_zero"])
+    assert json.loads((launched / "meta.json").read_text())["world_size"] == 2
+
+
 def test_device_map_auto_counts_and_intervenes(model_dir):
     """--device auto loads through an automatic device map and gives the same counts and
     interventions (on this CPU-only machine the map has one device; several GPUs are not
@@ -212,12 +222,7 @@ def test_accelerate_launch_equals_one_process(model_dir, tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert main([*args, "--no-cache", "--out", str(tmp_path / "single")]) == 0
-    a = load_file(tmp_path / "single" / "stats.safetensors")
-    b = load_file(tmp_path / "acc" / "stats.safetensors")
-    assert torch.equal(a["tokens"], b["tokens"])
-    assert torch.equal(a["over_zero"], b["over_zero"])
-    assert json.loads((tmp_path / "acc" / "meta.json").read_text())["world_size"] == 2
+    _assert_equals_one_process(args, tmp_path / "acc", tmp_path / "single")
 
 
 def test_two_nodes_rendezvous_like_a_cluster_job(model_dir, tmp_path):
@@ -261,12 +266,7 @@ def test_two_nodes_rendezvous_like_a_cluster_job(model_dir, tmp_path):
     for agent in agents:
         _out, err = agent.communicate(timeout=600)
         assert agent.returncode == 0, err[-3000:]
-    assert main([*args, "--no-cache", "--out", str(tmp_path / "single")]) == 0
-    a = load_file(tmp_path / "single" / "stats.safetensors")
-    b = load_file(tmp_path / "nodes" / "stats.safetensors")
-    assert torch.equal(a["tokens"], b["tokens"])
-    assert torch.equal(a["over_zero"], b["over_zero"])
-    assert json.loads((tmp_path / "nodes" / "meta.json").read_text())["world_size"] == 2
+    _assert_equals_one_process(args, tmp_path / "nodes", tmp_path / "single")
 
 
 SRUN = """#!/bin/bash

@@ -31,21 +31,24 @@ def same_text(tmp_path):
     return folder, jsonl
 
 
+def _files_and_stream(model, folder, jsonl, budget):
+    """``compute`` over the same text as a folder of files and as a JSON-lines stream."""
+    common = {"max_tokens": budget, "seq_len": 64, "use_cache": False}
+    files = compute(model, LANGS, corpus=str(folder), **common)
+    streamed = compute(
+        model,
+        LANGS,
+        corpus="hf:json",
+        dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
+        **common,
+    )
+    return files, streamed
+
+
 @pytest.mark.parametrize("budget", [150, 900])
 def test_streamed_dataset_equals_files(tiny_model, same_text, budget):
     folder, jsonl = same_text
-    files = compute(
-        tiny_model, LANGS, corpus=str(folder), max_tokens=budget, seq_len=64, use_cache=False
-    )
-    streamed = compute(
-        tiny_model,
-        LANGS,
-        corpus="hf:json",
-        max_tokens=budget,
-        seq_len=64,
-        use_cache=False,
-        dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
-    )
+    files, streamed = _files_and_stream(tiny_model, folder, jsonl, budget)
     # The same token windows (same cache keys), hence the same counts.
     assert streamed.meta["cache_keys"] == files.meta["cache_keys"]
     assert torch.equal(streamed.statistics.tokens, files.statistics.tokens)
@@ -144,18 +147,7 @@ def test_long_texts_are_cut_into_the_same_pieces_streamed_or_not(
 
     monkeypatch.setattr(corpus, "TOKENIZE_PIECE_CHARS", 300)
     folder, jsonl = same_text
-    files = compute(
-        tiny_model, LANGS, corpus=str(folder), max_tokens=budget, seq_len=64, use_cache=False
-    )
-    streamed = compute(
-        tiny_model,
-        LANGS,
-        corpus="hf:json",
-        max_tokens=budget,
-        seq_len=64,
-        use_cache=False,
-        dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
-    )
+    files, streamed = _files_and_stream(tiny_model, folder, jsonl, budget)
     assert streamed.meta["cache_keys"] == files.meta["cache_keys"]
     assert torch.equal(streamed.statistics.over_zero, files.statistics.over_zero)
     if budget == 100_000:  # more than the text: the stream read all of it
