@@ -209,3 +209,39 @@ def test_a_broken_record_is_reported_with_its_place(tiny_model, same_text):
             max_tokens=5000,
             dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
         )
+
+
+def test_dataset_names_for_languages_fill_the_placeholder(tiny_model, same_text, tmp_path):
+    """Datasets that name languages their own way (FLORES+: eng_Latn) are reached through
+    --hf-lang-map; the counts are those of the same records under the plain codes."""
+    _, jsonl = same_text
+    flores = tmp_path / "flores"
+    flores.mkdir()
+    for code, name in [("en", "eng_Latn"), ("ja", "jpn_Jpan")]:
+        (flores / f"{name}.jsonl").write_text((jsonl / f"{code}.jsonl").read_text())
+    common = {"max_tokens": 300, "seq_len": 64, "use_cache": False, "corpus": "hf:json"}
+    plain = compute(
+        tiny_model,
+        ["en", "ja"],
+        dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
+        **common,
+    )
+    named = compute(
+        tiny_model,
+        ["en", "ja"],
+        dataset_options={
+            "data_files": str(flores / "{lang}.jsonl"),
+            "language_names": "en=eng_Latn, ja=jpn_Jpan",
+        },
+        **common,
+    )
+    assert named.meta["cache_keys"] == plain.meta["cache_keys"]
+    assert named.meta["corpus"]["language_names"] == {"en": "eng_Latn", "ja": "jpn_Jpan"}
+
+
+def test_unreadable_language_names_are_refused(tmp_path, capsys):
+    args = ["compute", "--corpus", "hf:json", "--hf-lang-map", "en:eng_Latn", "--languages"]
+    args += ["en", "--max-tokens", "50", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args) == 2
+    assert "write CODE=NAME pairs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -172,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--text-field", default="text", help="hf: corpora: field with the text")
     data.add_argument(
+        "--hf-lang-map",
+        default=None,
+        metavar="CODE=NAME,...",
+        help="hf: corpora: the dataset's names for the codes, put in {lang} "
+        "(e.g. en=eng_Latn,fr=fra_Latn for FLORES+)",
+    )
+    data.add_argument(
         "--max-tokens",
         type=_positive_int,
         default=None,
@@ -358,6 +365,7 @@ def _cmd_compute(args: argparse.Namespace) -> int:
                 "split": args.hf_split,
                 "data_files": args.hf_data_files,
                 "text_field": args.text_field,
+                "language_names": args.hf_lang_map,
             },
             load_options={
                 "dtype": args.dtype,

@@ -31,19 +31,33 @@ PREFIX = "hf:"
 
 @dataclass(frozen=True)
 class HFSource:
-    """Where one language's records come from; ``{lang}`` in config/data_files is filled."""
+    """Where one language's records come from; ``{lang}`` in config/data_files is filled.
+
+    ``{lang}`` is the language code, or the dataset's own name for it when
+    ``language_names`` maps the code (FLORES+ calls French ``fra_Latn``).
+    """
 
     name: str
     config: str | None = None
     split: str = "train"
     text_field: str = "text"
     data_files: str | None = None
+    language_names: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, spec: str, **options: Any) -> HFSource:
         if not spec.startswith(PREFIX) or len(spec) == len(PREFIX):
             raise CorpusError(f"{spec!r} is not a dataset source; write hf:NAME.")
+        names = options.pop("language_names", None)
+        if isinstance(names, str):
+            names = parse_language_names(names)
+        if names:
+            options["language_names"] = tuple(sorted(dict(names).items()))
         return cls(spec[len(PREFIX) :], **{k: v for k, v in options.items() if v is not None})
+
+    def dataset_language(self, language: str) -> str:
+        """The dataset's name for ``language`` (the code itself unless mapped)."""
+        return dict(self.language_names).get(language, language)
 
     def records(self, language: str) -> Iterator[str]:
         """The texts of ``language``'s records, streamed in order."""
@@ -53,8 +67,9 @@ class HFSource:
             raise CorpusError(
                 "Dataset corpora need the package 'datasets': pip install 'langneurons[scale]'."
             ) from None
-        config = self.config.format(lang=language) if self.config else None
-        files = self.data_files.format(lang=language) if self.data_files else None
+        name = self.dataset_language(language)
+        config = self.config.format(lang=name) if self.config else None
+        files = self.data_files.format(lang=name) if self.data_files else None
         try:
             stream = datasets.load_dataset(
                 self.name, config, split=self.split, streaming=True, data_files=files
@@ -103,7 +118,22 @@ class HFSource:
             "split": self.split,
             "text_field": self.text_field,
             "data_files": self.data_files,
+            "language_names": dict(self.language_names),
         }
+
+
+def parse_language_names(text: str) -> dict[str, str]:
+    """``"en=eng_Latn,fr=fra_Latn"`` as a mapping from codes to a dataset's names."""
+    names = {}
+    for item in (part.strip() for part in text.split(",")):
+        code, sep, name = item.partition("=")
+        if not item or not sep or not code.strip() or not name.strip():
+            raise CorpusError(
+                f"Cannot read {item!r} in the language names {text!r}: write CODE=NAME pairs "
+                "separated by commas, for example en=eng_Latn,fr=fra_Latn."
+            )
+        names[code.strip()] = name.strip()
+    return names
 
 
 def streamed_windows(
