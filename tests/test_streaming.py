@@ -57,6 +57,8 @@ def test_streamed_dataset_equals_files(tiny_model, same_text, budget):
     info = streamed.meta["corpus"]["languages"]["fr"]
     assert info["records_read"] == len(load_corpus("udhr", ["fr"]).texts["fr"].paragraphs)
     assert streamed.meta["corpus"]["source"] == "hf:json"
+    assert streamed.meta["corpus"]["dataset_split"] == "train"  # not the held-out split
+    assert streamed.meta["corpus"]["split"]["eval_fraction"] == 0.2
 
 
 def test_stream_reads_only_what_the_budget_needs(tiny_model, same_text, monkeypatch):
@@ -245,3 +247,29 @@ def test_unreadable_language_names_are_refused(tmp_path, capsys):
     assert main(args) == 2
     assert "write CODE=NAME pairs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_ppl_on_a_streamed_run_reads_the_held_out_records(tiny_model, same_text, tmp_path):
+    """The NLL matrix of a streamed run is measured on the records compute held out: the
+    same numbers as for the same text read from files."""
+    from langneurons.results import read_run
+    from langneurons.workflows import perplexity_matrix
+
+    folder, jsonl = same_text
+    common = {"max_tokens": 400, "seq_len": 64}
+    compute(tiny_model, LANGS, corpus=str(folder), out_dir=tmp_path / "files", **common)
+    compute(
+        tiny_model,
+        LANGS,
+        corpus="hf:json",
+        out_dir=tmp_path / "stream",
+        dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
+        **common,
+    )
+    files = perplexity_matrix(tiny_model, read_run(tmp_path / "files"), max_tokens=120)
+    streamed = perplexity_matrix(tiny_model, read_run(tmp_path / "stream"), max_tokens=120)
+    assert streamed["base"] == files["base"]
+    assert streamed["deactivated"] == files["deactivated"]
+    assert streamed["held_out"]["source"] == "hf:json"
+    with pytest.raises(CorpusError, match="give the held-out tokens"):
+        perplexity_matrix(tiny_model, read_run(tmp_path / "stream"))

@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tokens",
         type=_positive_int,
         default=None,
-        help="held-out tokens per language (default: all)",
+        help="held-out tokens per language (default: all; required for a run on an hf: "
+        "corpus, whose held-out records are then streamed)",
     )
     ppl.add_argument("--out", required=True, help="output JSON file")
     ppl.add_argument("--quiet", action="store_true", help="no progress output")

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -81,7 +81,7 @@ def nll_matrix(
     lm: LoadedModel,
     masks: Sequence[Sequence[torch.Tensor]],
     mask_languages: Sequence[str],
-    corpus: Corpus,
+    corpus: Corpus | Mapping[str, str],
     *,
     languages: Sequence[str] | None = None,
     eval_fraction: float = 0.2,
@@ -92,14 +92,19 @@ def nll_matrix(
 ) -> dict[str, Any]:
     """Held-out NLL of each language, unmodified and with each language's neurons off.
 
+    ``corpus`` is a :class:`Corpus` (its held-out part under ``eval_fraction`` is used) or
+    the held-out texts themselves, by language (as read from a streamed dataset).
+
     Returns ``{"languages": [...], "base": {B: nll}, "deactivated": {A: {B: nll}}}``:
     rows ``A`` are the deactivated language, columns ``B`` the evaluated one.
     """
     codes = list(languages or mask_languages)
-    windows = {
-        code: eval_windows(lm, corpus.evaluate_text(code, eval_fraction), seq_len, max_tokens, code)
-        for code in codes
-    }
+    texts = (
+        {code: corpus.evaluate_text(code, eval_fraction) for code in codes}
+        if isinstance(corpus, Corpus)
+        else corpus
+    )
+    windows = {code: eval_windows(lm, texts[code], seq_len, max_tokens, code) for code in codes}
     steps = len(codes) * (len(codes) + 1)
     done = 0
 

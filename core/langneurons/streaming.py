@@ -111,11 +111,23 @@ class HFSource:
         finally:
             records.close()
 
+    @classmethod
+    def from_description(cls, described: dict[str, Any]) -> HFSource:
+        """The source a run's ``meta.json`` recorded (see :meth:`describe`)."""
+        return cls.parse(
+            described["source"],
+            config=described.get("config"),
+            split=described.get("dataset_split") or "train",
+            text_field=described.get("text_field") or "text",
+            data_files=described.get("data_files"),
+            language_names=described.get("language_names") or None,
+        )
+
     def describe(self) -> dict[str, Any]:
         return {
             "source": f"{PREFIX}{self.name}",
             "config": self.config,
-            "split": self.split,
+            "dataset_split": self.split,
             "text_field": self.text_field,
             "data_files": self.data_files,
             "language_names": dict(self.language_names),
@@ -134,6 +146,43 @@ def parse_language_names(text: str) -> dict[str, str]:
             )
         names[code.strip()] = name.strip()
     return names
+
+
+def is_held_out(index: int, eval_fraction: float) -> bool:
+    """Whether record ``index`` is held out for evaluation (the corpus split rule)."""
+    return int((index + 1) * eval_fraction) > int(index * eval_fraction)
+
+
+def held_out_text(
+    tokenizer: Any,
+    records: Iterator[str],
+    *,
+    max_tokens: int,
+    eval_fraction: float,
+    language: str = "",
+) -> tuple[str, dict[str, Any]]:
+    """The held-out records of a stream, read until they hold ``max_tokens`` tokens.
+
+    These are the records ``compute`` skipped, so a model's NLL on them is measured on
+    text its language neurons were not selected from.
+    """
+    if eval_fraction <= 0:
+        raise CorpusError("This run held no records out (eval_fraction 0): nothing to evaluate.")
+    lines: list[str] = []
+    have = 0
+    read = 0
+    for index, text in enumerate(records):
+        read = index + 1
+        if not is_held_out(index, eval_fraction):
+            continue
+        kept = [line.strip() for line in text.splitlines() if line.strip()]
+        lines.extend(kept)
+        have += sum(len(piece_ids(tokenizer, line)) for line in kept) + len(kept)
+        if have >= max_tokens:
+            break
+    if not lines:
+        raise CorpusError(f"The dataset has no held-out records for {language!r}.")
+    return "\n".join(lines), {"records_read": read}
 
 
 def streamed_windows(
@@ -171,9 +220,8 @@ def streamed_windows(
 
     for index, text in enumerate(records):
         read = index + 1
-        held_out = int((index + 1) * eval_fraction) > int(index * eval_fraction)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if held_out or not lines:
+        if is_held_out(index, eval_fraction) or not lines:
             continue
         for line in lines:
             if chars >= corpus.TOKENIZE_PIECE_CHARS:  # whole: the same cut as text_ids

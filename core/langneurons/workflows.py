@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .corpus import load_corpus, parse_languages
+from .corpus import Corpus, load_corpus, parse_languages
 from .errors import CorpusError, LangNeuronsError, ResultsError
 from .evaluation import nll_matrix
 from .generation import GenerationConfig, compare
@@ -31,10 +31,12 @@ from .interventions import (
 )
 from .langid import detect_language
 from .models import LoadedModel
-from .progress import ProgressCallback
+from .progress import ProgressCallback, emit
 from .results import Run, read_mask, write_imported
 from .selection import Selection
 from .stats import Statistics
+from .streaming import PREFIX as HF_PREFIX
+from .streaming import HFSource, held_out_text
 
 
 def check_model_matches(lm: LoadedModel, run: Run) -> None:
@@ -83,15 +85,19 @@ def perplexity_matrix(
             "ppl with one of the source runs' corpora."
         )
     eval_fraction = corpus_meta["split"]["eval_fraction"]
-    corpus = load_corpus(corpus_meta["name"], codes)
-    for code in codes:
-        recorded = corpus_meta["languages"][code]["evaluate_sha256"]
-        actual = hashlib.sha256(corpus.evaluate_text(code, eval_fraction).encode()).hexdigest()
-        if recorded != actual:
-            raise CorpusError(
-                f"The held-out {code} text of {corpus_meta['name']!r} changed since the run was "
-                "computed. Recompute the run on the current corpus."
-            )
+    corpus: Corpus | dict[str, str]
+    if str(corpus_meta.get("source", "")).startswith(HF_PREFIX):
+        corpus = _streamed_held_out(lm, corpus_meta, codes, eval_fraction, max_tokens, progress)
+    else:
+        corpus = load_corpus(corpus_meta["name"], codes)
+        for code in codes:
+            recorded = corpus_meta["languages"][code]["evaluate_sha256"]
+            text = corpus.evaluate_text(code, eval_fraction)
+            if recorded != hashlib.sha256(text.encode()).hexdigest():
+                raise CorpusError(
+                    f"The held-out {code} text of {corpus_meta['name']!r} changed since the run "
+                    "was computed. Recompute the run on the current corpus."
+                )
     result = nll_matrix(
         lm,
         run.masks,
@@ -103,8 +109,38 @@ def perplexity_matrix(
         progress=progress,
     )
     result["unit"] = "mean negative log-likelihood per token (natural log)"
+    if not isinstance(corpus, Corpus):
+        result["held_out"] = {"source": corpus_meta["source"], "max_tokens": max_tokens}
     result["run"] = str(run.path)
     return result
+
+
+def _streamed_held_out(
+    lm: LoadedModel,
+    corpus_meta: dict[str, Any],
+    codes: list[str],
+    eval_fraction: float,
+    max_tokens: int | None,
+    progress: ProgressCallback | None,
+) -> dict[str, str]:
+    """The held-out records of a streamed run's dataset, per language, up to the budget."""
+    if max_tokens is None:
+        raise CorpusError(
+            f"This run streamed {corpus_meta['source']}; give the held-out tokens to read per "
+            "language (--max-tokens)."
+        )
+    source = HFSource.from_description(corpus_meta)
+    texts = {}
+    for code in codes:
+        emit(progress, "tokenize", f"Reading held-out {code} records", language=code)
+        texts[code], _ = held_out_text(
+            lm.tokenizer,
+            source.records(code),
+            max_tokens=max_tokens,
+            eval_fraction=eval_fraction,
+            language=code,
+        )
+    return texts
 
 
 class NothingToChange(InterventionError):
