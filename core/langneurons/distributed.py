@@ -75,6 +75,9 @@ def context(model_device: torch.device) -> DistributedContext | None:
     """Join the launcher's process group (once) and describe this rank; ``None`` alone."""
     if launched_world_size() <= 1 or not torch_dist.is_available():
         return None
+    if model_device.type == "cuda":
+        # NCCL works on the current device: make it this rank's, not GPU 0 for all.
+        torch.cuda.set_device(model_device)
     if not torch_dist.is_initialized():
         backend = "nccl" if model_device.type == "cuda" else "gloo"
         torch_dist.init_process_group(backend=backend)
@@ -99,5 +102,8 @@ def shutdown() -> None:
     threads are alive ("terminate called without an active exception").
     """
     if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.barrier()
+        if torch_dist.get_backend() == "nccl":
+            torch_dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            torch_dist.barrier()
         torch_dist.destroy_process_group()
