@@ -340,8 +340,10 @@ def _cmd_compute(args: argparse.Namespace) -> int:
         }
     else:
         settings = {"top_rate": args.top_rate, "min_effect": args.min_effect}
+    from .distributed import launched_rank
+
     printer = _ProgressPrinter(args.quiet)
-    if args.quiet:
+    if args.quiet or launched_rank() != 0:  # under a launcher, rank 0 alone reports
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()

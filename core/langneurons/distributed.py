@@ -64,6 +64,14 @@ def launched_world_size() -> int:
         return 1
 
 
+def launched_rank() -> int:
+    """``RANK`` set by the launcher (0 when run directly)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def local_device() -> str | None:
     """The GPU of this rank (``cuda:LOCAL_RANK``) under a launcher, else ``None``."""
     if launched_world_size() > 1 and torch.cuda.is_available():

@@ -133,6 +133,8 @@ def compute(
     :mod:`langneurons.streaming`); it needs ``max_tokens``.
     """
     start = time.perf_counter()
+    if distributed.launched_world_size() > 1 and distributed.launched_rank() != 0:
+        progress = None  # one progress report under a launcher: rank 0's
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     if checkpoint_tokens < 0:
@@ -189,8 +191,6 @@ def compute(
         return found
 
     group = distributed.context(model.input_device)
-    if group is not None and not group.is_main:
-        progress = None  # one progress report: rank 0's
     per_language: dict[str, LanguageStats] = {}
     keys: dict[str, str] = {}
     cached: list[str] = []
