@@ -129,8 +129,10 @@ def compute(
     launcher, so a long language resumes where it stopped too.
 
     ``corpus="hf:NAME"`` streams a Hugging Face dataset (``dataset_options``: ``config``,
-    ``split``, ``text_field``, ``data_files``, with ``{lang}`` filled per language; see
-    :mod:`langneurons.streaming`); it needs ``max_tokens``.
+    ``split``, ``text_field``, ``data_files``, with ``{lang}`` filled per language, and
+    ``language_names`` for datasets that name languages their own way; see
+    :mod:`langneurons.streaming`); it needs ``max_tokens``.  Streamed languages are read
+    one at a time, so only one language's tokens are held.
     """
     start = time.perf_counter()
     if distributed.launched_world_size() > 1 and distributed.launched_rank() != 0:

@@ -318,6 +318,8 @@ class StatsCache:
 
     Writes are atomic (temporary file then rename), so an interrupted run leaves
     only complete entries; a corrupt or mismatching entry is reported and ignored.
+    Checkpoints of languages being counted live in ``partial/`` until the language is
+    whole.
     """
 
     def __init__(self, root: Path | None = None) -> None:
