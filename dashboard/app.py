@@ -17,6 +17,7 @@ import streamlit as st
 from dashboard import state, views
 from langneurons.corpus import EMBEDDED, available_languages, language_name
 from langneurons.errors import LangNeuronsError
+from langneurons.workflows import check_model_matches
 
 VIEWS = [
     "Overview",
@@ -34,6 +35,19 @@ def sidebar() -> tuple[state.Settings, bool]:
     """The set-up panel; returns the settings and whether Compute was pressed."""
     st.sidebar.title("LangNeurons")
     st.sidebar.caption("Language-specific neurons of language models (LAPE).")
+    st.session_state.setdefault(
+        "stats_source", "Open a run" if st.session_state.get("url_run") else "Compute"
+    )
+    mode = st.sidebar.radio(
+        "Statistics",
+        ["Compute", "Open a run"],
+        key="stats_source",
+        horizontal=True,
+        help="Count here, or open a run folder written by `langneurons compute` (for example "
+        "on a GPU machine or a cluster) to browse it and try its neurons.",
+    )
+    if mode == "Open a run":
+        return run_sidebar(), False
     with st.sidebar.expander("Model", expanded=False):
         model = st.text_input(
             "Model",
@@ -75,6 +89,24 @@ def sidebar() -> tuple[state.Settings, bool]:
     budget = st.sidebar.number_input(
         "Token budget per language (0: all)", 0, 10_000_000, step=500, key="url_budget"
     )
+    top_rate, filter_rate, bar_ratio = thresholds()
+    pressed = st.sidebar.button("Compute", type="primary", key="compute", use_container_width=True)
+    settings = state.Settings(
+        model=model.strip() or state.DEFAULT_MODEL,
+        dtype=dtype,
+        device=device,
+        languages=languages,
+        corpus=corpus,
+        max_tokens=int(budget) or None,
+        top_rate=top_rate,
+        filter_rate=filter_rate,
+        bar_ratio=bar_ratio,
+    )
+    return settings, pressed
+
+
+def thresholds() -> tuple[float, float, float]:
+    """The LAPE threshold sliders (selection again from the statistics, no recount)."""
     st.sidebar.markdown("**LAPE thresholds**")
     top_rate = st.sidebar.slider(
         "Top rate (share of all neurons)",
@@ -95,25 +127,71 @@ def sidebar() -> tuple[state.Settings, bool]:
         format="%.3f",
         key="url_bar_ratio",
     )
-    pressed = st.sidebar.button("Compute", type="primary", key="compute", use_container_width=True)
-    settings = state.Settings(
-        model=model.strip() or state.DEFAULT_MODEL,
+    return top_rate, filter_rate, bar_ratio
+
+
+def run_sidebar() -> state.Settings:
+    """Set-up for a run folder: its languages and statistics, its model unless overridden."""
+    folder = st.sidebar.text_input(
+        "Run folder",
+        key="url_run",
+        placeholder="runs/llama7b",
+        help="A folder written by `langneurons compute --out` (stats.safetensors, meta.json).",
+    )
+    run = None
+    if folder.strip():
+        try:
+            run = state.open_run(folder.strip())
+        except LangNeuronsError as exc:
+            st.sidebar.error(str(exc))
+    if run is not None and st.session_state.get("_opened_run") != str(run.path):
+        st.session_state["_opened_run"] = str(run.path)
+        for key, value in state.run_thresholds(run).items():
+            st.session_state[key] = value  # start from the thresholds the run was made with
+    spec = state.DEFAULT_MODEL
+    if run is not None:
+        spec = state.run_model(run)
+        st.sidebar.caption(
+            f"{len(run.languages)} languages: {', '.join(run.languages)} · model {spec}"
+        )
+    with st.sidebar.expander("Model", expanded=False):
+        other = st.text_input(
+            "Another model of the same shape",
+            key="run_model",
+            help="Empty: the model the run was computed with.",
+        )
+        dtype = st.selectbox("Dtype", ["auto", "float32", "bfloat16", "float16"], key="dtype")
+        device = st.selectbox("Device", ["cpu", "cuda", "auto"], key="device")
+    corpus = state.run_corpus(run) if run is not None else EMBEDDED
+    if run is not None and corpus != run.meta.get("corpus", {}).get("name"):
+        st.sidebar.caption(
+            "The run's corpus is not on this machine: passages and the ablation matrix use "
+            "the embedded UDHR."
+        )
+    top_rate, filter_rate, bar_ratio = thresholds()
+    return state.Settings(
+        model=other.strip() or spec,
         dtype=dtype,
         device=device,
-        languages=languages,
+        languages=list(run.languages) if run is not None else [],
         corpus=corpus,
-        max_tokens=int(budget) or None,
         top_rate=top_rate,
         filter_rate=filter_rate,
         bar_ratio=bar_ratio,
+        run_dir=str(run.path) if run is not None else None,
     )
-    return settings, pressed
 
 
 def main() -> None:
     st.set_page_config(page_title="LangNeurons", page_icon="🧠", layout="wide")
     state.restore_from_url()
     settings, pressed = sidebar()
+    if st.session_state.get("stats_source") == "Open a run" and not settings.run_dir:
+        st.info(
+            "Enter a run folder in the sidebar: one written by `langneurons compute --out DIR`, "
+            "for example on a GPU machine."
+        )
+        return
     if len(settings.languages) < 2:
         st.info("Choose at least two languages in the sidebar.")
         return
@@ -129,7 +207,11 @@ def main() -> None:
     key = settings.run_key()
     result = st.session_state.get("result") if st.session_state.get("result_key") == key else None
     try:
-        if result is None and (
+        if settings.run_dir is not None:
+            run = state.open_run(settings.run_dir)
+            check_model_matches(lm, run)
+            result = state.run_result(run)
+        elif result is None and (
             pressed or state.is_cached(lm, settings) or not st.session_state.get("computed_once")
         ):
             result = state.run_compute(
@@ -166,6 +248,7 @@ def main() -> None:
         filter_rate=settings.filter_rate,
         bar_ratio=settings.bar_ratio,
         budget=settings.max_tokens or 0,
+        run=settings.run_dir or "",
     )
     if view == "Overview":
         views.overview(lm, result, selection)

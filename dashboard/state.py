@@ -20,10 +20,12 @@ from typing import Any
 import streamlit as st
 
 from langneurons.corpus import EMBEDDED, embedded_languages, load_corpus
-from langneurons.errors import CorpusError
+from langneurons.errors import CorpusError, ResultsError
 from langneurons.models import LoadedModel, load_model
 from langneurons.pipeline import ComputeResult, cached_languages, compute
+from langneurons.results import Run, read_run
 from langneurons.selection import Selection, lape_select
+from langneurons.workflows import run_model_spec
 
 DEFAULT_LANGUAGES = ["en", "fr", "de", "es", "zh", "ja", "ru"]
 DEFAULT_MODEL = "gemma-3-270m"
@@ -41,6 +43,7 @@ URL_KEYS: dict[str, tuple[type, Any]] = {
     "neuron": (int, -1),
     "lang_view": (str, ""),
     "budget": (int, 0),
+    "run": (str, ""),  # a run folder on the server, opened instead of computing
 }
 
 
@@ -57,11 +60,12 @@ class Settings:
     top_rate: float = 0.01
     filter_rate: float = 0.95
     bar_ratio: float = 0.95
+    run_dir: str | None = None  # statistics from this run folder instead of computing
 
     def run_key(self) -> str:
         text = (
             f"{self.model}|{self.dtype}|{self.device}|{self.languages}|{self.corpus}|"
-            f"{self.max_tokens}"
+            f"{self.max_tokens}|{self.run_dir}"
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -206,4 +210,61 @@ def reselect(
         stats.tokens,
         LapeConfig(top_rate, filter_rate, bar_ratio),
         languages=stats.languages,
+    )
+
+
+def open_run(folder: str) -> Run:
+    """A run folder written by ``langneurons compute``, read once per version of its files."""
+    path = Path(folder).expanduser().resolve()
+    stats_file = path / "stats.safetensors"
+    stamp = stats_file.stat().st_mtime_ns if stats_file.is_file() else 0
+    return _read_run(str(path), stamp)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _read_run(folder: str, _stamp: int) -> Run:
+    run = read_run(folder)
+    if run.statistics is None:
+        raise ResultsError(
+            f"{folder!r} holds imported neuron masks without statistics; the dashboard needs "
+            "the counts. Open a folder written by `langneurons compute`."
+        )
+    if len(run.languages) < 2:
+        raise ResultsError(f"{folder!r} covers one language; LAPE compares two or more.")
+    return run
+
+
+def run_model(run: Run) -> str:
+    """The model a run was computed with, as the model field would name it."""
+    return run_model_spec(run) or DEFAULT_MODEL
+
+
+def run_corpus(run: Run) -> str:
+    """The run's corpus when this machine has it (the UDHR or an existing folder), else the
+    UDHR, for the views that read text (passages, the NLL matrix)."""
+    name = str(run.meta.get("corpus", {}).get("name", ""))
+    return name if name == EMBEDDED or (name and Path(name).is_dir()) else EMBEDDED
+
+
+def run_thresholds(run: Run) -> dict[str, float]:
+    """Slider values for the LAPE thresholds a run was made with (empty if not LAPE)."""
+    selection = run.meta.get("selection", {})
+    if selection.get("method") != "lape":
+        return {}
+    settings = selection.get("settings", {})
+    keys = {"top_rate": "url_top_rate", "filter_rate": "url_filter_rate"}
+    keys["activation_bar_ratio"] = "url_bar_ratio"
+    return {widget: float(settings[name]) for name, widget in keys.items() if name in settings}
+
+
+def run_result(run: Run) -> ComputeResult:
+    """A run folder as the views see a computation's result."""
+    stats = run.statistics
+    assert stats is not None  # open_run refuses runs without statistics
+    return ComputeResult(
+        statistics=stats,
+        selection=lape_select(stats.over_zero, stats.tokens, languages=stats.languages),
+        meta=run.meta,
+        cached_languages=list(stats.languages),
+        out_dir=run.path,
     )

@@ -6,6 +6,7 @@ real Gemma 3 270M (converted once per machine); statistics use a small token bud
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,47 @@ def test_uploaded_corpus_files_become_a_corpus_folder():
         save_uploads([_Upload("de.txt", b"x" * (MAX_UPLOAD_BYTES + 1))])
     with pytest.raises(CorpusError, match=r"name files <code>\.txt"):
         save_uploads([_Upload("german.doc", b"x")])
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A run written by `compute` (as on another machine), with non-default thresholds."""
+    from langneurons.pipeline import compute
+
+    out = tmp_path_factory.mktemp("runs") / "four"
+    compute(
+        None,
+        ["en", "fr", "de", "ja"],
+        max_tokens=300,
+        settings={"top_rate": 0.02, "filter_rate": 0.95, "activation_bar_ratio": 0.95},
+        out_dir=out,
+    )
+    return out
+
+
+def test_open_a_run_folder_instead_of_computing(run_folder, monkeypatch):
+    import langneurons.pipeline
+
+    def no_count(*_a, **_k):
+        raise AssertionError("a run folder is browsed, not counted again")
+
+    monkeypatch.setattr(langneurons.pipeline, "collect_language_stats", no_count)
+    at = _app(stats_source="Open a run", url_run=str(run_folder))
+    _ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Languages"] == "4"  # the run's languages, not the sidebar's
+    assert at.slider(key="url_top_rate").value == 0.02  # the run's thresholds
+    recorded = json.loads((run_folder / "neurons.json").read_text())["distinct_total"]
+    assert int(metrics["Language neurons"]) == recorded  # the run's own selection again
+    assert at.query_params["run"] in ([str(run_folder)], str(run_folder))
+    at.session_state["nav"] = "Heatmaps"
+    at.run()
+    _ok(at)
+    assert len(_charts(at)) == 1
+
+
+def test_open_run_errors_are_clear(run_folder, tmp_path):
+    at = _app(stats_source="Open a run", url_run=str(tmp_path / "missing"))
+    assert any("is not a folder with results" in e.value for e in at.error)
+    at = _app(stats_source="Open a run", url_run=str(run_folder), run_model=str(tmp_path))
+    assert at.error  # a model that cannot be loaded, or of another shape, is refused

@@ -410,15 +410,12 @@ def _cmd_compute(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, run: Any = None, progress: Any = None) -> Any:
-    from pathlib import Path
-
     from .models import load_model
+    from .workflows import run_model_spec
 
     spec = args.model
     if spec is None and run is not None:
-        recorded = run.meta.get("model", {})
-        source = str(recorded.get("source", ""))
-        spec = source if source and Path(source).is_dir() else recorded.get("name")
+        spec = run_model_spec(run)
     if getattr(args, "quiet", False) or getattr(args, "json", False):
         from transformers.utils import logging as hf_logging
 

@@ -39,6 +39,18 @@ from .streaming import PREFIX as HF_PREFIX
 from .streaming import HFSource, held_out_text
 
 
+def run_model_spec(run: Run) -> str | None:
+    """What :func:`~langneurons.models.load_model` needs to load the run's model again: its
+    local folder when it still exists, else its recorded name (a hub id, or the embedded
+    default's name)."""
+    recorded = run.meta.get("model", {})
+    source = str(recorded.get("source", ""))
+    if source and Path(source).is_dir():
+        return source
+    name = recorded.get("name")
+    return str(name) if name else None
+
+
 def check_model_matches(lm: LoadedModel, run: Run) -> None:
     """Refuse a model whose shape differs from the run's (its neurons would not exist)."""
     layers, neurons = run.meta.get("layers"), run.meta.get("neurons")
