@@ -176,6 +176,17 @@ def test_interrupted_language_resumes_from_its_last_checkpoint(tiny_model, tmp_p
     assert not partial.exists()  # the language is whole in the cache now
 
 
+def test_finished_language_removes_checkpoints_of_other_process_counts(tiny_model):
+    with pytest.raises(Stop):
+        compute(tiny_model, ["en"], progress=_stop_after(400), **LONG)
+    folder = StatsCache().root / "partial"
+    (only,) = folder.iterdir()
+    stale = folder / only.name.replace(".all.", ".r1of4.")  # as left by a 4-process run
+    only.rename(stale)
+    compute(tiny_model, ["en"], **LONG)
+    assert not list(folder.iterdir())
+
+
 def test_checkpoint_resumes_with_another_batch_size(tiny_model, tmp_path):
     whole = compute(tiny_model, ["en"], cache=StatsCache(tmp_path / "other"), **LONG)
     with pytest.raises(Stop):

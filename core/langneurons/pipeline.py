@@ -239,8 +239,9 @@ def compute(
             stats = group.sum_stats(stats)
         if group is None or group.is_main:
             cache.save(keys[code], stats, code)
-        if checkpoint is not None:
-            cache.drop_partial(keys[code], part)  # the language is whole in the cache now
+        # The language is whole in the cache now: its checkpoints are obsolete, also those
+        # of runs with another number of processes (rank 0 removes every share).
+        cache.drop_partial(keys[code], None if group is None or group.is_main else part)
         per_language[code] = stats
     statistics = Statistics.stack(per_language)
     emit(progress, "select", f"Selecting neurons ({method})")
