@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -179,7 +180,13 @@ def test_folder_without_config_is_explained(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "args",
-    [["--top-rate", "0"], ["--filter-rate", "abc"], ["--max-tokens", "-5"], ["--method", "magic"]],
+    [
+        ["--top-rate", "0"],
+        ["--filter-rate", "abc"],
+        ["--max-tokens", "-5"],
+        ["--method", "magic"],
+        ["--checkpoint-tokens", "-1"],
+    ],
 )
 def test_invalid_option_values_are_refused_by_the_parser(tmp_path, capsys, args):
     with pytest.raises(SystemExit) as info:
@@ -406,3 +413,33 @@ def test_import_mask_refuses_wrong_shapes_and_pickles(tiny_run, tiny_model_dir, 
 
 class _Evil:
     """An arbitrary object: loading it would need pickle, which import-mask refuses."""
+
+
+def test_show_summarises_a_run(tiny_run, tiny_model_dir, tmp_path, capsys):
+    from langneurons.results import read_run
+
+    run = read_run(tiny_run)
+    assert main(["show", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert f"{run.meta['layers']} layers x {run.meta['neurons']} neurons; method lape" in out
+    for k, code in enumerate(run.languages):
+        total, tokens = run.neurons["neurons"][code]["total"], int(run.statistics.tokens[k])
+        assert re.search(rf"^ +{code} +{total} neurons +\({tokens} tokens\)", out, re.M)
+    assert f"distinct neurons: {run.neurons['distinct_total']}" in out
+    assert main(["show", str(tiny_run), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["languages"] == ["en", "fr", "ja"]
+    counted = run.statistics.tokens.tolist()
+    assert document["tokens"] == dict(zip(run.languages, counted, strict=True))
+    assert document["world_size"] == 1
+    # An imported mask has neurons but no counts.
+    imported = tmp_path / "imported"
+    mask = str(tiny_run / "activation_mask.pth")
+    args = ["import-mask", mask, "--languages", "en,fr,ja", "--model", str(tiny_model_dir)]
+    assert main([*args, "--out", str(imported)]) == 0
+    capsys.readouterr()
+    assert main(["show", str(imported)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ +fr +\d+ neurons +most in", out, re.M)  # no token count to show
+    assert main(["show", str(tmp_path / "nothing")]) == 2
+    assert "is not a folder with results" in capsys.readouterr().err

@@ -304,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("runs", nargs="+", help="run folders written by compute")
     merge.add_argument("--out", required=True, help="output folder")
 
+    show = sub.add_parser(
+        "show",
+        help="summarise a run folder",
+        description="Print what a run folder holds: its model, languages, tokens counted, "
+        "neurons per language and the layers that hold most of them, the corpus and how "
+        "many processes counted it.",
+    )
+    show.add_argument("run", help="a run folder written by compute, merge or import-mask")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+
     bench = sub.add_parser(
         "bench",
         help="measure the statistics pass against the model's own forward speed",
@@ -384,28 +394,73 @@ def _cmd_compute(args: argparse.Namespace) -> int:
     if result.out_dir is None:  # another rank of a data-parallel run: rank 0 reports
         return 0
     selection = result.selection
-    counts = selection.counts()
-    print(
-        f"{result.meta['model']['name']}: {result.meta['layers']} layers x "
-        f"{result.meta['neurons']} neurons; method {selection.method}"
-    )
-    for k, code in enumerate(selection.languages):
-        per_layer = counts[:, k]
-        top_layers = per_layer.argsort(descending=True)[:3].tolist()
-        where = ", ".join(
-            f"L{layer}:{int(per_layer[layer])}" for layer in top_layers if per_layer[layer] > 0
-        )
-        print(
-            f"  {code:>6}  {int(per_layer.sum()):6d} neurons  "
-            f"({int(result.statistics.tokens[k])} tokens)  most in {where or '-'}"
-        )
-    print(f"  distinct neurons: {selection.union_size()}")
+    for line in _summary(result.meta, selection.masks, result.statistics.tokens.tolist()):
+        print(line)
     cached = (
         f", {len(result.cached_languages)} language(s) from cache"
         if (result.cached_languages)
         else ""
     )
     print(f"Wrote {result.out_dir} in {time.perf_counter() - start:.1f} s{cached}.")
+    return 0
+
+
+def _summary(meta: dict[str, Any], masks: list[list[Any]], tokens: list[int] | None) -> list[str]:
+    """Lines describing a run: model, and per language its neurons, tokens and top layers."""
+    method = meta.get("selection", {}).get("method", "imported")
+    lines = [
+        f"{meta.get('model', {}).get('name', 'unknown model')}: {meta['layers']} layers x "
+        f"{meta['neurons']} neurons; method {method}"
+    ]
+    distinct: set[tuple[int, int]] = set()
+    for k, code in enumerate(meta["languages"]):
+        per_layer = [len(idx) for idx in masks[k]]
+        distinct.update((layer, int(i)) for layer, idx in enumerate(masks[k]) for i in idx)
+        top = sorted(range(len(per_layer)), key=lambda layer: -per_layer[layer])[:3]
+        where = ", ".join(f"L{layer}:{per_layer[layer]}" for layer in top if per_layer[layer])
+        counted = f"({tokens[k]} tokens)  " if tokens is not None else ""
+        lines.append(f"  {code:>6}  {sum(per_layer):6d} neurons  {counted}most in {where or '-'}")
+    lines.append(f"  distinct neurons: {len(distinct)}")
+    return lines
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import json
+
+    from .results import read_run
+
+    run = read_run(args.run)
+    tokens = run.statistics.tokens.tolist() if run.statistics is not None else None
+    if args.json:
+        corpus = run.meta.get("corpus", {})
+        print(
+            json.dumps(
+                {
+                    "path": str(run.path),
+                    "model": run.meta.get("model", {}),
+                    "languages": run.languages,
+                    "tokens": dict(zip(run.languages, tokens, strict=True)) if tokens else None,
+                    "corpus": "merged runs" if "merged" in corpus else corpus.get("name"),
+                    "selection": run.meta.get("selection", {}),
+                    "neurons": {
+                        code: run.neurons["neurons"][code]["total"] for code in run.languages
+                    },
+                    "distinct_neurons": run.neurons.get("distinct_total"),
+                    "world_size": run.meta.get("world_size", 1),
+                    "created": run.meta.get("created"),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for line in _summary(run.meta, run.masks, tokens):
+        print(line)
+    corpus = run.meta.get("corpus", {})
+    source = "merged runs" if "merged" in corpus else corpus.get("name", "unknown")
+    print(
+        f"corpus {source}; created {run.meta.get('created', '?')}; "
+        f"processes {run.meta.get('world_size', 1)}"
+    )
     return 0
 
 
@@ -520,6 +575,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     tokens = ", ".join(
         f"{c} {int(t)}" for c, t in zip(run.languages, run.statistics.tokens, strict=True)
     )
+    for line in _summary(run.meta, run.masks, run.statistics.tokens.tolist()):
+        print(line)
     print(f"Merged {len(args.runs)} runs into {out} (tokens: {tokens}).")
     return 0
 
@@ -584,6 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_import_mask(args)
         if args.command == "merge":
             return _cmd_merge(args)
+        if args.command == "show":
+            return _cmd_show(args)
         if args.command == "bench":
             return _cmd_bench(args)
         if args.command == "languages":
