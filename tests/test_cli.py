@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -443,3 +446,35 @@ def test_show_summarises_a_run(tiny_run, tiny_model_dir, tmp_path, capsys):
     assert re.search(r"^ +fr +\d+ neurons +most in", out, re.M)  # no token count to show
     assert main(["show", str(tmp_path / "nothing")]) == 2
     assert "is not a folder with results" in capsys.readouterr().err
+
+
+def test_progress_in_a_log_file_is_plain_lines(tiny_model_dir, tmp_path):
+    """Not on a terminal (a batch job's log), progress is a line per update, not a bar."""
+    command = [sys.executable, "-m", "langneurons.cli", "compute", "--model", str(tiny_model_dir)]
+    command += ["--languages", "en,fr", "--max-tokens", "150", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "LANGNEURONS_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\r" not in done.stderr
+    assert re.search(r"^en: 150/150 tokens \(100%, [\d,]+ tokens/s\)$", done.stderr, re.M)
+    assert re.search(r"^fr: 150/150 tokens \(100%", done.stderr, re.M)
+
+
+def test_durations_read_naturally():
+    from langneurons.cli import _duration
+
+    assert [_duration(s) for s in (42.4, 95, 7260)] == ["42 s", "1 min 35 s", "2 h 1 min"]
+
+
+def test_log_lines_are_throttled_but_the_last_always_shows(capsys, monkeypatch):
+    from langneurons.cli import _ProgressPrinter
+    from langneurons.progress import ProgressEvent
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    events = [ProgressEvent("count", "", "de", done, 400) for done in (0, 100, 200, 300, 400)]
+    for interval, expected in ((3600.0, 1), (0.0, 4)):
+        printer = _ProgressPrinter(False, interval=interval)
+        for event in events:
+            printer(event)
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == expected and lines[-1].startswith("de: 400/400 tokens (100%")

@@ -27,41 +27,84 @@ examples:
 
 
 class _ProgressPrinter:
-    """Renders progress events on stderr: a bar per language, lines for the rest."""
+    """Renders progress events on stderr: a bar per language on a terminal, and plain
+    lines at most every ``interval`` seconds otherwise (batch-job logs such as Slurm's,
+    where redrawn bars would pile up as carriage returns)."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, interval: float = 30.0) -> None:
         self.quiet = quiet
         self.bar: Any = None
         self.started = time.perf_counter()
+        self.interactive = sys.stderr.isatty()
+        self.interval = interval
+        self.line_task: tuple[str, float, int] | None = None  # desc, start time, start done
+        self.line_at = 0.0
 
     def __call__(self, event: Any) -> None:
         if self.quiet:
             return
         if event.stage in ("count", "evaluate") and event.total:
-            from tqdm import tqdm
-
             desc = event.language if event.stage == "count" else "NLL matrix"
-            if self.bar is None or self.bar.desc != desc:
-                self.close()
-                self.bar = tqdm(
-                    total=event.total,
-                    initial=event.done,  # a resumed language starts part-way
-                    desc=desc,
-                    unit="tok" if event.stage == "count" else "step",
-                    file=sys.stderr,
-                    dynamic_ncols=True,
-                    leave=True,
-                )
-            self.bar.update(event.done - self.bar.n)
+            if self.interactive:
+                self._bar(event, desc)
+            else:
+                self._line(event, desc)
             return
         if event.message:
             self.close()
             print(event.message, file=sys.stderr, flush=True)
 
+    def _bar(self, event: Any, desc: str) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None or self.bar.desc != desc:
+            self.close()
+            self.bar = tqdm(
+                total=event.total,
+                initial=event.done,  # a resumed language starts part-way
+                desc=desc,
+                unit="tok" if event.stage == "count" else "step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+            )
+        self.bar.update(event.done - self.bar.n)
+
+    def _line(self, event: Any, desc: str) -> None:
+        now = time.perf_counter()
+        if self.line_task is None or self.line_task[0] != desc:
+            self.line_task, self.line_at = (desc, now, event.done), now
+            return
+        finished = event.done >= event.total
+        if not finished and now - self.line_at < self.interval:
+            return
+        self.line_at = now
+        _, start, start_done = self.line_task
+        unit = "tokens" if event.stage == "count" else "steps"
+        rate = (event.done - start_done) / max(now - start, 1e-9)
+        left = (event.total - event.done) / rate if rate > 0 else float("nan")
+        eta = "" if finished or left != left else f", about {_duration(left)} left"
+        print(
+            f"{desc}: {event.done}/{event.total} {unit} ({100 * event.done / event.total:.0f}%, "
+            f"{rate:,.0f} {unit}/s{eta})",
+            file=sys.stderr,
+            flush=True,
+        )
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _duration(seconds: float) -> str:
+    """``95`` -> ``"1 min 35 s"``; hours for long runs."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 def _rate(name: str):
@@ -353,7 +396,9 @@ def _cmd_compute(args: argparse.Namespace) -> int:
     from .distributed import launched_rank
 
     printer = _ProgressPrinter(args.quiet)
-    if args.quiet or launched_rank() != 0:  # under a launcher, rank 0 alone reports
+    # Under a launcher rank 0 alone reports; in a log file (not a terminal) the model
+    # loader's redrawn bars would only add noise.
+    if args.quiet or launched_rank() != 0 or not sys.stderr.isatty():
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -471,7 +516,8 @@ def _load(args: argparse.Namespace, run: Any = None, progress: Any = None) -> An
     spec = args.model
     if spec is None and run is not None:
         spec = run_model_spec(run)
-    if getattr(args, "quiet", False) or getattr(args, "json", False):
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    if quiet or not sys.stderr.isatty():
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 class ProgressEvent:
     """One step of long work.
 
-    ``stage`` is one of ``"load"``, ``"tokenize"``, ``"cache"``, ``"count"``, ``"select"``,
-    ``"write"``; for ``"count"``, ``done``/``total`` are tokens of ``language``.
+    ``stage`` is one of ``"load"``, ``"tokenize"``, ``"cache"``, ``"resume"``, ``"count"``,
+    ``"select"``, ``"write"``, ``"evaluate"``; for ``"count"`` and ``"resume"``,
+    ``done``/``total`` are tokens of ``language``.
     """
 
     stage: str
