@@ -207,3 +207,24 @@ def test_two_sessions_at_once_get_their_own_results(server, browser):
             assert " ".join((prompt + text).split()) in box
     a.close()
     b.close()
+
+
+def test_a_run_folder_opens_from_a_link(server, browser, tmp_path):
+    """A run computed elsewhere (here: by the library, four languages) opens with ?run=DIR:
+    its languages and counts, and the playground runs its model."""
+    from langneurons.pipeline import compute
+
+    run = tmp_path / "four"
+    compute(None, ["en", "fr", "de", "zh"], max_tokens=300, out_dir=run)
+    page = _page(browser, f"{server['url']}/?run={run}")
+    page.get_by_text("Language neurons per layer").first.wait_for()
+    body = page.locator("body").inner_text()
+    assert "4 languages: en, fr, de, zh" in body
+    assert "Open a run" in body
+    page.wait_for_timeout(1500)
+    _shot(page, "10-open-run")
+    _view(page, "Playground", "Switch off the neurons of")
+    page.get_by_role("button", name="Generate").click()
+    baseline, modified = _outputs(page)
+    assert baseline and modified
+    page.close()
