@@ -141,7 +141,7 @@ def run_sidebar() -> state.Settings:
     run = None
     if folder.strip():
         try:
-            run = state.open_run(folder.strip())
+            run, _ = state.open_run(folder.strip())
         except LangNeuronsError as exc:
             st.sidebar.error(str(exc))
     if run is not None and st.session_state.get("_opened_run") != str(run.path):
@@ -208,9 +208,8 @@ def main() -> None:
     result = st.session_state.get("result") if st.session_state.get("result_key") == key else None
     try:
         if settings.run_dir is not None:
-            run = state.open_run(settings.run_dir)
+            run, result = state.open_run(settings.run_dir)
             check_model_matches(lm, run)
-            result = state.run_result(run)
         elif result is None and (
             pressed or state.is_cached(lm, settings) or not st.session_state.get("computed_once")
         ):

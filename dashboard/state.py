@@ -213,8 +213,9 @@ def reselect(
     )
 
 
-def open_run(folder: str) -> Run:
-    """A run folder written by ``langneurons compute``, read once per version of its files."""
+def open_run(folder: str) -> tuple[Run, ComputeResult]:
+    """A run folder written by ``langneurons compute`` and the result the views show, read
+    (and its selection made) once per version of its files, not on every rerun."""
     path = Path(folder).expanduser().resolve()
     stats_file = path / "stats.safetensors"
     stamp = stats_file.stat().st_mtime_ns if stats_file.is_file() else 0
@@ -222,16 +223,24 @@ def open_run(folder: str) -> Run:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _read_run(folder: str, _stamp: int) -> Run:
+def _read_run(folder: str, _stamp: int) -> tuple[Run, ComputeResult]:
     run = read_run(folder)
-    if run.statistics is None:
+    stats = run.statistics
+    if stats is None:
         raise ResultsError(
             f"{folder!r} holds imported neuron masks without statistics; the dashboard needs "
             "the counts. Open a folder written by `langneurons compute`."
         )
     if len(run.languages) < 2:
         raise ResultsError(f"{folder!r} covers one language; LAPE compares two or more.")
-    return run
+    result = ComputeResult(
+        statistics=stats,
+        selection=lape_select(stats.over_zero, stats.tokens, languages=stats.languages),
+        meta=run.meta,
+        cached_languages=list(stats.languages),
+        out_dir=run.path,
+    )
+    return run, result
 
 
 def run_model(run: Run) -> str:
@@ -255,16 +264,3 @@ def run_thresholds(run: Run) -> dict[str, float]:
     keys = {"top_rate": "url_top_rate", "filter_rate": "url_filter_rate"}
     keys["activation_bar_ratio"] = "url_bar_ratio"
     return {widget: float(settings[name]) for name, widget in keys.items() if name in settings}
-
-
-def run_result(run: Run) -> ComputeResult:
-    """A run folder as the views see a computation's result."""
-    stats = run.statistics
-    assert stats is not None  # open_run refuses runs without statistics
-    return ComputeResult(
-        statistics=stats,
-        selection=lape_select(stats.over_zero, stats.tokens, languages=stats.languages),
-        meta=run.meta,
-        cached_languages=list(stats.languages),
-        out_dir=run.path,
-    )

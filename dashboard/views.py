@@ -28,6 +28,7 @@ from langneurons.interventions import (
 from langneurons.langid import detect_language
 from langneurons.models import LoadedModel
 from langneurons.pipeline import ComputeResult
+from langneurons.results import corpus_label
 from langneurons.selection import Selection
 from langneurons.workflows import NothingToChange, intervention_for
 
@@ -59,21 +60,13 @@ def _plot(fig: Any, key: str) -> None:
     )
 
 
-def corpus_label(result: ComputeResult) -> str:
-    """The corpus a result was counted on, for captions (merged runs name several)."""
-    corpus = result.meta.get("corpus", {})
-    if "merged" in corpus:
-        return "merged runs"
-    return str(corpus.get("name", "unknown"))
-
-
 def overview(lm: LoadedModel, result: ComputeResult, selection: Selection) -> None:
     stats = result.statistics
     counts = selection.counts().numpy()
     languages = selection.languages
     st.markdown(
         f"**{lm.name}** · {lm.adapter.name} · {lm.num_layers} layers x {lm.num_neurons} neurons "
-        f"· {lm.dtype} on {lm.device} · corpus {corpus_label(result)}"
+        f"· {lm.dtype} on {lm.device} · corpus {corpus_label(result.meta)}"
     )
     cols = st.columns(5)
     cols[0].metric("Languages", len(languages))
@@ -730,7 +723,7 @@ def export(lm: LoadedModel, result: ComputeResult, selection: Selection) -> None
     )
     document = selection.to_json()
     document["model"] = result.meta["model"]
-    document["corpus"] = corpus_label(result)
+    document["corpus"] = corpus_label(result.meta)
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["language", "layer", "neuron"])

@@ -179,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="8,32", help="throughput batch sizes")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="device dtypes to check")
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(
+            f"--device {args.device}: PyTorch sees no CUDA GPU here. Run this on a GPU machine, "
+            "or pass --device cpu for a dry run."
+        )
 
     from langneurons.pipeline import compute
 

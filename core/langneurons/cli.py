@@ -472,12 +472,11 @@ def _summary(meta: dict[str, Any], masks: list[list[Any]], tokens: list[int] | N
 def _cmd_show(args: argparse.Namespace) -> int:
     import json
 
-    from .results import read_run
+    from .results import corpus_label, read_run
 
     run = read_run(args.run)
     tokens = run.statistics.tokens.tolist() if run.statistics is not None else None
     if args.json:
-        corpus = run.meta.get("corpus", {})
         print(
             json.dumps(
                 {
@@ -485,7 +484,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                     "model": run.meta.get("model", {}),
                     "languages": run.languages,
                     "tokens": dict(zip(run.languages, tokens, strict=True)) if tokens else None,
-                    "corpus": "merged runs" if "merged" in corpus else corpus.get("name"),
+                    "corpus": corpus_label(run.meta),
                     "selection": run.meta.get("selection", {}),
                     "neurons": {
                         code: run.neurons["neurons"][code]["total"] for code in run.languages
@@ -500,10 +499,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return 0
     for line in _summary(run.meta, run.masks, tokens):
         print(line)
-    corpus = run.meta.get("corpus", {})
-    source = "merged runs" if "merged" in corpus else corpus.get("name", "unknown")
     print(
-        f"corpus {source}; created {run.meta.get('created', '?')}; "
+        f"corpus {corpus_label(run.meta)}; created {run.meta.get('created', '?')}; "
         f"processes {run.meta.get('world_size', 1)}"
     )
     return 0

@@ -159,6 +159,11 @@ def read_text_file(path: Path) -> list[str]:
             f"{raw[exc.start : exc.start + 4]!r}). Re-save it as UTF-8, for example with "
             f"`iconv -f latin1 -t utf-8 {path.name} > fixed.txt`."
         ) from None
+    return paragraphs_of(text)
+
+
+def paragraphs_of(text: str) -> list[str]:
+    """The non-empty lines of ``text``, stripped: its paragraphs, as every corpus reads them."""
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -128,6 +128,14 @@ def write_imported(out_dir: str | Path, selection: Selection, meta: dict[str, An
     )
 
 
+def corpus_label(meta: dict[str, Any]) -> str:
+    """The corpus a run was counted on, in a word (a merged run names several)."""
+    corpus = meta.get("corpus") or {}
+    if "merged" in corpus:
+        return "merged runs"
+    return str(corpus.get("name", "unknown"))
+
+
 def read_run(path: str | Path) -> Run:
     """Read a run folder written by :func:`write_run`; clear errors if it is not one."""
     folder = Path(path).expanduser()

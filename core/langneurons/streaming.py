@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from . import corpus
-from .corpus import MIN_IDENTIFY_TOKENS, bos_windows, piece_ids
+from .corpus import MIN_IDENTIFY_TOKENS, bos_windows, paragraphs_of, piece_ids
 from .errors import CorpusError
 
 PREFIX = "hf:"
@@ -175,7 +175,7 @@ def held_out_text(
         read = index + 1
         if not is_held_out(index, eval_fraction):
             continue
-        kept = [line.strip() for line in text.splitlines() if line.strip()]
+        kept = paragraphs_of(text)
         lines.extend(kept)
         have += sum(len(piece_ids(tokenizer, line)) for line in kept) + len(kept)
         if have >= max_tokens:
@@ -220,7 +220,7 @@ def streamed_windows(
 
     for index, text in enumerate(records):
         read = index + 1
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        lines = paragraphs_of(text)
         if is_held_out(index, eval_fraction) or not lines:
             continue
         for line in lines:
