@@ -9,13 +9,18 @@ for a larger one) and a BPE tokenizer trained on the embedded UDHR, then
    counts (how many of the layer x neuron x language counts differ, and by how much)
    and the LAPE masks (Jaccard overlap per language);
 2. times the statistics pass and the bare transformer body on the device over a larger
-   corpus (the UDHR repeated), as tokens per second, and their ratio.
+   corpus (the UDHR repeated), as tokens per second, and their ratio;
+3. with ``--launch``: runs the same ``compute`` under ``torchrun`` (one rank: on CUDA the
+   nccl backend, its all-reduce and barrier) and with ``--device auto`` (an automatic
+   device map), and compares both with the in-process device run;
+4. with ``--bench``: ``langneurons bench`` on the same model on the device.
 
 It writes ``gpu_check.json`` into ``--out`` and prints it.  Random weights give the same
 speed as trained ones of that shape; their activation patterns are not a trained model's,
 so the agreement figures are about arithmetic, not about which neurons a model has.
 
     PYTHONPATH=core python3 scripts/gpu_check.py --out DIR [--device cuda] [--shape 270m]
+        [--launch] [--bench [--bench-dtype bfloat16]]
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -168,6 +175,55 @@ def throughput(model_dir: Path, corpus: Path, device: str, dtype: str, batch_siz
     }
 
 
+def launched(model_dir: Path, device: str, max_tokens: int, out: Path) -> dict:
+    """``compute`` under ``torchrun`` with one rank (nccl on CUDA, gloo on the CPU)."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which(
+        "torchrun"
+    )
+    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    command = [
+        *launcher,
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        "-m",
+        "langneurons.cli",
+        "compute",
+        "--model",
+        str(model_dir),
+        "--languages",
+        ",".join(LANGUAGES),
+        "--device",
+        device,
+        "--dtype",
+        "float32",
+        "--max-tokens",
+        str(max_tokens),
+        "--no-cache",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        return {"ok": False, "stderr": done.stderr[-3000:]}
+    from langneurons.results import read_run
+
+    run = read_run(out)
+    return {"ok": True, "seconds": round(time.perf_counter() - start, 1), "run": run}
+
+
+def same_counts(left, right) -> dict:
+    """Whether two Statistics hold the same counts (exactly, or how many differ)."""
+    diff = (left.over_zero - right.over_zero).abs()
+    return {
+        "tokens_equal": bool(torch.equal(left.tokens, right.tokens)),
+        "counts_differing": int((diff > 0).sum()),
+        "max_count_difference": int(diff.max()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for gpu_check.json")
@@ -178,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat-text", type=int, default=20, help="UDHR copies, throughput")
     parser.add_argument("--batch-sizes", default="8,32", help="throughput batch sizes")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="device dtypes to check")
+    parser.add_argument(
+        "--launch", action="store_true", help="also compute under torchrun and --device auto"
+    )
+    parser.add_argument("--bench", action="store_true", help="also run langneurons bench")
+    parser.add_argument("--bench-dtype", default="bfloat16", help="dtype for --bench")
+    parser.add_argument("--quick-bench", action="store_true", help="bench --quick")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(
@@ -217,12 +279,43 @@ def main(argv: list[str] | None = None) -> int:
                 **agreement(cpu, other),
                 "compute_s": round(time.perf_counter() - start, 1),
             }
+            if dtype == "float32":
+                device_f32 = other
+        if args.launch:
+            if "float32" not in dtypes:
+                parser.error("--launch compares with the device's float32 run: keep float32")
+            outcome = launched(model_dir, args.device, args.max_tokens, Path(scratch) / "run")
+            if outcome["ok"]:
+                run = outcome.pop("run")
+                outcome.update(same_counts(device_f32.statistics, run.statistics))
+                outcome["backend"] = "nccl" if args.device.startswith("cuda") else "gloo"
+            report["torchrun_one_rank"] = outcome
+            from langneurons.models import load_model
+
+            start = time.perf_counter()
+            lm_auto = load_model(str(model_dir), device="auto", dtype="float32")
+            auto = compute(lm_auto, LANGUAGES, **common)
+            report["device_auto"] = {
+                **same_counts(device_f32.statistics, auto.statistics),
+                "seconds": round(time.perf_counter() - start, 1),
+                "devices": sorted({str(p.device) for p in lm_auto.model.parameters()}),
+            }
+            del lm_auto
         corpus = repeated_corpus(Path(scratch) / "corpus", args.repeat_text)
         report["throughput"] = [
             throughput(model_dir, corpus, args.device, dtype, int(batch))
             for dtype in dtypes
             for batch in args.batch_sizes.split(",")
         ]
+        if args.bench:
+            from langneurons.bench import run_bench
+
+            report["bench"] = run_bench(
+                str(model_dir),
+                quick=args.quick_bench,
+                dtype=args.bench_dtype,
+                device=args.device,
+            )
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0

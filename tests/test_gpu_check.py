@@ -12,10 +12,11 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 
 
-def test_gpu_check_script_reports_agreement_and_throughput(tmp_path):
+def test_gpu_check_script_reports_agreement_throughput_launch_and_bench(tmp_path):
     command = [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--out", str(tmp_path)]
     command += ["--device", "cpu", "--shape", "tiny", "--vocab", "600", "--max-tokens", "300"]
     command += ["--repeat-text", "1", "--batch-sizes", "8", "--dtypes", "float32"]
+    command += ["--launch", "--bench", "--bench-dtype", "float32", "--quick-bench"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "core"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -25,3 +26,11 @@ def test_gpu_check_script_reports_agreement_and_throughput(tmp_path):
     assert set(same["mask_jaccard"].values()) == {1.0}
     (speed,) = report["throughput"]
     assert speed["tokens"] > 10 * 300 and speed["stats_tokens_per_s"] > 0
+    # One torchrun rank (gloo here, nccl on a GPU) and an automatic device map count the
+    # same as the in-process run on the device.
+    launched = report["torchrun_one_rank"]
+    assert launched["ok"] and launched["backend"] == "gloo", launched
+    assert launched["tokens_equal"] and launched["counts_differing"] == 0
+    assert report["device_auto"]["counts_differing"] == 0
+    bench = report["bench"]
+    assert bench["model"]["layers"] == 2 and bench["stats_tokens_per_s"] > 0
