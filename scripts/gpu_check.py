@@ -132,7 +132,7 @@ def agreement(reference, other) -> dict:
 
 def throughput(model_dir: Path, corpus: Path, device: str, dtype: str, batch_size: int) -> dict:
     """Tokens per second of the statistics pass and of the bare body, interleaved, best of 3."""
-    from langneurons.bench import _batches, _sync, forward_only
+    from langneurons.bench import batches_of, forward_only, synchronize
     from langneurons.corpus import load_corpus, tokenize_windows
     from langneurons.models import load_model
     from langneurons.stats import collect_language_stats
@@ -147,18 +147,18 @@ def throughput(model_dir: Path, corpus: Path, device: str, dtype: str, batch_siz
         )
     ]
     tokens = sum(len(w) - 1 for w in windows)
-    batches = _batches(windows, batch_size)
+    batches = batches_of(windows, batch_size)
     best = {"stats": float("inf"), "forward": float("inf")}
     collect_language_stats(lm, windows[: batch_size * 2], batch_size=batch_size)  # warm-up
     for _ in range(3):
         for name in best:
-            _sync(lm.input_device)
+            synchronize(lm.input_device)
             start = time.perf_counter()
             if name == "stats":
                 collect_language_stats(lm, windows, batch_size=batch_size)
             else:
                 forward_only(lm, batches)
-            _sync(lm.input_device)
+            synchronize(lm.input_device)
             best[name] = min(best[name], time.perf_counter() - start)
     return {
         "device": device,

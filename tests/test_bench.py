@@ -19,7 +19,7 @@ FIGURES = [
     "generate_seconds",
     "generate_overhead",
     "selection_seconds",
-    "nll_matrix",
+    "ablation_matrix",
     "compute",
     "load_seconds",
     "peak_memory_mb",
@@ -34,17 +34,25 @@ def test_run_bench_reports_every_figure(tiny_model):
     for key in ("forward_tokens_per_s", "stats_tokens_per_s", "naive_tokens_per_s"):
         assert report[key] > 0
     assert report["stats_vs_forward"] > 0 and report["generate_overhead"] > 0
-    assert report["nll_matrix"]["languages"] == 3
+    assert report["ablation_matrix"]["languages"] == 3
     assert report["machine"]["cpu_count"] >= 1
     json.dumps(report)  # JSON-ready
 
 
-def test_naive_and_nnsight_count_the_same_tokens(tiny_model):
+def test_naive_and_nnsight_count_what_the_statistics_pass_counts(tiny_model):
+    """The methods bench compares do the same work: their counts of values above zero
+    equal the statistics pass's on the same windows, and they leave no hook behind."""
     import torch
 
-    batches = [torch.randint(4, 300, (2, 12))]
-    naive_pass(tiny_model, batches)
-    nnsight_pass(tiny_model, batches)
+    from langneurons.stats import collect_language_stats
+
+    bos = tiny_model.tokenizer.bos_token_id
+    windows = [torch.cat([torch.tensor([bos]), torch.randint(4, 300, (11,))]) for _ in range(2)]
+    batches = [torch.stack(windows)]
+    expected = collect_language_stats(tiny_model, windows, batch_size=2).over_zero
+    assert int(expected.sum()) > 0
+    assert torch.equal(naive_pass(tiny_model, batches), expected)
+    assert torch.equal(nnsight_pass(tiny_model, batches), expected)
     assert all(not m._forward_hooks for m in tiny_model.modules)
 
 

@@ -330,11 +330,25 @@ def test_generate_steer_and_text_output(tiny_run, capsys):
         (["--neurons", "9:1"], "Layer 9 does not exist"),
         (["--layers", "0-7", "--deactivate", "en"], "do not fit"),
         ([], "Nothing to change"),
-        (["--deactivate", "en", "--max-new-tokens", "100000000"], "max_new_tokens"),
     ],
 )
 def test_generate_bad_input(tiny_run, capsys, args, message):
     assert main(["generate", "--stats", str(tiny_run), "--prompt", "Hi", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-new-tokens", "100000000"], "--max-new-tokens: must be at most 4096"),
+        (["--temperature", "0"], "--temperature: must be above 0.0"),
+        (["--strength", "nan"], "--strength: expected a finite number"),
+    ],
+)
+def test_generate_options_out_of_range_are_refused_before_loading(tiny_run, capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "--run", str(tiny_run), "--prompt", "Hi", "--deactivate", "en", *args])
+    assert info.value.code == 2
     assert message in capsys.readouterr().err
 
 
@@ -461,13 +475,13 @@ def test_progress_in_a_log_file_is_plain_lines(tiny_model_dir, tmp_path):
 
 
 def test_durations_read_naturally():
-    from langneurons.cli import _duration
+    from langneurons.progress import format_duration as _duration
 
     assert [_duration(s) for s in (42.4, 95, 7260)] == ["42 s", "1 min 35 s", "2 h 1 min"]
 
 
 def test_log_lines_are_throttled_but_the_last_always_shows(capsys, monkeypatch):
-    from langneurons.cli import _ProgressPrinter
+    from langneurons.cli.common import ProgressPrinter as _ProgressPrinter
     from langneurons.progress import ProgressEvent
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)

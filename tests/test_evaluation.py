@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from langneurons.corpus import load_corpus
 from langneurons.errors import CorpusError, LangNeuronsError
-from langneurons.evaluation import eval_windows, mean_nll, nll_matrix
+from langneurons.evaluation import AblationMatrix, ablation_matrix, eval_windows, mean_nll
 from langneurons.generation import GenerationConfig, generate, stream
 from langneurons.interventions import deactivate
 from langneurons.langid import detect_language
@@ -35,12 +37,30 @@ def test_deactivation_changes_nll_and_matrix_shape(tiny_model):
     corpus = load_corpus("udhr", ["en", "de"])
     everything = [torch.arange(tiny_model.num_neurons)] * tiny_model.num_layers
     masks = [everything, [torch.tensor([], dtype=torch.int64)] * tiny_model.num_layers]
-    result = nll_matrix(tiny_model, masks, ["en", "de"], corpus, max_tokens=60)
-    assert result["languages"] == ["en", "de"]
-    assert set(result["deactivated"]) == {"en", "de"}
+    result = ablation_matrix(tiny_model, masks, ["en", "de"], corpus, max_tokens=60)
+    assert result.languages == ["en", "de"]
+    assert set(result.deactivated) == {"en", "de"}
     # Switching every neuron off changes the NLL; an empty set changes nothing.
-    assert result["deactivated"]["en"]["de"] != pytest.approx(result["base"]["de"])
-    assert result["deactivated"]["de"]["en"] == pytest.approx(result["base"]["en"])
+    assert result.deactivated["en"]["de"] != pytest.approx(result.base["de"])
+    assert result.deactivated["de"]["en"] == pytest.approx(result.base["en"])
+    # The three scales of one matrix, and its JSON round trip.
+    nll, ppl, increase = (result.grid(s) for s in ("nll", "perplexity", "increase"))
+    assert ppl[0][1] == pytest.approx(math.exp(nll[0][1]))
+    assert increase[1][0] == pytest.approx(0.0, abs=1e-9)
+    assert increase[0][1] == pytest.approx(nll[0][1] - result.base["de"])
+    assert AblationMatrix.from_json(result.to_json()) == result
+
+
+def test_diagonal_ratio_of_a_hand_made_matrix():
+    matrix = AblationMatrix(
+        ["a", "b"],
+        {"a": 1.0, "b": 2.0},
+        {"a": {"a": 2.0, "b": 2.1}, "b": {"a": 1.3, "b": 3.0}},
+    )
+    # Diagonal increases 1.0 and 1.0, off-diagonal 0.1 and 0.3: ratio 1.0 / 0.2.
+    assert matrix.diagonal_ratio() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="scale"):
+        matrix.grid("log")
 
 
 def test_too_little_held_out_text_is_explained(tiny_model):

@@ -10,9 +10,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from langneurons import pipeline
+from langneurons.config import ConfigError
 from langneurons.errors import ResultsError
 from langneurons.pipeline import compute
 from langneurons.results import FILES, read_run
+from langneurons.selection import MeanDiffConfig
 from langneurons.stats import StatsCache
 
 from .reference_lape import reference_masks
@@ -228,7 +230,7 @@ def test_checkpoint_tokens_zero_saves_no_checkpoint(tiny_model):
     with pytest.raises(Stop):
         compute(tiny_model, ["en"], progress=_stop_after(300), **{**LONG, "checkpoint_tokens": 0})
     assert not (StatsCache().root / "partial").exists()
-    with pytest.raises(ValueError, match="checkpoint_tokens"):
+    with pytest.raises(ConfigError, match="checkpoint_tokens must be at least 0"):
         compute(tiny_model, ["en"], **{**LONG, "checkpoint_tokens": -1})
 
 
@@ -276,8 +278,7 @@ def test_mean_difference_method_through_compute(tiny_model):
     result = compute(
         tiny_model,
         LANGS,
-        method="mean-diff",
-        settings={"top_rate": 0.05, "min_effect": 0.1},
+        selection=MeanDiffConfig(top_rate=0.05, min_effect=0.1),
         **SMALL,
     )
     assert result.selection.method == "mean-diff"

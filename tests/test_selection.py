@@ -140,7 +140,7 @@ def test_selection_spans_layers_globally_not_per_layer():
     [{"top_rate": 0}, {"top_rate": 1.5}, {"filter_rate": -0.1}, {"activation_bar_ratio": 2}],
 )
 def test_thresholds_are_validated(kwargs):
-    with pytest.raises(LangNeuronsError, match="must be in"):
+    with pytest.raises(LangNeuronsError, match=f"{next(iter(kwargs))} must be"):
         LapeConfig(**kwargs)
 
 

@@ -249,11 +249,13 @@ def test_unreadable_language_names_are_refused(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_ppl_on_a_streamed_run_reads_the_held_out_records(tiny_model, same_text, tmp_path):
-    """The NLL matrix of a streamed run is measured on the records compute held out: the
+def test_ablation_matrix_of_a_streamed_run_reads_the_held_out_records(
+    tiny_model, same_text, tmp_path
+):
+    """The ablation matrix of a streamed run is measured on the records compute held out: the
     same numbers as for the same text read from files."""
     from langneurons.results import read_run
-    from langneurons.workflows import perplexity_matrix
+    from langneurons.workflows import run_ablation_matrix
 
     folder, jsonl = same_text
     common = {"max_tokens": 400, "seq_len": 64}
@@ -266,10 +268,10 @@ def test_ppl_on_a_streamed_run_reads_the_held_out_records(tiny_model, same_text,
         dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
         **common,
     )
-    files = perplexity_matrix(tiny_model, read_run(tmp_path / "files"), max_tokens=120)
-    streamed = perplexity_matrix(tiny_model, read_run(tmp_path / "stream"), max_tokens=120)
-    assert streamed["base"] == files["base"]
-    assert streamed["deactivated"] == files["deactivated"]
-    assert streamed["held_out"]["source"] == "hf:json"
+    files = run_ablation_matrix(tiny_model, read_run(tmp_path / "files"), max_tokens=120)
+    streamed = run_ablation_matrix(tiny_model, read_run(tmp_path / "stream"), max_tokens=120)
+    assert streamed.base == files.base
+    assert streamed.deactivated == files.deactivated
+    assert streamed.info["held_out"]["source"] == "hf:json"
     with pytest.raises(CorpusError, match="give the held-out tokens"):
-        perplexity_matrix(tiny_model, read_run(tmp_path / "stream"))
+        run_ablation_matrix(tiny_model, read_run(tmp_path / "stream"))

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from .corpus import Corpus, text_ids
-from .families import _get_path
 from .models import LoadedModel
 from .selection import Selection
 from .stats import Statistics
@@ -80,10 +79,59 @@ def membership_mask(
     return mask
 
 
+def most_specific_neuron(selection: Selection, shape: tuple[int, int]) -> tuple[int, int]:
+    """The selected neuron the selection's score ranks most language-specific (for LAPE:
+    lowest entropy); the first selected neuron when there is no score; the last layer's
+    neuron 0 when nothing is selected.  A good first neuron to show."""
+    mask = membership_mask(selection, None, shape)
+    if not mask.any():
+        return shape[0] - 1, 0
+    specificity = selection.specificity()
+    if specificity is None:
+        layer, neuron = np.argwhere(mask)[0]
+    else:
+        ranked = np.where(mask, specificity.numpy(), -np.inf)
+        layer, neuron = np.unravel_index(int(np.argmax(ranked)), mask.shape)
+    return int(layer), int(neuron)
+
+
+@dataclass
+class MapPoints:
+    """Neurons to place on a map: which ones (flat index ``layer * N + neuron``), their
+    per-language activation probabilities, whether selected, their dominant language."""
+
+    index: np.ndarray  # int [M]
+    vectors: np.ndarray  # float [M, K]
+    selected: np.ndarray  # bool [M]
+    dominant: np.ndarray  # int [M], index into the languages
+    labels: list[str]
+
+
+def map_points(stats: Statistics, selection: Selection, limit: int, seed: int = 0) -> MapPoints:
+    """Every selected neuron and a seeded random sample of the others, ``limit`` in all at
+    most (a projection's cost grows with the points; the selected ones always show)."""
+    num_neurons = stats.num_neurons
+    probs = stats.probabilities().reshape(-1, len(stats.languages)).numpy()
+    selected = membership_mask(selection, None, (stats.num_layers, num_neurons)).reshape(-1)
+    index = np.arange(probs.shape[0])
+    if len(index) > limit:
+        chosen = np.flatnonzero(selected)
+        room = max(limit - len(chosen), 0)
+        rng = np.random.default_rng(seed)
+        rest = rng.choice(
+            np.flatnonzero(~selected), min(room, int((~selected).sum())), replace=False
+        )
+        index = np.sort(np.concatenate([chosen, rest]))
+    vectors = probs[index]
+    labels = [f"layer {i // num_neurons}, neuron {i % num_neurons}" for i in index.tolist()]
+    return MapPoints(index, vectors, selected[index], vectors.argmax(axis=1), labels)
+
+
 def neuron_records(selection: Selection, stats: Statistics) -> list[dict[str, Any]]:
-    """One record per selected neuron: layer, index, languages, probabilities, entropy."""
+    """One record per selected neuron: layer, index, languages, probabilities, score."""
     probs = stats.probabilities()
-    entropy = selection.scores.get("entropy")
+    key = selection.score_key
+    score = selection.scores.get(key) if key else None
     owners: dict[tuple[int, int], list[str]] = {}
     for k, per_layer in enumerate(selection.masks):
         for layer, idx in enumerate(per_layer):
@@ -92,8 +140,12 @@ def neuron_records(selection: Selection, stats: Statistics) -> list[dict[str, An
     records = []
     for (layer, i), langs in sorted(owners.items()):
         record: dict[str, Any] = {"layer": layer, "neuron": i, "languages": ",".join(langs)}
-        if entropy is not None:
-            record["entropy"] = float(entropy[layer, i])
+        if key is not None and score is not None:
+            if score.dim() == 2:
+                record[key] = float(score[layer, i])
+            else:  # one score per language (mean-diff): the neuron's own languages' best
+                values = [float(score[layer, i, selection.languages.index(c)]) for c in langs]
+                record[key] = min(values) if selection.score_ascending else max(values)
         for k, code in enumerate(stats.languages):
             record[f"p_{code}"] = float(probs[layer, i, k])
         records.append(record)
@@ -122,8 +174,7 @@ def token_text(tokenizer: Any, token_id: int) -> str:
 def promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 12) -> dict[str, list]:
     """Output tokens a neuron pushes up and down: its down-projection column through the
     unembedding (the direct effect, ignoring the final norm's scale)."""
-    layers = _get_path(lm.model, lm.adapter.layers)
-    down = _get_path(layers[layer], lm.adapter.down)  # type: ignore[index]
+    down = lm.down_projection(layer)
     weight = down.weight.detach()
     # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
     column = weight[neuron, :] if type(down).__name__ == "Conv1D" else weight[:, neuron]

@@ -6,7 +6,7 @@ in one run and on the same tokens, the body alone (``forward``), the project's
 statistics pass (``stats``), the common approach of a full forward with logits and
 hooks that copy activations out (``naive``) and, when installed, nnsight doing the
 same counting; plus generation with and without an intervention, selection,
-the NLL matrix, model loading and peak memory.  Methods are interleaved and the
+the ablation matrix, model loading and peak memory.  Methods are interleaved and the
 best of several repetitions is kept, so the ratios measured in one run are the
 figures to quote on noisy machines.
 """
@@ -28,7 +28,7 @@ import torch
 
 from . import __version__
 from .corpus import load_corpus, tokenize_windows
-from .evaluation import nll_matrix
+from .evaluation import ablation_matrix
 from .generation import GenerationConfig, generate
 from .interventions import deactivate, language_neurons
 from .models import LoadedModel, load_model
@@ -38,9 +38,11 @@ from .selection import LapeConfig, lape_select
 from .stats import StatsCache, collect_language_stats
 
 FULL_LANGUAGES = ["en", "fr", "de", "es", "it", "ru", "zh", "ja", "ar", "hi"]
+BENCH_LANGUAGES = ["en", "fr"]
 
 
-def _batches(windows: Sequence[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+def batches_of(windows: Sequence[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+    """Windows stacked into batches of equal length (longest first), as counting does."""
     by_length: dict[int, list[torch.Tensor]] = {}
     for window in windows:
         by_length.setdefault(len(window), []).append(window)
@@ -51,7 +53,8 @@ def _batches(windows: Sequence[torch.Tensor], batch_size: int) -> list[torch.Ten
     ]
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (so wall-clock timings mean something on a GPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -68,8 +71,11 @@ def stats_pass(lm: LoadedModel, windows: Sequence[torch.Tensor], batch_size: int
     collect_language_stats(lm, windows, batch_size=batch_size)
 
 
-def naive_pass(lm: LoadedModel, batches: list[torch.Tensor]) -> None:
-    """The common approach: full forward with logits, hooks copying activations out."""
+def naive_pass(lm: LoadedModel, batches: list[torch.Tensor]) -> torch.Tensor:
+    """The common approach: full forward with logits, hooks copying activations out,
+    counted afterwards on the CPU.  Returns the counts of values above zero, int64
+    ``[layers, neurons]``, first position of each window skipped (as the statistics pass
+    skips the BOS)."""
     copies: list[list[torch.Tensor]] = [[] for _ in lm.modules]
     handles = [
         module.register_forward_hook(
@@ -84,34 +90,42 @@ def naive_pass(lm: LoadedModel, batches: list[torch.Tensor]) -> None:
     finally:
         for handle in handles:
             handle.remove()
-    # Count afterwards, on the CPU, from the copies.
+    counts = []
     for per_layer in copies:
+        over_zero = torch.zeros(lm.num_neurons, dtype=torch.int64)
         for values in per_layer:
-            (values[:, 1:] > 0).sum(dim=(0, 1))
+            over_zero += (values[:, 1:] > 0).sum(dim=(0, 1))
             values[:, 1:].float().sum(dim=(0, 1))
+        counts.append(over_zero)
+    return torch.stack(counts)
 
 
-def nnsight_pass(lm: LoadedModel, batches: list[torch.Tensor]) -> None:
-    """nnsight tracing the same activations and counting them (optional extra)."""
+def nnsight_pass(lm: LoadedModel, batches: list[torch.Tensor]) -> torch.Tensor:
+    """nnsight tracing the same activations and counting them (optional extra); returns
+    the counts as :func:`naive_pass` does."""
     from nnsight import NNsight
 
     traced = NNsight(lm.model)
     paths = [name for module in lm.modules for name, m in lm.model.named_modules() if m is module]
+    counts = torch.zeros(lm.num_layers, lm.num_neurons, dtype=torch.int64)
     for batch in batches:
+        saved: list[Any] = []  # outside the block: nnsight runs the block's body itself
         with traced.trace(batch.to(lm.input_device)):
-            saved = []
             for path in paths:
                 node = traced
                 for part in path.split("."):
                     node = node[int(part)] if part.isdigit() else getattr(node, part)
                 saved.append(((node.output[:, 1:] > 0).sum(dim=(0, 1))).save())
+        for layer, value in enumerate(saved):
+            counts[layer] += getattr(value, "value", value).cpu()
+    return counts
 
 
 def _best_time(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -155,6 +169,130 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _throughput(
+    lm: LoadedModel, quick: bool, progress: ProgressCallback | None
+) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    """Tokens per second of the body, the statistics pass, the naive approach and nnsight
+    on the same English and French windows, interleaved, best of several rounds."""
+    report: dict[str, Any] = {}
+    corpus = load_corpus("udhr", BENCH_LANGUAGES)
+    windows = [
+        w
+        for code in BENCH_LANGUAGES
+        for w in tokenize_windows(
+            lm.tokenizer,
+            corpus.identify_text(code),
+            max_tokens=600 if quick else 1500,
+            seq_len=256,
+            language=code,
+        )
+    ]
+    batch_size = 8
+    batches = batches_of(windows, batch_size)
+    counted = sum(len(w) for w in windows)
+    methods: dict[str, Callable[[], Any]] = {
+        "forward": lambda: forward_only(lm, batches),
+        "stats": lambda: stats_pass(lm, windows, batch_size),
+        "naive": lambda: naive_pass(lm, batches),
+    }
+    try:
+        import nnsight  # noqa: F401
+
+        methods["nnsight"] = lambda: nnsight_pass(lm, batches)
+    except ImportError:
+        report["nnsight"] = "not installed (pip install 'langneurons[bench]')"
+    emit(progress, "bench", "Warming up")
+    forward_only(lm, batches[:1])
+    best: dict[str, float] = {}
+    repeats = 2 if quick else 3
+    for r in range(repeats):
+        for name, fn in list(methods.items()):
+            emit(progress, "bench", f"{name} (round {r + 1} of {repeats})")
+            try:
+                seconds = _best_time(fn, lm.input_device)
+            except Exception as exc:
+                report[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
+                del methods[name]
+                continue
+            best[name] = min(best.get(name, float("inf")), seconds)
+    report.update({f"{name}_tokens_per_s": round(counted / s, 1) for name, s in best.items()})
+    report["tokens"] = counted
+    for name in ("stats", "naive", "nnsight"):
+        if name in best:
+            report[f"{name}_vs_forward"] = round(best["forward"] / best[name], 3)
+    return report, windows
+
+
+def _selection_seconds(lm: LoadedModel, windows: list[torch.Tensor]) -> float:
+    """LAPE selection from cached statistics, at the shape of a ten-language run."""
+    stats = collect_language_stats(lm, windows[: max(1, len(windows) // 2)], batch_size=8)
+    over_zero = stats.over_zero[..., None].repeat(1, 1, 10)
+    over_zero = (over_zero + torch.randint(0, 5, over_zero.shape)).clamp_max(stats.tokens)
+    tokens = torch.full((10,), stats.tokens)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        lape_select(over_zero, tokens, LapeConfig())
+        times.append(time.perf_counter() - t)
+    return round(min(times), 4)
+
+
+def _generation(lm: LoadedModel, quick: bool) -> dict[str, Any]:
+    """Greedy generation, unmodified and with French neurons deactivated (interleaved)."""
+    corpus = load_corpus("udhr", BENCH_LANGUAGES)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = compute(
+            lm,
+            BENCH_LANGUAGES,
+            corpus=corpus,
+            max_tokens=600 if quick else 1500,
+            cache=StatsCache(Path(tmp)),
+        )
+    masks = result.selection.masks
+    off = deactivate(language_neurons(masks, BENCH_LANGUAGES, ["fr"]), "fr")
+    config = GenerationConfig(max_new_tokens=24 if quick else 48, repetition_penalty=1.0)
+    prompt = "La Déclaration universelle des droits de l'homme affirme que"
+    generate(lm, prompt, GenerationConfig(max_new_tokens=4))
+    gen: dict[str, float] = {}
+    for _ in range(3):
+        for name, intervention in (("unmodified", None), ("deactivated", off)):
+            t = time.perf_counter()
+            generate(lm, prompt, config, intervention)
+            gen[name] = min(gen.get(name, float("inf")), time.perf_counter() - t)
+    return {
+        "generate_seconds": {k: round(v, 3) for k, v in gen.items()},
+        "generate_new_tokens": config.max_new_tokens,
+        "generate_overhead": round(gen["deactivated"] / gen["unmodified"], 3),
+    }
+
+
+def _compute_and_ablation(lm: LoadedModel, quick: bool) -> dict[str, Any]:
+    """A whole ``compute`` (quick: 3 languages; full: 10) and the ablation matrix (quick:
+    3 x 3 on 150 held-out tokens; full: 6 x 6 on all held-out text)."""
+    nll_langs = ["en", "fr", "de"] if quick else ["en", "fr", "de", "ja", "zh", "ru"]
+    nll_corpus = load_corpus("udhr", nll_langs)
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = StatsCache(Path(tmp))
+        t = time.perf_counter()
+        compute_langs = nll_langs if quick else FULL_LANGUAGES
+        full = compute(lm, compute_langs, cache=cache)
+        report["compute"] = {
+            "languages": len(compute_langs),
+            "tokens": int(full.statistics.tokens.sum()),
+            "seconds": round(time.perf_counter() - t, 2),
+        }
+        sub = [full.statistics.languages.index(c) for c in nll_langs]
+        sub_masks = [full.selection.masks[k] for k in sub]
+    t = time.perf_counter()
+    ablation_matrix(lm, sub_masks, nll_langs, nll_corpus, max_tokens=150 if quick else None)
+    report["ablation_matrix"] = {
+        "languages": len(nll_langs),
+        "seconds": round(time.perf_counter() - t, 2),
+    }
+    return report
+
+
 def run_bench(
     model: str | None = None,
     *,
@@ -179,123 +317,21 @@ def run_bench(
         "device": lm.device,
     }
     report["load_seconds"] = {"cold": cold, "warm": round(time.perf_counter() - start, 3)}
-    dev = lm.input_device
-    languages = ["en", "fr"]
-    corpus = load_corpus("udhr", languages)
-    tokens_per_language = 600 if quick else 1500
-    seq_len, batch_size = 256, 8
-    windows = [
-        w
-        for code in languages
-        for w in tokenize_windows(
-            lm.tokenizer,
-            corpus.identify_text(code),
-            max_tokens=tokens_per_language,
-            seq_len=seq_len,
-            language=code,
-        )
-    ]
-    batches = _batches(windows, batch_size)
-    counted = sum(len(w) for w in windows)
-    methods: dict[str, Callable[[], Any]] = {
-        "forward": lambda: forward_only(lm, batches),
-        "stats": lambda: stats_pass(lm, windows, batch_size),
-        "naive": lambda: naive_pass(lm, batches),
-    }
-    try:
-        import nnsight  # noqa: F401
-
-        methods["nnsight"] = lambda: nnsight_pass(lm, batches)
-    except ImportError:
-        report["nnsight"] = "not installed (pip install 'langneurons[bench]')"
-    emit(progress, "bench", "Warming up")
-    forward_only(lm, batches[:1])
-    best: dict[str, float] = {}
-    repeats = 2 if quick else 3
-    for r in range(repeats):
-        for name, fn in methods.items():
-            emit(progress, "bench", f"{name} (round {r + 1} of {repeats})")
-            try:
-                seconds = _best_time(fn, dev)
-            except Exception as exc:
-                report[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
-                methods = {k: v for k, v in methods.items() if k != name}
-                break
-            best[name] = min(best.get(name, float("inf")), seconds)
-    throughput = {f"{name}_tokens_per_s": round(counted / s, 1) for name, s in best.items()}
-    report.update(throughput)
-    report["tokens"] = counted
-    report["stats_vs_forward"] = round(best["forward"] / best["stats"], 3)
-    report["naive_vs_forward"] = round(best["forward"] / best["naive"], 3)
-    if "nnsight" in best:
-        report["nnsight_vs_forward"] = round(best["forward"] / best["nnsight"], 3)
-
-    # Selection from cached statistics, at the shape of a ten-language run.
+    speed, windows = _throughput(lm, quick, progress)
+    report.update(speed)
     emit(progress, "bench", "Selection")
-    stats = collect_language_stats(lm, windows[: max(1, len(windows) // 2)], batch_size=8)
-    over_zero = stats.over_zero[..., None].repeat(1, 1, 10)
-    over_zero = (over_zero + torch.randint(0, 5, over_zero.shape)).clamp_max(stats.tokens)
-    tokens = torch.full((10,), stats.tokens)
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        lape_select(over_zero, tokens, LapeConfig())
-        times.append(time.perf_counter() - t)
-    report["selection_seconds"] = round(min(times), 4)
-
-    # Generation, unmodified and with French neurons switched off (interleaved).
+    report["selection_seconds"] = _selection_seconds(lm, windows)
     emit(progress, "bench", "Generation")
-    with tempfile.TemporaryDirectory() as tmp:
-        result = compute(
-            lm,
-            languages,
-            corpus=corpus,
-            max_tokens=tokens_per_language,
-            cache=StatsCache(Path(tmp)),
-        )
-    masks = result.selection.masks
-    off = deactivate(language_neurons(masks, languages, ["fr"]), "fr")
-    config = GenerationConfig(max_new_tokens=24 if quick else 48, repetition_penalty=1.0)
-    prompt = "La Déclaration universelle des droits de l'homme affirme que"
-    generate(lm, prompt, GenerationConfig(max_new_tokens=4))
-    gen: dict[str, float] = {}
-    for _ in range(3):
-        for name, intervention in (("unmodified", None), ("deactivated", off)):
-            t = time.perf_counter()
-            generate(lm, prompt, config, intervention)
-            gen[name] = min(gen.get(name, float("inf")), time.perf_counter() - t)
-    report["generate_seconds"] = {k: round(v, 3) for k, v in gen.items()}
-    report["generate_new_tokens"] = config.max_new_tokens
-    report["generate_overhead"] = round(gen["deactivated"] / gen["unmodified"], 3)
-
-    # The NLL matrix (quick: 3 x 3 on 150 held-out tokens; full: 6 x 6, all held-out text).
-    emit(progress, "bench", "NLL matrix")
-    nll_langs = ["en", "fr", "de"] if quick else ["en", "fr", "de", "ja", "zh", "ru"]
-    nll_corpus = load_corpus("udhr", nll_langs)
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = StatsCache(Path(tmp))
-        t = time.perf_counter()
-        compute_langs = nll_langs if quick else FULL_LANGUAGES
-        full = compute(lm, compute_langs, cache=cache)
-        report["compute"] = {
-            "languages": len(compute_langs),
-            "tokens": int(full.statistics.tokens.sum()),
-            "seconds": round(time.perf_counter() - t, 2),
-        }
-        sub = [full.statistics.languages.index(c) for c in nll_langs]
-        sub_masks = [full.selection.masks[k] for k in sub]
-    t = time.perf_counter()
-    nll_matrix(lm, sub_masks, nll_langs, nll_corpus, max_tokens=150 if quick else None)
-    report["nll_matrix"] = {
-        "languages": len(nll_langs),
-        "seconds": round(time.perf_counter() - t, 2),
-    }
-
+    report.update(_generation(lm, quick))
+    emit(progress, "bench", "Compute and ablation matrix")
+    report.update(_compute_and_ablation(lm, quick))
     report["peak_memory_mb"] = {
         "process_rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     }
-    if dev.type == "cuda":
-        report["peak_memory_mb"]["gpu"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+    if lm.input_device.type == "cuda":
+        report["peak_memory_mb"]["gpu"] = round(
+            torch.cuda.max_memory_allocated(lm.input_device) / 2**20, 1
+        )
     report["targets"] = {
         "stats_vs_forward >= 0.9": report["stats_vs_forward"] >= 0.9,
         "generate_overhead <= 1.1": report["generate_overhead"] <= 1.1,

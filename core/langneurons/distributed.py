@@ -11,12 +11,12 @@ other batch shapes can change floating-point rounding, so a value within about
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
 
+from .launch import launched_world_size
 from .stats import LanguageStats
 
 
@@ -54,29 +54,6 @@ class DistributedContext:
             torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
         over_zero, tokens, sums, sq_sums = (t.cpu() for t in tensors)
         return LanguageStats(over_zero, int(tokens.item()), sums, sq_sums)
-
-
-def launched_world_size() -> int:
-    """``WORLD_SIZE`` set by torchrun / accelerate (1 when run directly)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
-
-
-def launched_rank() -> int:
-    """``RANK`` set by the launcher (0 when run directly)."""
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
-
-
-def local_device() -> str | None:
-    """The GPU of this rank (``cuda:LOCAL_RANK``) under a launcher, else ``None``."""
-    if launched_world_size() > 1 and torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return None
 
 
 def context(model_device: torch.device) -> DistributedContext | None:

@@ -1,8 +1,13 @@
-"""Measuring what an intervention changes: held-out NLL and the NLL matrix.
+"""Measuring what an intervention changes: held-out NLL and the ablation matrix.
 
 The mean negative log-likelihood per token (natural log) of a language's held-out
 text is computed from the body's hidden states with the vocabulary head applied in
 chunks of positions, so memory stays bounded even for Gemma's 262k-token vocabulary.
+
+The *ablation matrix* is the paper's main measurement: each language's held-out NLL,
+unmodified and with each language's neurons deactivated in turn (rows: the language
+whose neurons are off; columns: the language evaluated).  Its diagonal dominating is
+the finding that language neurons matter for their language.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .corpus import Corpus, bos_windows, text_ids
+from .corpus import DEFAULT_EVAL_FRACTION, Corpus, bos_windows, text_ids
 from .errors import CorpusError
 from .interventions import Intervention, apply, deactivate, language_neurons
 from .models import LoadedModel
@@ -77,26 +83,90 @@ def mean_nll(
     return total / count if count else math.nan
 
 
-def nll_matrix(
+SCALES = ("nll", "perplexity", "increase")
+NLL_UNIT = "mean negative log-likelihood per token (natural log)"
+
+
+@dataclass
+class AblationMatrix:
+    """Held-out NLL per token of each language, unmodified (``base[B]``) and with each
+    language's neurons deactivated (``deactivated[A][B]``: A's neurons off, B evaluated).
+
+    ``info`` carries what produced it (unit, run folder, held-out source).  The JSON
+    document (:meth:`to_json`) is ``{"languages", "base", "deactivated", ...info}``.
+    """
+
+    languages: list[str]
+    base: dict[str, float]
+    deactivated: dict[str, dict[str, float]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def grid(self, scale: str = "nll") -> list[list[float]]:
+        """Rows (neurons off) x columns (evaluated) as NLL, perplexity, or the increase
+        of NLL over the unmodified model."""
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}.")
+        rows = []
+        for off in self.languages:
+            row = []
+            for code in self.languages:
+                value = self.deactivated[off][code]
+                if scale == "perplexity":
+                    value = math.exp(value)
+                elif scale == "increase":
+                    value -= self.base[code]
+                row.append(value)
+            rows.append(row)
+        return rows
+
+    def diagonal_ratio(self) -> float:
+        """Mean NLL increase on the diagonal over the mean off the diagonal: how much more
+        a language's own neurons matter to it than to the others (``nan`` below 2 languages)."""
+        increase = self.grid("increase")
+        k = len(self.languages)
+        if k < 2:
+            return math.nan
+        diagonal = sum(increase[i][i] for i in range(k)) / k
+        off = sum(increase[i][j] for i in range(k) for j in range(k) if i != j) / (k * k - k)
+        return diagonal / off if off else math.inf
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "languages": list(self.languages),
+            "base": dict(self.base),
+            "deactivated": {k: dict(v) for k, v in self.deactivated.items()},
+            **self.info,
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> AblationMatrix:
+        """Read the JSON document back (``langneurons ablation --out`` writes one)."""
+        info = {k: v for k, v in document.items() if k not in ("languages", "base", "deactivated")}
+        return cls(
+            list(document["languages"]),
+            dict(document["base"]),
+            {k: dict(v) for k, v in document["deactivated"].items()},
+            info,
+        )
+
+
+def ablation_matrix(
     lm: LoadedModel,
     masks: Sequence[Sequence[torch.Tensor]],
     mask_languages: Sequence[str],
     corpus: Corpus | Mapping[str, str],
     *,
     languages: Sequence[str] | None = None,
-    eval_fraction: float = 0.2,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
     seq_len: int = DEFAULT_EVAL_SEQ_LEN,
     max_tokens: int | None = None,
     batch_size: int = 4,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
+) -> AblationMatrix:
     """Held-out NLL of each language, unmodified and with each language's neurons off.
 
     ``corpus`` is a :class:`Corpus` (its held-out part under ``eval_fraction`` is used) or
     the held-out texts themselves, by language (as read from a streamed dataset).
-
-    Returns ``{"languages": [...], "base": {B: nll}, "deactivated": {A: {B: nll}}}``:
-    rows ``A`` are the deactivated language, columns ``B`` the evaluated one.
     """
     codes = list(languages or mask_languages)
     texts = (
@@ -125,23 +195,23 @@ def nll_matrix(
             row[code] = mean_nll(lm, windows[code], intervention=off_neurons, batch_size=batch_size)
             tick(f"{off} off, {code}: {row[code]:.3f}")
         deactivated[off] = row
-    return {"languages": codes, "base": base, "deactivated": deactivated}
+    return AblationMatrix(codes, base, deactivated, {"unit": NLL_UNIT})
 
 
-def nll_matrix_cached(
+def cached_ablation_matrix(
     lm: LoadedModel,
     masks: Sequence[Sequence[torch.Tensor]],
     mask_languages: Sequence[str],
     corpus: Corpus,
     *,
     languages: Sequence[str] | None = None,
-    eval_fraction: float = 0.2,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
     seq_len: int = DEFAULT_EVAL_SEQ_LEN,
     max_tokens: int | None = None,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """:func:`nll_matrix`, stored as JSON in the cache keyed by everything it depends on
-    (weights, dtype, the neuron sets, the held-out texts and the settings)."""
+) -> AblationMatrix:
+    """:func:`ablation_matrix`, stored as JSON in the cache keyed by everything it depends
+    on (weights, dtype, the neuron sets, the held-out texts and the settings)."""
     codes = list(languages or mask_languages)
     digest = hashlib.sha256()
     digest.update(f"{lm.fingerprint}|{lm.dtype}|{seq_len}|{max_tokens}|{codes}".encode())
@@ -152,16 +222,16 @@ def nll_matrix_cached(
         for idx in per_layer:
             digest.update(len(idx).to_bytes(4, "little"))
             digest.update(torch.as_tensor(idx, dtype=torch.int64).numpy().tobytes())
-    path = cache_dir() / "nll" / f"{digest.hexdigest()[:32]}.json"
+    path = cache_dir() / "ablation" / f"{digest.hexdigest()[:32]}.json"
     if path.is_file():
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
             if document.get("languages") == codes:
-                emit(progress, "cache", "NLL matrix found in the cache")
-                return document
-        except (OSError, ValueError):
+                emit(progress, "cache", "Ablation matrix found in the cache")
+                return AblationMatrix.from_json(document)
+        except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable: recompute and overwrite
-    document = nll_matrix(
+    matrix = ablation_matrix(
         lm,
         masks,
         mask_languages,
@@ -175,6 +245,6 @@ def nll_matrix_cached(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle)
+        json.dump(matrix.to_json(), handle)
     os.replace(tmp, path)
-    return document
+    return matrix

@@ -105,7 +105,8 @@ def adapter_for(model_type: str) -> FamilyAdapter:
         raise UnsupportedModelError(_unsupported_message(model_type)) from None
 
 
-def _get_path(root: nn.Module, path: str) -> object:
+def get_path(root: object, path: str) -> object:
+    """The attribute at a dotted ``path`` below ``root`` (``"model.layers"``)."""
     obj: object = root
     for part in path.split("."):
         obj = getattr(obj, part)
@@ -124,7 +125,7 @@ def resolve_activation_modules(model: nn.Module) -> tuple[FamilyAdapter, list[nn
     model_type = getattr(config, "model_type", type(model).__name__)
     adapter = adapter_for(model_type)
     try:
-        layers = _get_path(model, adapter.layers)
+        layers = get_path(model, adapter.layers)
     except AttributeError:
         raise UnsupportedModelError(
             _unsupported_message(
@@ -140,7 +141,7 @@ def resolve_activation_modules(model: nn.Module) -> tuple[FamilyAdapter, list[nn
     modules: list[nn.Module] = []
     for index, layer in enumerate(layers):
         try:
-            module = _get_path(layer, adapter.activation)
+            module = get_path(layer, adapter.activation)
         except AttributeError:
             module = None
         if not isinstance(module, nn.Module):
@@ -177,7 +178,7 @@ def neuron_width(model: nn.Module, modules: list[nn.Module]) -> int:
     try:
         device = next(model.parameters()).device
         with torch.inference_mode():
-            _body(model)(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device))
+            body_of(model)(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device))
     finally:
         for handle in handles:
             handle.remove()
@@ -189,7 +190,7 @@ def neuron_width(model: nn.Module, modules: list[nn.Module]) -> int:
     return next(iter(widths.values()))
 
 
-def _body(model: nn.Module) -> nn.Module:
+def body_of(model: nn.Module) -> nn.Module:
     """The transformer body without the vocabulary head (``model.base_model``)."""
     body = getattr(model, "base_model", None)
     return body if isinstance(body, nn.Module) else model

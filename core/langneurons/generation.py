@@ -9,12 +9,14 @@ threads generate on one shared model at once.
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
+from .config import setting, validate
 from .errors import LangNeuronsError
 from .interventions import Intervention, activate, prepare
 from .langid import detect_language
@@ -27,27 +29,33 @@ MAX_NEW_TOKENS_LIMIT = 4096
 class GenerationConfig:
     """How to continue a prompt.  Greedy unless ``do_sample``."""
 
-    max_new_tokens: int = 40
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.1
-    seed: int = 0
+    max_new_tokens: int = setting(
+        40, "tokens to generate at most", minimum=1, maximum=MAX_NEW_TOKENS_LIMIT, slider=(1, 200)
+    )
+    do_sample: bool = setting(False, "sample instead of greedy decoding")
+    temperature: float = setting(
+        1.0, "sampling temperature", above=0.0, step=0.05, slider=(0.05, 3.0)
+    )
+    top_p: float = setting(
+        1.0,
+        "nucleus sampling: keep the most likely tokens up to this mass",
+        above=0.0,
+        maximum=1.0,
+        step=0.05,
+        slider=(0.05, 1.0),
+        label="Top-p",
+    )
+    repetition_penalty: float = setting(
+        1.1,
+        "divide the logits of tokens already seen by this (1: off)",
+        minimum=1.0,
+        step=0.05,
+        slider=(1.0, 2.0),
+    )
+    seed: int = setting(0, "seed of the sampling generator", minimum=0, maximum=2**31 - 1)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise LangNeuronsError(
-                f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, "
-                f"got {self.max_new_tokens}."
-            )
-        if self.temperature <= 0:
-            raise LangNeuronsError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise LangNeuronsError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if self.repetition_penalty < 1:
-            raise LangNeuronsError(
-                f"repetition_penalty must be >= 1, got {self.repetition_penalty}."
-            )
+        validate(self)
 
 
 def _cache_argument(body: torch.nn.Module) -> str:
@@ -137,6 +145,62 @@ def generate(
     return "".join(stream(lm, prompt, config, intervention))
 
 
+@dataclass
+class SideBySide:
+    """The unmodified and the modified continuation of one prompt so far.
+
+    ``done`` is set on the last state, which also carries each text's detected
+    language and its probability.
+    """
+
+    baseline: str = ""
+    modified: str = ""
+    done: bool = False
+    baseline_language: tuple[str | None, float] = (None, 0.0)
+    modified_language: tuple[str | None, float] = (None, 0.0)
+
+
+def stream_side_by_side(
+    lm: LoadedModel,
+    prompt: str,
+    intervention: Intervention | None,
+    config: GenerationConfig | None = None,
+    candidates: Sequence[str] | None = None,
+) -> Iterator[SideBySide]:
+    """Generate the unmodified and the modified continuation together, yielding the state
+    after each new piece of either, so a caller can show both growing side by side; the
+    last state has ``done`` and the detected languages (among ``candidates``).
+
+    Raises on a bad prompt or intervention before anything is generated.
+    """
+    if not prompt or not prompt.strip():
+        raise LangNeuronsError("The prompt is empty: give some text to continue.")
+    if intervention is not None and not intervention.is_empty:
+        prepare(lm, intervention)  # streams start lazily: check before anything is drawn
+    streams: list[Iterator[str] | None] = [
+        stream(lm, prompt, config),
+        stream(lm, prompt, config, intervention),
+    ]
+    texts = ["", ""]
+    while any(s is not None for s in streams):
+        for i, pieces in enumerate(streams):
+            if pieces is None:
+                continue
+            try:
+                texts[i] += next(pieces)
+            except StopIteration:
+                streams[i] = None
+                continue
+            yield SideBySide(texts[0], texts[1])
+    yield SideBySide(
+        texts[0],
+        texts[1],
+        done=True,
+        baseline_language=detect_language(texts[0], candidates),
+        modified_language=detect_language(texts[1], candidates),
+    )
+
+
 def compare(
     lm: LoadedModel,
     prompt: str,
@@ -146,14 +210,16 @@ def compare(
 ) -> dict[str, Any]:
     """Unmodified and modified continuations with their detected languages.
 
-    Returns ``{"baseline": {"text", "language"}, "modified": {"text", "language"},
+    Returns ``{"baseline": {"text", "language", "probability"}, "modified": {...},
     "intervention": {...}, "generation": {...}}``.
     """
     config = config or GenerationConfig()
+    (final,) = deque(stream_side_by_side(lm, prompt, intervention, config, candidates), maxlen=1)
     result: dict[str, Any] = {}
-    for key, active in (("baseline", None), ("modified", intervention)):
-        text = generate(lm, prompt, config, active)
-        language, probability = detect_language(text, candidates)
+    for key, text, (language, probability) in (
+        ("baseline", final.baseline, final.baseline_language),
+        ("modified", final.modified, final.modified_language),
+    ):
         result[key] = {"text": text, "language": language, "probability": round(probability, 3)}
     result["intervention"] = intervention.describe()
     result["generation"] = asdict(config)

@@ -307,7 +307,7 @@ def prepare(lm: LoadedModel, intervention: Intervention) -> PreparedIntervention
     device_edits: dict[int, list[NeuronEdit]] = {}
     for edit in intervention.edits:
         module = modules[edit.layer]
-        device = next((p.device for p in _module_params(lm, edit.layer)), None)
+        device = lm.layer_device(edit.layer)
         if device is not None:
             edit = NeuronEdit(
                 edit.layer, edit.neurons.to(device), edit.mode, edit.values.to(device)
@@ -354,14 +354,6 @@ def apply(lm: LoadedModel, intervention: Intervention | None) -> Iterator[None]:
         return
     with activate(prepare(lm, intervention)):
         yield
-
-
-def _module_params(lm: LoadedModel, layer: int) -> Iterator[torch.nn.Parameter]:
-    """Parameters of decoder layer ``layer`` (to learn its device under a device map)."""
-    from .families import _get_path
-
-    layers = _get_path(lm.model, lm.adapter.layers)
-    return layers[layer].parameters()  # type: ignore[index]
 
 
 def active_hook_count(lm: LoadedModel) -> int:

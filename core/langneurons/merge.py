@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from .errors import ResultsError
-from .results import RUN_FORMAT, Run, read_run, write_run
-from .selection import select
+from .results import RUN_FORMAT, Run, read_run, selection_record, write_run
+from .selection import SelectionConfig, make_config, select
 from .stats import Statistics
 
 
@@ -38,13 +38,13 @@ def merge_runs(
     paths: Sequence[str | Path],
     out_dir: str | Path,
     *,
-    method: str | None = None,
-    settings: dict[str, float] | None = None,
+    selection: SelectionConfig | None = None,
 ) -> Path:
     """Sum the statistics of ``paths`` per language and write a new run into ``out_dir``.
 
-    The selection uses the first run's method and settings unless given.  Raises
-    :class:`ResultsError` naming the first difference between incompatible runs.
+    The selection uses the first run's method and settings unless ``selection`` gives
+    another detector's settings.  Raises :class:`ResultsError` naming the first
+    difference between incompatible runs.
     """
     if len(paths) < 2:
         raise ResultsError("merge needs at least two run folders.")
@@ -111,11 +111,8 @@ def merge_runs(
         ),
     )
     first = runs[0].meta.get("selection", {})
-    selection = select(
-        merged,
-        method or first.get("method", "lape"),
-        **(settings if settings is not None else first.get("settings", {})),
-    )
+    config = selection or make_config(first.get("method", "lape"), first.get("settings"))
+    chosen = select(merged, config)
     meta = {
         "format": RUN_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -129,14 +126,7 @@ def merge_runs(
             **runs[0].meta.get("counting", {}),
             "tokens": {c: int(per_language[c]["tokens"]) for c in languages},
         },
-        "selection": {
-            "method": selection.method,
-            "settings": selection.settings,
-            "thresholds": selection.thresholds,
-            "per_language": {
-                c: int(sum(len(t) for t in selection.masks[k])) for k, c in enumerate(languages)
-            },
-        },
+        "selection": selection_record(chosen),
         "versions": runs[0].meta.get("versions", {}),
     }
-    return write_run(out_dir, merged, selection, meta)
+    return write_run(out_dir, merged, chosen, meta)

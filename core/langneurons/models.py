@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
-from .families import FamilyAdapter, neuron_width, resolve_activation_modules
+from .families import (
+    FamilyAdapter,
+    body_of,
+    get_path,
+    neuron_width,
+    resolve_activation_modules,
+)
+from .launch import local_device
 from .paths import models_dir
 from .progress import ProgressCallback, emit
 
@@ -32,6 +39,10 @@ DEFAULT_MODEL = "gemma-3-270m"
 """Name of the embedded default model; ``None``, ``"default"`` and this name select it."""
 
 _DEFAULT_ALIASES = {None, "", "default", DEFAULT_MODEL, "embedded"}
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""The dtypes a user can ask for (``auto``: float32 on CPU, bfloat16 on a GPU that has it)."""
+DEVICES = ("cpu", "cuda", "auto")
+"""Devices offered in choices (``cuda:N`` and ``mps`` are accepted too)."""
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -54,7 +65,7 @@ class LoadedModel:
     the neuron value; ``fingerprint`` identifies the weights (part of every cache key).
     """
 
-    model: nn.Module
+    model: Any  # a transformers PreTrainedModel (an nn.Module)
     tokenizer: Any
     name: str
     adapter: FamilyAdapter
@@ -95,10 +106,22 @@ class LoadedModel:
 
     @property
     def body(self) -> nn.Module:
-        """The transformer body without the vocabulary head."""
-        from .families import _body
+        """The transformer body without the vocabulary head (no logits are computed)."""
+        return body_of(self.model)
 
-        return _body(self.model)
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The decoder layers, in order (``layers[l]`` holds ``modules[l]``)."""
+        return get_path(self.model, self.adapter.layers)  # type: ignore[return-value]
+
+    def layer_device(self, layer: int) -> torch.device | None:
+        """Where decoder layer ``layer``'s weights live (differs per layer under a device map)."""
+        return next((p.device for p in self.layers[layer].parameters()), None)
+
+    def down_projection(self, layer: int) -> Any:
+        """The projection (an ``nn.Linear``, or GPT-2's ``Conv1D``) that maps layer
+        ``layer``'s neurons back to the residual stream."""
+        return get_path(self.layers[layer], self.adapter.down)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits (float32) of final hidden states, with the model's logit
@@ -156,8 +179,6 @@ def model_fingerprint(model: nn.Module) -> str:
 
 def _resolve_device(device: str | None) -> str:
     if device in (None, ""):
-        from .distributed import local_device
-
         return local_device() or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "auto":
         return "auto"
@@ -251,7 +272,7 @@ def default_model_dir(progress: ProgressCallback | None = None) -> Path:
                     f"Reading the GGUF file failed: {exc}. Install 'gguf' and 'accelerate'."
                 ) from exc
             # The copy is a plain model: forget that it came from a quantised file.
-            model.hf_quantizer = None
+            model.hf_quantizer = None  # type: ignore[assignment]
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
             out = tmp_path / "model"
@@ -351,6 +372,6 @@ def load_model(
             hint = "This model ships its own code: pass --trust-remote-code if you trust it."
         raise ModelLoadError(f"Could not load model {name!r}: {str(exc).strip()} {hint}") from exc
     if resolved_device != "auto":
-        model.to(resolved_device)
+        model.to(resolved_device)  # type: ignore[arg-type]
     info["load_seconds"] = round(time.perf_counter() - start, 2)
     return LoadedModel.from_model(model, tokenizer, name, **info)

@@ -13,21 +13,15 @@ from typing import Any
 import torch
 
 from . import __version__, distributed
-from .corpus import (
-    DEFAULT_EVAL_FRACTION,
-    EMBEDDED,
-    Corpus,
-    load_corpus,
-    parse_languages,
-    tokenize_windows,
-)
+from .config import CountingConfig, from_mapping, to_dict
+from .corpus import EMBEDDED, Corpus, load_corpus, parse_languages, tokenize_windows
 from .errors import CorpusError
+from .launch import is_reporting_rank
 from .models import LoadedModel, load_model
 from .progress import ProgressCallback, emit
-from .results import RUN_FORMAT, write_run
-from .selection import Selection, select
+from .results import RUN_FORMAT, selection_record, write_run
+from .selection import LapeConfig, Selection, SelectionConfig, select
 from .stats import (
-    DEFAULT_CHECKPOINT_TOKENS,
     Checkpoint,
     LanguageStats,
     Statistics,
@@ -37,9 +31,6 @@ from .stats import (
 )
 from .streaming import PREFIX as HF_PREFIX
 from .streaming import HFSource, streamed_windows
-
-DEFAULT_SEQ_LEN = 512
-DEFAULT_BATCH_SIZE = 8
 
 
 @dataclass
@@ -54,7 +45,6 @@ class ComputeResult:
 
 
 def _versions() -> dict[str, str]:
-    import torch
     import transformers
 
     return {
@@ -65,36 +55,235 @@ def _versions() -> dict[str, str]:
     }
 
 
+def counting_config(counting: CountingConfig | None, overrides: dict[str, Any]) -> CountingConfig:
+    """``counting`` (or the defaults) with single settings overridden by keyword, so that
+    ``compute(lm, langs, max_tokens=500)`` and ``counting=CountingConfig(max_tokens=500)``
+    are the same call."""
+    base = counting or CountingConfig()
+    if not overrides:
+        return base
+    return from_mapping(CountingConfig, {**to_dict(base), **overrides}, "Counting")
+
+
+def _identify_windows(
+    model: LoadedModel, corpus: Corpus, code: str, counting: CountingConfig
+) -> list[torch.Tensor]:
+    return tokenize_windows(
+        model.tokenizer,
+        corpus.identify_text(code, counting.eval_fraction),
+        max_tokens=counting.max_tokens,
+        seq_len=counting.seq_len,
+        language=code,
+    )
+
+
 def cached_languages(
     model: LoadedModel,
     languages: Sequence[str] | str,
     *,
     corpus: Corpus | str = EMBEDDED,
-    max_tokens: int | None = None,
-    seq_len: int = DEFAULT_SEQ_LEN,
-    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    counting: CountingConfig | None = None,
     cache: StatsCache | None = None,
+    **overrides: Any,
 ) -> list[str]:
     """Which of ``languages`` :func:`compute` would read from the cache (no forward pass).
 
     Lets a UI show cached results at once and ask before a long computation.
     """
+    settings = counting_config(counting, overrides)
     codes = parse_languages(languages)
     if isinstance(corpus, str):
         corpus = load_corpus(corpus, codes)
     cache = cache or StatsCache()
-    found = []
-    for code in codes:
-        windows = tokenize_windows(
-            model.tokenizer,
-            corpus.identify_text(code, eval_fraction),
-            max_tokens=max_tokens,
-            seq_len=seq_len,
+    return [
+        code
+        for code in codes
+        if cache.path(cache_key(model, _identify_windows(model, corpus, code, settings))).is_file()
+    ]
+
+
+class _StatisticsJob:
+    """One ``compute`` call's counting: the windows of each language, its cache entries,
+    checkpoints and (under a launcher) its share of the work."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        codes: list[str],
+        corpus: Corpus | HFSource,
+        counting: CountingConfig,
+        cache: StatsCache,
+        use_cache: bool,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.model, self.codes, self.corpus = model, codes, corpus
+        self.counting, self.cache, self.use_cache = counting, cache, use_cache
+        self.progress = progress
+        self.shape = (model.num_layers, model.num_neurons)
+        self.windows: dict[str, list[torch.Tensor]] = {}
+        self.stream_info: dict[str, Any] = {}
+        self.keys: dict[str, str] = {}
+        self.cached: list[str] = []
+        self.group = distributed.context(model.input_device)
+
+    def prepare(self) -> None:
+        """Fail on bad input before any long computation: an in-memory corpus is tokenized
+        now; a streamed one is opened per language and read one language at a time later,
+        so only one language's tokens are ever held."""
+        for code in self.codes:
+            if isinstance(self.corpus, HFSource):
+                emit(
+                    self.progress,
+                    "tokenize",
+                    f"Opening {code} in {self.corpus.name}",
+                    language=code,
+                )
+                self.corpus.check(code)
+                continue
+            emit(self.progress, "tokenize", f"Tokenizing {code}", language=code)
+            self.windows[code] = _identify_windows(self.model, self.corpus, code, self.counting)
+
+    def windows_of(self, code: str) -> list[torch.Tensor]:
+        if not isinstance(self.corpus, HFSource):
+            return self.windows.pop(code)
+        emit(self.progress, "tokenize", f"Reading and tokenizing {code}", language=code)
+        assert self.counting.max_tokens is not None  # checked by compute()
+        found, self.stream_info[code] = streamed_windows(
+            self.model.tokenizer,
+            self.corpus.records(code),
+            max_tokens=self.counting.max_tokens,
+            seq_len=self.counting.seq_len,
+            eval_fraction=self.counting.eval_fraction,
             language=code,
         )
-        if cache.path(cache_key(model, windows)).is_file():
-            found.append(code)
-    return found
+        return found
+
+    @property
+    def is_main(self) -> bool:
+        return self.group is None or self.group.is_main
+
+    def cached_stats(self, code: str, key: str) -> LanguageStats | None:
+        """The language's statistics from the cache, when every rank has them."""
+        hit = self.cache.load(key, self.shape, self.progress) if self.use_cache else None
+        if self.group is not None and not self.group.all_have(hit is not None):
+            return None  # ranks decide together, or their all-reduces would not match
+        if hit is not None:
+            self.cached.append(code)
+            emit(
+                self.progress,
+                "cache",
+                f"{code}: statistics found in the cache",
+                language=code,
+                done=hit.tokens,
+                total=hit.tokens,
+            )
+            if self.is_main:
+                self.cache.drop_partial(key)  # left by a run stopped after the last save
+        return hit
+
+    def count(self, code: str) -> LanguageStats:
+        """One language's statistics: from the cache, or counted (this rank's share, summed
+        over ranks), stored, and its checkpoints removed."""
+        language_windows = self.windows_of(code)
+        key = self.keys[code] = cache_key(self.model, language_windows)
+        hit = self.cached_stats(code, key)
+        if hit is not None:
+            return hit
+        group = self.group
+        mine = language_windows if group is None else group.shard(language_windows)
+        part = "all" if group is None else f"r{group.rank}of{group.world_size}"
+        every = self.counting.checkpoint_tokens
+        checkpoint = (
+            Checkpoint(self.cache, key, every, part, resume=self.use_cache) if every else None
+        )
+        stats = (
+            collect_language_stats(
+                self.model,
+                mine,
+                batch_size=self.counting.batch_size,
+                language=code,
+                progress=self.progress,
+                checkpoint=checkpoint,
+            )
+            if mine
+            else distributed.zero_stats(*self.shape)
+        )
+        if group is not None:
+            stats = group.sum_stats(stats)
+        if self.is_main:
+            self.cache.save(key, stats, code)
+        # The language is whole in the cache now: its checkpoints are obsolete, also those
+        # of runs with another number of processes (rank 0 removes every share).
+        self.cache.drop_partial(key, None if self.is_main else part)
+        return stats
+
+    def corpus_record(self) -> dict[str, Any]:
+        """The corpus part of ``meta.json``: texts, hashes and split."""
+        fraction = self.counting.eval_fraction
+        if isinstance(self.corpus, Corpus):
+            return self.corpus.describe(fraction)
+        return {
+            "name": HF_PREFIX + self.corpus.name,
+            **self.corpus.describe(),
+            "languages": self.stream_info,
+            "split": {
+                "eval_fraction": fraction,
+                "rule": "record i is held out when "
+                "floor((i + 1) * eval_fraction) > floor(i * eval_fraction)",
+            },
+        }
+
+
+def run_meta(
+    job: _StatisticsJob,
+    per_language: dict[str, LanguageStats],
+    selection: Selection,
+    seconds: float,
+) -> dict[str, Any]:
+    """The run's ``meta.json``: what was counted, how, with what, and what was selected."""
+    model, counting, codes = job.model, job.counting, job.codes
+    return {
+        "format": RUN_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model.describe(),
+        "languages": codes,
+        "layers": model.num_layers,
+        "neurons": model.num_neurons,
+        "corpus": job.corpus_record(),
+        "counting": {
+            **to_dict(counting),
+            "bos_prepended_and_skipped": getattr(model.tokenizer, "bos_token_id", None) is not None,
+            "tokens": {code: per_language[code].tokens for code in codes},
+            "value": "output of the MLP activation module: "
+            + ("act_fn(gate_proj(x))" if model.adapter.gated else "act(fc_in(x))"),
+        },
+        "selection": selection_record(selection),
+        "cache_keys": job.keys,
+        "world_size": 1 if job.group is None else job.group.world_size,
+        "versions": _versions(),
+        "seconds": round(seconds, 2),
+    }
+
+
+def _resolve_corpus(
+    corpus: Corpus | str,
+    codes: list[str],
+    counting: CountingConfig,
+    dataset_options: dict[str, Any] | None,
+) -> Corpus | HFSource:
+    """The corpus object for a source name, checked to hold every language."""
+    if isinstance(corpus, str) and corpus.startswith(HF_PREFIX):
+        if counting.max_tokens is None:
+            raise CorpusError("Dataset corpora are streamed: give a token budget (--max-tokens).")
+        return HFSource.parse(corpus, **(dataset_options or {}))
+    if isinstance(corpus, str):
+        corpus = load_corpus(corpus, codes)
+    missing = [c for c in codes if c not in corpus.texts]
+    if missing:
+        raise CorpusError(
+            f"Language(s) {', '.join(missing)} not in the corpus ({', '.join(corpus.languages)})."
+        )
+    return corpus
 
 
 def compute(
@@ -102,31 +291,31 @@ def compute(
     languages: Sequence[str] | str = ("en", "fr"),
     *,
     corpus: Corpus | str = EMBEDDED,
-    max_tokens: int | None = None,
-    seq_len: int = DEFAULT_SEQ_LEN,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    eval_fraction: float = DEFAULT_EVAL_FRACTION,
-    method: str = "lape",
-    settings: dict[str, float] | None = None,
+    counting: CountingConfig | None = None,
+    selection: SelectionConfig | None = None,
     use_cache: bool = True,
     cache: StatsCache | None = None,
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     load_options: dict[str, Any] | None = None,
     dataset_options: dict[str, Any] | None = None,
-    checkpoint_tokens: int = DEFAULT_CHECKPOINT_TOKENS,
+    **overrides: Any,
 ) -> ComputeResult:
     """Collect per-language statistics, select language neurons, optionally write a run.
 
     ``model`` is a :class:`LoadedModel` or a spec for :func:`load_model` (``None``: the
-    embedded default).  ``corpus`` is a :class:`Corpus` or a source (``"udhr"`` or a
-    folder).  ``max_tokens`` caps the counted tokens per language (``None``: the whole
-    identification part).  With ``use_cache`` (the default) each finished language is
-    stored at once and reused by any later call with the same model, tokens and
-    settings, so an interrupted call resumes where it stopped; ``use_cache=False``
-    recomputes everything and refreshes the cache.  Within a language the counts so far
-    are saved every ``checkpoint_tokens`` tokens (``0``: never), per rank under a
-    launcher, so a long language resumes where it stopped too.
+    embedded default; ``load_options`` go to it).  ``corpus`` is a :class:`Corpus` or a
+    source (``"udhr"``, a folder, or ``"hf:NAME"``).  ``counting`` says how text becomes
+    counted windows (:class:`~langneurons.config.CountingConfig`; single settings may be
+    given as keywords, ``max_tokens=500``); ``selection`` is a detector's settings
+    (default: LAPE with the reference thresholds).
+
+    With ``use_cache`` (the default) each finished language is stored at once and reused
+    by any later call with the same model, tokens and settings, so an interrupted call
+    resumes where it stopped; ``use_cache=False`` recomputes everything and refreshes the
+    cache.  Within a language the counts so far are saved every
+    ``counting.checkpoint_tokens`` tokens (per rank under a launcher), so a long language
+    resumes where it stopped too.
 
     ``corpus="hf:NAME"`` streams a Hugging Face dataset (``dataset_options``: ``config``,
     ``split``, ``text_field``, ``data_files``, with ``{lang}`` filled per language, and
@@ -135,160 +324,23 @@ def compute(
     one at a time, so only one language's tokens are held.
     """
     start = time.perf_counter()
-    if distributed.launched_world_size() > 1 and distributed.launched_rank() != 0:
+    if not is_reporting_rank():
         progress = None  # one progress report under a launcher: rank 0's
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    if checkpoint_tokens < 0:
-        raise ValueError(f"checkpoint_tokens must be 0 (never) or more, got {checkpoint_tokens}.")
+    settings = counting_config(counting, overrides)
+    selection_config = selection if selection is not None else LapeConfig()
     codes = parse_languages(languages)
-    streamed: HFSource | None = None
-    if isinstance(corpus, str) and corpus.startswith(HF_PREFIX):
-        if max_tokens is None:
-            raise CorpusError("Dataset corpora are streamed: give a token budget (--max-tokens).")
-        streamed = HFSource.parse(corpus, **(dataset_options or {}))
-    elif isinstance(corpus, str):
-        corpus = load_corpus(corpus, codes)
-    missing = [] if streamed else [c for c in codes if c not in corpus.texts]
-    if missing:
-        raise CorpusError(
-            f"Language(s) {', '.join(missing)} not in the corpus ({', '.join(corpus.languages)})."
-        )
+    source = _resolve_corpus(corpus, codes, settings, dataset_options)
     if not isinstance(model, LoadedModel):
         model = load_model(model, progress=progress, **(load_options or {}))
-    cache = cache or StatsCache()
-    shape = (model.num_layers, model.num_neurons)
-
-    # Bad input fails before any long computation: an in-memory corpus is tokenized now;
-    # a streamed one is opened per language and read one language at a time later, so
-    # only one language's tokens are ever held.
-    windows: dict[str, list[torch.Tensor]] = {}
-    stream_info: dict[str, Any] = {}
-    for code in codes:
-        if streamed is not None:
-            emit(progress, "tokenize", f"Opening {code} in {streamed.name}", language=code)
-            streamed.check(code)
-            continue
-        emit(progress, "tokenize", f"Tokenizing {code}", language=code)
-        windows[code] = tokenize_windows(
-            model.tokenizer,
-            corpus.identify_text(code, eval_fraction),
-            max_tokens=max_tokens,
-            seq_len=seq_len,
-            language=code,
-        )
-
-    def windows_of(code: str) -> list[torch.Tensor]:
-        if streamed is None:
-            return windows.pop(code)
-        emit(progress, "tokenize", f"Reading and tokenizing {code}", language=code)
-        found, stream_info[code] = streamed_windows(
-            model.tokenizer,
-            streamed.records(code),
-            max_tokens=max_tokens,  # type: ignore[arg-type]
-            seq_len=seq_len,
-            eval_fraction=eval_fraction,
-            language=code,
-        )
-        return found
-
-    group = distributed.context(model.input_device)
-    per_language: dict[str, LanguageStats] = {}
-    keys: dict[str, str] = {}
-    cached: list[str] = []
-    for code in codes:
-        language_windows = windows_of(code)
-        keys[code] = cache_key(model, language_windows)
-        hit = cache.load(keys[code], shape, progress) if use_cache else None
-        if group is not None and not group.all_have(hit is not None):
-            hit = None  # ranks decide together, or their all-reduces would not match
-        if hit is not None:
-            cached.append(code)
-            emit(
-                progress,
-                "cache",
-                f"{code}: statistics found in the cache",
-                language=code,
-                done=hit.tokens,
-                total=hit.tokens,
-            )
-            per_language[code] = hit
-            if group is None or group.is_main:
-                cache.drop_partial(keys[code])  # left by a run stopped after the last save
-            continue
-        mine = language_windows if group is None else group.shard(language_windows)
-        part = "all" if group is None else f"r{group.rank}of{group.world_size}"
-        checkpoint = (
-            Checkpoint(cache, keys[code], part, checkpoint_tokens, resume=use_cache)
-            if checkpoint_tokens
-            else None
-        )
-        stats = (
-            collect_language_stats(
-                model,
-                mine,
-                batch_size=batch_size,
-                language=code,
-                progress=progress,
-                checkpoint=checkpoint,
-            )
-            if mine
-            else distributed.zero_stats(*shape)
-        )
-        if group is not None:
-            stats = group.sum_stats(stats)
-        if group is None or group.is_main:
-            cache.save(keys[code], stats, code)
-        # The language is whole in the cache now: its checkpoints are obsolete, also those
-        # of runs with another number of processes (rank 0 removes every share).
-        cache.drop_partial(keys[code], None if group is None or group.is_main else part)
-        per_language[code] = stats
+    job = _StatisticsJob(model, codes, source, settings, cache or StatsCache(), use_cache, progress)
+    job.prepare()
+    per_language = {code: job.count(code) for code in codes}
     statistics = Statistics.stack(per_language)
-    emit(progress, "select", f"Selecting neurons ({method})")
-    selection = select(statistics, method, **(settings or {}))
-    meta = {
-        "format": RUN_FORMAT,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": model.describe(),
-        "languages": codes,
-        "layers": model.num_layers,
-        "neurons": model.num_neurons,
-        "corpus": corpus.describe(eval_fraction)
-        if streamed is None
-        else {
-            "name": corpus,
-            **streamed.describe(),
-            "languages": stream_info,
-            "split": {
-                "eval_fraction": eval_fraction,
-                "rule": "record i is held out when "
-                "floor((i + 1) * eval_fraction) > floor(i * eval_fraction)",
-            },
-        },
-        "counting": {
-            "max_tokens": max_tokens,
-            "seq_len": seq_len,
-            "batch_size": batch_size,
-            "bos_prepended_and_skipped": getattr(model.tokenizer, "bos_token_id", None) is not None,
-            "tokens": {code: per_language[code].tokens for code in codes},
-            "value": "output of the MLP activation module: "
-            + ("act_fn(gate_proj(x))" if model.adapter.gated else "act(fc_in(x))"),
-        },
-        "selection": {
-            "method": selection.method,
-            "settings": selection.settings,
-            "thresholds": selection.thresholds,
-            "per_language": {
-                code: int(sum(len(t) for t in selection.masks[k])) for k, code in enumerate(codes)
-            },
-        },
-        "cache_keys": keys,
-        "world_size": 1 if group is None else group.world_size,
-        "versions": _versions(),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    result = ComputeResult(statistics, selection, meta, cached_languages=cached)
-    if out_dir is not None and (group is None or group.is_main):
+    emit(progress, "select", "Selecting neurons")
+    chosen = select(statistics, selection_config)
+    meta = run_meta(job, per_language, chosen, time.perf_counter() - start)
+    result = ComputeResult(statistics, chosen, meta, cached_languages=job.cached)
+    if out_dir is not None and job.is_main:
         emit(progress, "write", f"Writing {out_dir}")
-        result.out_dir = write_run(out_dir, statistics, selection, meta)
+        result.out_dir = write_run(out_dir, statistics, chosen, meta)
     return result

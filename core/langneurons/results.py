@@ -19,6 +19,7 @@ only when all were written, so a failure never leaves a half-written file.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -69,7 +70,7 @@ def _json_bytes(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _write_atomic(out_dir: str | Path, writers: dict[str, Callable[[Path], None]]) -> Path:
+def _write_atomic(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]) -> Path:
     """Run each ``writer(path)`` into a staging folder, then move all files into place."""
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -94,6 +95,14 @@ def _write_atomic(out_dir: str | Path, writers: dict[str, Callable[[Path], None]
     return out
 
 
+def mask_bytes(selection: Selection) -> bytes:
+    """``activation_mask.pth``, the reference format: a list over languages of lists over
+    layers of int64 index tensors, loadable with ``torch.load(..., weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save([[t.to(torch.int64) for t in per_layer] for per_layer in selection.masks], buffer)
+    return buffer.getvalue()
+
+
 def write_run(
     out_dir: str | Path, statistics: Statistics, selection: Selection, meta: dict[str, Any]
 ) -> Path:
@@ -111,7 +120,7 @@ def write_run(
             "stats.safetensors": lambda p: save_file(tensors, str(p), metadata=metadata),
             "meta.json": lambda p: p.write_bytes(_json_bytes(meta)),
             "neurons.json": lambda p: p.write_bytes(_json_bytes(selection.to_json())),
-            "activation_mask.pth": lambda p: torch.save(selection.masks, p),
+            "activation_mask.pth": lambda p: p.write_bytes(mask_bytes(selection)),
         },
     )
 
@@ -123,9 +132,19 @@ def write_imported(out_dir: str | Path, selection: Selection, meta: dict[str, An
         {
             "meta.json": lambda p: p.write_bytes(_json_bytes(meta)),
             "neurons.json": lambda p: p.write_bytes(_json_bytes(selection.to_json())),
-            "activation_mask.pth": lambda p: torch.save(selection.masks, p),
+            "activation_mask.pth": lambda p: p.write_bytes(mask_bytes(selection)),
         },
     )
+
+
+def selection_record(selection: Selection) -> dict[str, Any]:
+    """The selection part of ``meta.json``: method, settings, thresholds, sizes."""
+    return {
+        "method": selection.method,
+        "settings": selection.settings,
+        "thresholds": selection.thresholds,
+        "per_language": {code: selection.language_total(code) for code in selection.languages},
+    }
 
 
 def corpus_label(meta: dict[str, Any]) -> str:

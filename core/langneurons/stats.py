@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import CacheError
-from .families import _body
 from .models import LoadedModel
 from .paths import cache_dir
 from .progress import ProgressCallback, emit
 
 STATS_FORMAT = 1
-DEFAULT_CHECKPOINT_TOKENS = 1_000_000
 
 
 @dataclass
@@ -125,37 +123,42 @@ class NeuronCounter:
         self.skip_first = skip_first
         self.initial = initial  # counts to continue from (a resumed checkpoint)
         self._handles: list[Any] = []
-        self.over_zero: list[torch.Tensor | None] = [None] * len(self.modules)
-        self.sums: list[torch.Tensor | None] = [None] * len(self.modules)
-        self.sq_sums: list[torch.Tensor | None] = [None] * len(self.modules)
+        # Per layer, on that layer's device: [over_zero int64, sums float64, sq_sums float64].
+        self.accumulators: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.tokens = initial.tokens if initial is not None else 0
         self.batch_shape: tuple[int, int] | None = None
 
-    def _hook(self, layer: int):
+    def _hook(self, layer: int) -> Callable[[nn.Module, Any, torch.Tensor], None]:
         def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
             if self.batch_shape is not None:
                 output = output.reshape(*self.batch_shape, output.shape[-1])
             values = output[:, 1:] if self.skip_first else output
-            if self.over_zero[layer] is None:
-                self._start(layer, values.shape[-1], values.device)
+            if layer not in self.accumulators:
+                self.accumulators[layer] = self._start(layer, values.shape[-1], values.device)
+            over_zero, sums, sq_sums = self.accumulators[layer]
             flat = values.reshape(-1, values.shape[-1])
-            self.over_zero[layer] += (flat > 0).sum(dim=0)
+            over_zero += (flat > 0).sum(dim=0)
             as_float = flat.float()
-            self.sums[layer] += as_float.sum(dim=0)
-            self.sq_sums[layer] += (as_float * as_float).sum(dim=0)
+            sums += as_float.sum(dim=0)
+            sq_sums += (as_float * as_float).sum(dim=0)
 
         return hook
 
-    def _start(self, layer: int, width: int, device: torch.device) -> None:
+    def _start(
+        self, layer: int, width: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Accumulators of one layer on its own device: zeros, or the resumed counts."""
         if self.initial is None:
-            self.over_zero[layer] = torch.zeros(width, dtype=torch.int64, device=device)
-            self.sums[layer] = torch.zeros(width, dtype=torch.float64, device=device)
-            self.sq_sums[layer] = torch.zeros(width, dtype=torch.float64, device=device)
-            return
-        self.over_zero[layer] = self.initial.over_zero[layer].to(device, copy=True)
-        self.sums[layer] = self.initial.activation_sum[layer].to(device, copy=True)
-        self.sq_sums[layer] = self.initial.activation_sq_sum[layer].to(device, copy=True)
+            return (
+                torch.zeros(width, dtype=torch.int64, device=device),
+                torch.zeros(width, dtype=torch.float64, device=device),
+                torch.zeros(width, dtype=torch.float64, device=device),
+            )
+        return (
+            self.initial.over_zero[layer].to(device, copy=True),
+            self.initial.activation_sum[layer].to(device, copy=True),
+            self.initial.activation_sq_sum[layer].to(device, copy=True),
+        )
 
     def __enter__(self) -> NeuronCounter:
         try:
@@ -175,13 +178,15 @@ class NeuronCounter:
         self._handles.clear()
 
     def result(self) -> LanguageStats:
-        if any(t is None for t in self.over_zero):
+        """The counts so far, on the CPU."""
+        if len(self.accumulators) != len(self.modules):
             raise RuntimeError("Some layers never ran: no statistics to report.")
+        parts = [self.accumulators[layer] for layer in range(len(self.modules))]
         return LanguageStats(
-            over_zero=torch.stack([t.cpu() for t in self.over_zero]),  # type: ignore[union-attr]
+            over_zero=torch.stack([p[0].cpu() for p in parts]),
             tokens=self.tokens,
-            activation_sum=torch.stack([t.cpu() for t in self.sums]),  # type: ignore[union-attr]
-            activation_sq_sum=torch.stack([t.cpu() for t in self.sq_sums]),  # type: ignore[union-attr]
+            activation_sum=torch.stack([p[1].cpu() for p in parts]),
+            activation_sq_sum=torch.stack([p[2].cpu() for p in parts]),
         )
 
 
@@ -196,8 +201,8 @@ class Checkpoint:
 
     cache: StatsCache
     key: str
+    every_tokens: int
     part: str = "all"
-    every_tokens: int = DEFAULT_CHECKPOINT_TOKENS
     resume: bool = True
 
 
@@ -255,7 +260,7 @@ def collect_language_stats(
             checkpoint.cache.drop_partial(checkpoint.key, checkpoint.part)
     if initial is not None and first == len(ordered):
         return initial
-    body = _body(lm.model)
+    body = lm.body
     device = lm.input_device
     counter = NeuronCounter(lm.modules, skip_first=skip_first, initial=initial)
     saved_at = counter.tokens

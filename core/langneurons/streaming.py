@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,7 @@ class HFSource:
         """The dataset's name for ``language`` (the code itself unless mapped)."""
         return dict(self.language_names).get(language, language)
 
-    def records(self, language: str) -> Iterator[str]:
+    def records(self, language: str) -> Generator[str, None, None]:
         """The texts of ``language``'s records, streamed in order."""
         try:
             import datasets

@@ -18,7 +18,7 @@ import torch
 
 from .corpus import Corpus, load_corpus, parse_languages
 from .errors import CorpusError, LangNeuronsError, ResultsError
-from .evaluation import nll_matrix
+from .evaluation import AblationMatrix, ablation_matrix
 from .generation import GenerationConfig, compare
 from .interventions import (
     Intervention,
@@ -74,15 +74,15 @@ def run_corpus_languages(run: Run, languages: Sequence[str] | str | None) -> lis
     return codes
 
 
-def perplexity_matrix(
+def run_ablation_matrix(
     lm: LoadedModel,
     run: Run,
     languages: Sequence[str] | str | None = None,
     *,
     max_tokens: int | None = None,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """The deactivation x evaluation NLL matrix on the run's held-out texts."""
+) -> AblationMatrix:
+    """The ablation matrix (deactivation x evaluation NLL) on the run's held-out texts."""
     check_model_matches(lm, run)
     codes = run_corpus_languages(run, languages)
     corpus_meta = run.meta.get("corpus")
@@ -94,7 +94,7 @@ def perplexity_matrix(
     if "split" not in corpus_meta:
         raise ResultsError(
             f"{str(run.path)!r} was merged from other runs, whose held-out texts differ; run "
-            "ppl with one of the source runs' corpora."
+            "the ablation matrix on one of the source runs."
         )
     eval_fraction = corpus_meta["split"]["eval_fraction"]
     corpus: Corpus | dict[str, str]
@@ -110,7 +110,7 @@ def perplexity_matrix(
                     f"The held-out {code} text of {corpus_meta['name']!r} changed since the run "
                     "was computed. Recompute the run on the current corpus."
                 )
-    result = nll_matrix(
+    result = ablation_matrix(
         lm,
         run.masks,
         run.languages,
@@ -120,10 +120,9 @@ def perplexity_matrix(
         max_tokens=max_tokens,
         progress=progress,
     )
-    result["unit"] = "mean negative log-likelihood per token (natural log)"
     if not isinstance(corpus, Corpus):
-        result["held_out"] = {"source": corpus_meta["source"], "max_tokens": max_tokens}
-    result["run"] = str(run.path)
+        result.info["held_out"] = {"source": corpus_meta["source"], "max_tokens": max_tokens}
+    result.info["run"] = str(run.path)
     return result
 
 
@@ -196,7 +195,7 @@ def intervention_for(
             )
         if not off and prompt:
             source, _ = detect_language(prompt, languages)
-            if source in languages and source != steer_language:
+            if source is not None and source in languages and source != steer_language:
                 off = [source]
     if off:
         intervention += deactivate(
@@ -290,11 +289,30 @@ def import_mask(
     return write_imported(out_dir, selection, meta)
 
 
-def write_json_atomic(path: str | Path, document: dict[str, Any]) -> Path:
-    """Write ``document`` to ``path`` via a temporary file (never half-written)."""
+def check_output_file(path: str | Path) -> Path:
+    """Refuse an output file path that cannot be written, before any work is done: a
+    folder, a path under a file, or a folder without write permission."""
     target = Path(path).expanduser()
     if target.is_dir():
         raise LangNeuronsError(f"--out {str(target)!r} is a folder; pass a file name.")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LangNeuronsError(
+            f"--out {str(target)!r} cannot be created: {str(parent)!r} is a file, not a folder."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LangNeuronsError(
+            f"--out {str(target)!r} cannot be written: no permission to write in "
+            f"{str(parent)!r}. Choose another path."
+        )
+    return target
+
+
+def write_json_atomic(path: str | Path, document: dict[str, Any]) -> Path:
+    """Write ``document`` to ``path`` via a temporary file (never half-written)."""
+    target = check_output_file(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
     try:

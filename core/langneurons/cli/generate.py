@@ -1,0 +1,83 @@
+"""``langneurons generate``: a prompt continued with and without an intervention."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..config import add_arguments, from_args
+from ..errors import LangNeuronsError
+from ..generation import GenerationConfig
+from .common import ProgressPrinter, add_model_options, add_run_option, finite_float, load_for
+
+DESCRIPTION = (
+    "Print the unmodified and the modified continuation of a prompt, each with its detected "
+    "language. Deactivate languages' neurons, steer towards a language (its neurons set to "
+    "strength x their mean activation; the prompt language's neurons are deactivated unless "
+    "--deactivate says otherwise), or deactivate single neurons."
+)
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "generate",
+        help="continue a prompt with and without an intervention, side by side",
+        description=DESCRIPTION,
+    )
+    add_run_option(parser)
+    add_model_options(parser, default_help="the model the run was computed with")
+    parser.add_argument("--prompt", required=True, help="text to continue")
+    change = parser.add_argument_group("intervention")
+    change.add_argument("--deactivate", default=None, help="languages whose neurons to set to 0")
+    change.add_argument("--steer", default=None, metavar="LANG", help="language to steer towards")
+    change.add_argument(
+        "--strength",
+        type=finite_float,
+        default=1.0,
+        help="steering strength, x the mean activation (default: 1.0)",
+    )
+    change.add_argument("--layers", default=None, help="limit to layers A-B (0-based, inclusive)")
+    change.add_argument("--neurons", default=None, help="single neurons to deactivate: L:N,L:N")
+    decoding = parser.add_argument_group("generation")
+    add_arguments(decoding, GenerationConfig)
+    parser.add_argument("--sample", dest="do_sample", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..corpus import parse_languages
+    from ..results import read_run
+    from ..workflows import build_intervention, generate_comparison
+
+    config = from_args(GenerationConfig, args, "Generation")
+    if not args.prompt.strip():
+        raise LangNeuronsError("The prompt is empty: give some text to continue.")
+    if not (args.deactivate or args.steer or args.neurons):
+        raise LangNeuronsError(
+            "Nothing to change: pass --deactivate LANGS, --steer LANG or --neurons L:N."
+        )
+    run_folder = read_run(args.run)
+    lm = load_for(args, run_folder, None if args.json else ProgressPrinter(False))
+    intervention = build_intervention(
+        run_folder,
+        lm,
+        deactivate_languages=parse_languages(args.deactivate) if args.deactivate else (),
+        steer_language=args.steer,
+        strength=args.strength,
+        layers=args.layers,
+        neurons=args.neurons,
+        prompt=args.prompt,
+    )
+    result = generate_comparison(lm, run_folder, args.prompt, intervention, config)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    what = ", ".join(f"{k}={v}" for k, v in result["intervention"].items())
+    print(f"prompt: {args.prompt}")
+    for key in ("baseline", "modified"):
+        part = result[key]
+        label = key if key == "baseline" else f"modified ({what})"
+        print(f"\n{label} [{part['language']}]:\n{args.prompt}{part['text']}")
+    return 0
