@@ -35,60 +35,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from langneurons.tiny import GEMMA3_SHAPES
+
 LANGUAGES = ["en", "fr", "de", "es", "zh", "ja", "ru", "ar", "hi", "ko"]
-SHAPES = {
-    # name: (layers, hidden, neurons, heads, kv heads, head dim)
-    "tiny": (2, 64, 128, 4, 1, 16),
-    "270m": (18, 640, 2048, 4, 1, 256),
-    "1b": (26, 1152, 6912, 4, 1, 256),
-}
 
 
 def build_model(folder: Path, shape: str, vocab: int) -> Path:
     """A seeded random-weight Gemma 3 text model of ``shape`` with a UDHR-trained tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+    from langneurons.tiny import random_gemma3, train_tokenizer
 
-    from langneurons.corpus import load_corpus
-
-    corpus = load_corpus("udhr", LANGUAGES)
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab,
-        special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(
-        (p for code in LANGUAGES for p in corpus.texts[code].paragraphs), trainer
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
-    )
-    layers, hidden, neurons, heads, kv_heads, head_dim = SHAPES[shape]
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=neurons,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
-        max_position_embeddings=4096,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return random_gemma3(folder, shape, train_tokenizer(LANGUAGES, vocab))
 
 
 def repeated_corpus(folder: Path, times: int) -> Path:
@@ -103,7 +63,7 @@ def repeated_corpus(folder: Path, times: int) -> Path:
     return folder
 
 
-def agreement(reference, other) -> dict:
+def agreement(reference: Any, other: Any) -> dict:
     """How ``other``'s counts and masks differ from ``reference``'s (ComputeResults)."""
     a, b = reference.statistics, other.statistics
     diff = (a.over_zero - b.over_zero).abs()
@@ -214,7 +174,7 @@ def launched(model_dir: Path, device: str, max_tokens: int, out: Path) -> dict:
     return {"ok": True, "seconds": round(time.perf_counter() - start, 1), "run": run}
 
 
-def same_counts(left, right) -> dict:
+def same_counts(left: Any, right: Any) -> dict:
     """Whether two Statistics hold the same counts (exactly, or how many differ)."""
     diff = (left.over_zero - right.over_zero).abs()
     return {
@@ -228,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for gpu_check.json")
     parser.add_argument("--device", default="cuda", help="the device to compare with the CPU")
-    parser.add_argument("--shape", default="270m", choices=sorted(SHAPES))
+    parser.add_argument("--shape", default="270m", choices=sorted(GEMMA3_SHAPES))
     parser.add_argument("--vocab", type=int, default=8000, help="tokenizer vocabulary size")
     parser.add_argument("--max-tokens", type=int, default=2000, help="per language, agreement")
     parser.add_argument("--repeat-text", type=int, default=20, help="UDHR copies, throughput")

@@ -96,31 +96,9 @@ FAMILY_TYPES = [
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A byte-level BPE tokenizer trained in a second on the embedded corpus."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from langneurons.tiny import train_tokenizer
 
-    from langneurons.corpus import load_corpus
-
-    corpus = load_corpus("udhr", TINY_LANGUAGES)
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(
-        (p for code in TINY_LANGUAGES for p in corpus.texts[code].paragraphs), trainer
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-    )
+    return train_tokenizer(TINY_LANGUAGES, vocab_size=400)
 
 
 @pytest.fixture(scope="session")

@@ -60,3 +60,37 @@ def test_projections():
     assert analysis.pca_2d(vectors).shape == (300, 2)
     coords = analysis.umap_2d(vectors)
     assert coords.shape == (300, 2) and np.isfinite(coords).all()
+
+
+def test_most_specific_neuron_follows_the_score():
+    selection = _selection()
+    assert analysis.most_specific_neuron(selection, (2, 3)) == (0, 1)  # no score: first
+    entropy = torch.full((2, 3), 5.0)
+    entropy[0, 2] = 0.1
+    selection.scores, selection.score_key = {"entropy": entropy}, "entropy"
+    assert analysis.most_specific_neuron(selection, (2, 3)) == (0, 2)
+    empty = Selection("lape", ["en"], [[torch.tensor([], dtype=torch.int64)] * 2], {})
+    assert analysis.most_specific_neuron(empty, (2, 3)) == (1, 0)
+
+
+def test_map_points_keep_every_selected_neuron_and_sample_the_rest():
+    from langneurons.stats import Statistics
+
+    over_zero = torch.randint(0, 100, (2, 3, 2))
+    stats = Statistics(
+        ["en", "fr"],
+        over_zero,
+        torch.tensor([100, 100]),
+        torch.zeros(2, 3, 2, dtype=torch.float64),
+        torch.zeros(2, 3, 2, dtype=torch.float64),
+    )
+    points = analysis.map_points(stats, _selection(), limit=4)
+    assert len(points.index) == 4
+    assert {1, 2, 3} <= set(points.index.tolist())  # selected: (0,1), (0,2), (1,0)
+    assert points.selected.sum() == 3
+    assert points.vectors.shape == (4, 2)
+    assert points.labels[0].startswith("layer 0, neuron")
+    everything = analysis.map_points(stats, _selection(), limit=100)
+    assert len(everything.index) == 6
+    expected = (over_zero.reshape(-1, 2).float() / 100).argmax(1).numpy()
+    assert (everything.dominant == expected).all()

@@ -13,6 +13,8 @@ import torch
 
 from langneurons.cli import main
 
+from .helpers import compute_args
+
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, save_tiny_model):
@@ -21,23 +23,8 @@ def tiny_model_dir(tmp_path_factory, save_tiny_model):
 
 
 def _compute(model_dir, out, *extra):
-    return main(
-        [
-            "compute",
-            "--model",
-            str(model_dir),
-            "--languages",
-            "en,fr,ja",
-            "--max-tokens",
-            "150",
-            "--seq-len",
-            "64",
-            "--out",
-            str(out),
-            "--quiet",
-            *extra,
-        ]
-    )
+    argv = compute_args(model_dir, "en,fr,ja", max_tokens=150, seq_len=64, out=out, quiet=True)
+    return main([*argv, *extra])
 
 
 def test_compute_writes_the_run_and_a_summary(tiny_model_dir, tmp_path, capsys):
@@ -472,12 +459,6 @@ def test_progress_in_a_log_file_is_plain_lines(tiny_model_dir, tmp_path):
     assert "\r" not in done.stderr
     assert re.search(r"^en: 150/150 tokens \(100%, [\d,]+ tokens/s\)$", done.stderr, re.M)
     assert re.search(r"^fr: 150/150 tokens \(100%", done.stderr, re.M)
-
-
-def test_durations_read_naturally():
-    from langneurons.progress import format_duration as _duration
-
-    assert [_duration(s) for s in (42.4, 95, 7260)] == ["42 s", "1 min 35 s", "2 h 1 min"]
 
 
 def test_log_lines_are_throttled_but_the_last_always_shows(capsys, monkeypatch):

@@ -15,37 +15,23 @@ from safetensors.torch import load_file
 
 from langneurons.cli import main
 
+from .helpers import compute_args, torchrun
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, save_tiny_model):
     return save_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama"))
 
 
-def _torchrun() -> list[str]:
-    found = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
-
-
 @pytest.mark.parametrize("batch_size", ["1", "4"])
 def test_two_processes_equal_one(model_dir, tmp_path, batch_size, isolated_cache):
-    args = [
-        "compute",
-        "--model",
-        str(model_dir),
-        "--languages",
-        "en,fr,ja",
-        "--max-tokens",
-        "700",
-        "--seq-len",
-        "64",
-        "--batch-size",
-        batch_size,
-        "--quiet",
-    ]
+    args = compute_args(
+        model_dir, "en,fr,ja", max_tokens=700, seq_len=64, batch_size=batch_size, quiet=True
+    )
     assert main([*args, "--out", str(tmp_path / "single"), "--no-cache"]) == 0
     env = {**os.environ, "LANGNEURONS_CACHE": str(tmp_path / "dist-cache"), "OMP_NUM_THREADS": "1"}
     launcher = [
-        *_torchrun(),
+        *torchrun(),
         "--standalone",  # rendezvous on a free local port
         "--nproc_per_node",
         "2",
@@ -163,7 +149,7 @@ def test_interrupted_ranks_resume_their_own_shares(model_dir, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(RESUMABLE_RUN)
     env = {**os.environ, "LANGNEURONS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    launch = [*_torchrun(), "--standalone", "--nproc_per_node", "2", str(script), str(model_dir)]
+    launch = [*torchrun(), "--standalone", "--nproc_per_node", "2", str(script), str(model_dir)]
     stopped = subprocess.run(
         [*launch, str(tmp_path / "x"), "stop"], env=env, capture_output=True, text=True, timeout=600
     )
@@ -239,7 +225,7 @@ def test_two_nodes_rendezvous_like_a_cluster_job(model_dir, tmp_path):
     agents = [
         subprocess.Popen(
             [
-                *_torchrun(),
+                *torchrun(),
                 "--nnodes",
                 "2",
                 "--nproc_per_node",

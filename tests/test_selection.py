@@ -181,3 +181,51 @@ def test_select_dispatches_by_name_and_rejects_unknown_methods():
         select(stats, "pca")
     with pytest.raises(LangNeuronsError, match="min_effect"):
         select(stats, "lape", min_effect=1.0)
+
+
+def test_select_takes_a_settings_object_and_the_registry_names_every_detector():
+    from langneurons.selection import DETECTORS, detector, detector_for, make_config
+
+    stats = _stats_from_profiles(torch.randn(2, 50, 3))
+    by_object = select(stats, MeanDiffConfig(top_rate=0.1))
+    assert by_object.method == "mean-diff"
+    by_name = select(stats, "mean-diff", top_rate=0.1)
+    assert all(
+        torch.equal(a, b)
+        for x, y in zip(by_object.masks, by_name.masks, strict=True)
+        for a, b in zip(x, y, strict=True)
+    )
+    with pytest.raises(LangNeuronsError, match="not both"):
+        select(stats, LapeConfig(), top_rate=0.1)
+    for name, found in DETECTORS.items():
+        assert detector(name) is found
+        assert detector_for(found.config_type()) is found
+        assert select(stats, make_config(name)).method == name
+    with pytest.raises(LangNeuronsError, match="Did you mean 'lape'"):
+        detector("lapee")
+
+
+def test_owners_and_specificity_of_a_selection():
+    over_zero = torch.zeros(2, 6, 3, dtype=torch.int64)
+    tokens = torch.tensor([100, 100, 100])
+    over_zero[0, 1] = torch.tensor([90, 1, 1])  # en only
+    over_zero[1, 4] = torch.tensor([80, 80, 0])  # en and fr
+    over_zero[1, 5] = torch.tensor([0, 0, 95])  # de only
+    sel = lape_select(
+        over_zero,
+        tokens,
+        LapeConfig(top_rate=0.25, filter_rate=0.9, activation_bar_ratio=0.9),
+        languages=["en", "fr", "de"],
+    )
+    assert sel.owners(0, 1) == ["en"]
+    assert sel.owners(1, 4) == ["en", "fr"]
+    assert sel.owners(1, 5) == ["de"]
+    assert sel.owners(0, 0) == []
+    specificity = sel.specificity()
+    assert specificity is not None and specificity.shape == (2, 6)
+    # Lower entropy is more specific: a one-language neuron beats a two-language one.
+    assert specificity[1, 5] > specificity[1, 4]
+    assert sel.counts().tolist() == [[1, 0, 0], [1, 1, 1]]
+    assert sel.language_total("en") == 2
+    imported = type(sel)("imported", sel.languages, sel.masks, {})
+    assert imported.specificity() is None

@@ -1,0 +1,108 @@
+"""The run folder contract: what compute writes, read back, and never half-written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from langneurons.errors import ResultsError
+from langneurons.pipeline import compute
+from langneurons.results import FILES, read_run
+
+from .reference_lape import reference_masks
+
+LANGS = ["en", "fr", "de", "zh"]
+SMALL = {"max_tokens": 200, "seq_len": 64, "batch_size": 4}
+
+
+def test_run_folder_follows_the_contract(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    result = compute(tiny_model, LANGS, out_dir=out, **SMALL)
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+
+    tensors = load_file(out / "stats.safetensors")
+    layers, neurons = tiny_model.num_layers, tiny_model.num_neurons
+    assert tensors["over_zero"].dtype == torch.int64
+    assert tensors["over_zero"].shape == (layers, neurons, len(LANGS))
+    assert tensors["tokens"].tolist() == [200] * len(LANGS)
+    assert tensors["activation_sum"].shape == (layers, neurons, len(LANGS))
+    assert tensors["activation_sum"].is_floating_point()
+    with safe_open(out / "stats.safetensors", framework="pt") as handle:
+        assert json.loads(handle.metadata()["languages"]) == LANGS
+
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["languages"] == LANGS
+    assert (meta["layers"], meta["neurons"]) == (layers, neurons)
+    assert meta["model"]["fingerprint"] == tiny_model.fingerprint
+    assert meta["corpus"]["name"] == "udhr"
+    assert set(meta["corpus"]["languages"]) == set(LANGS)
+    assert meta["corpus"]["split"]["eval_fraction"] == 0.2
+    assert meta["selection"]["settings"] == {
+        "top_rate": 0.01,
+        "filter_rate": 0.95,
+        "activation_bar_ratio": 0.95,
+    }
+    assert {"langneurons", "torch", "transformers"} <= set(meta["versions"])
+
+    masks = torch.load(out / "activation_mask.pth", weights_only=True)
+    expected = reference_masks(tensors["over_zero"], tensors["tokens"])
+    assert len(masks) == len(LANGS) and all(len(m) == layers for m in masks)
+    for k in range(len(LANGS)):
+        for layer in range(layers):
+            assert masks[k][layer].dtype == torch.int64
+            assert torch.equal(masks[k][layer], expected[k][layer])
+
+    neurons_doc = json.loads((out / "neurons.json").read_text())
+    assert neurons_doc["method"] == "lape"
+    assert neurons_doc["settings"]["top_rate"] == 0.01
+    for k, code in enumerate(LANGS):
+        assert neurons_doc["neurons"][code]["per_layer"] == [t.tolist() for t in masks[k]]
+    assert result.selection.union_size() == neurons_doc["distinct_total"]
+
+    run = read_run(out)
+    assert run.statistics.languages == LANGS
+    assert torch.equal(run.statistics.over_zero, tensors["over_zero"])
+
+
+def test_failed_write_leaves_nothing_behind(tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "new" / "run"
+
+    def failing_save(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("langneurons.results.torch.save", failing_save)
+    with pytest.raises(ResultsError, match="No space left"):
+        compute(tiny_model, ["en", "fr"], out_dir=out, **SMALL)
+    assert not out.exists()
+
+
+def test_failed_write_keeps_an_existing_run_intact(tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    compute(tiny_model, ["en", "fr"], out_dir=out, **SMALL)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(
+        "langneurons.results.torch.save",
+        lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device")),
+    )
+    with pytest.raises(ResultsError):
+        compute(tiny_model, ["en", "de"], out_dir=out, **SMALL)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_out_must_be_a_folder(tiny_model, tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    with pytest.raises(ResultsError, match="is a file"):
+        compute(tiny_model, ["en", "fr"], out_dir=target, **SMALL)
+
+
+def test_read_run_explains_incomplete_folders(tmp_path):
+    with pytest.raises(ResultsError, match="not a folder"):
+        read_run(tmp_path / "missing")
+    (tmp_path / "meta.json").write_text("{}")
+    with pytest.raises(ResultsError, match=r"lacks stats\.safetensors"):
+        read_run(tmp_path)
