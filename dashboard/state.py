@@ -1,9 +1,14 @@
-"""Session and process state of the dashboard: shared model, settings, computed runs.
+"""Session and process state of the dashboard: the shared model, the settings, the
+results a page shows, and the link that reproduces a view.
 
 One model per (spec, dtype, device) is loaded once per process and shared by every
 browser session (``st.cache_resource``).  Interventions are per-thread in the
-library, so sharing is safe; long jobs (statistics, the NLL matrix) take the model's
-lock so that a second session waits visibly instead of competing for two cores.
+library, so sharing is safe; long jobs (statistics, the ablation matrix) take the
+model's lock so that a second session waits visibly instead of competing for cores.
+
+Widget values survive page changes and feed the share link through :func:`seed` and
+:func:`remember`: Streamlit forgets the state of widgets a run did not draw, so each
+page seeds its widgets from the kept values (or the link) before drawing them.
 """
 
 from __future__ import annotations
@@ -12,99 +17,205 @@ import hashlib
 import sys
 import tempfile
 import threading
-import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from langneurons.corpus import EMBEDDED, embedded_languages, load_corpus
+from langneurons.config import ConfigError, CountingConfig, range_problem, ranges, to_dict
+from langneurons.corpus import EMBEDDED
 from langneurons.errors import CorpusError, ResultsError
-from langneurons.models import LoadedModel, load_model
-from langneurons.pipeline import ComputeResult, cached_languages, compute
+from langneurons.models import DEFAULT_MODEL, LoadedModel, load_model
+from langneurons.pipeline import ComputeResult
+from langneurons.progress import ProgressEvent
 from langneurons.results import Run, read_run
-from langneurons.selection import Selection, lape_select
+from langneurons.selection import DETECTORS, Selection, SelectionConfig, make_config, select
 from langneurons.workflows import run_model_spec
 
 DEFAULT_LANGUAGES = ["en", "fr", "de", "es", "zh", "ja", "ru"]
-DEFAULT_MODEL = "gemma-3-270m"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-
-# URL parameters that reproduce a view: widget key -> (type, default).
-URL_KEYS: dict[str, tuple[type, Any]] = {
-    "view": (str, "Overview"),
-    "model": (str, DEFAULT_MODEL),
-    "langs": (str, ",".join(DEFAULT_LANGUAGES)),
-    "top_rate": (float, 0.01),
-    "filter_rate": (float, 0.95),
-    "bar_ratio": (float, 0.95),
-    "layer": (int, -1),  # -1: the most language-specific selected neuron
-    "neuron": (int, -1),
-    "lang_view": (str, ""),
-    "budget": (int, 0),
-    "run": (str, ""),  # a run folder on the server, opened instead of computing
-}
+KEPT = "_kept"
 
 
-@dataclass
+@dataclass(frozen=True)
+class Link:
+    """One value a shared link carries: its URL name, the widget it seeds, how to read it."""
+
+    url: str
+    key: str
+    default: Any
+    parse: Callable[[str], Any]
+    show: Callable[[Any], str] = str
+
+
+def _languages(text: str) -> list[str]:
+    return [c for c in (part.strip() for part in text.split(",")) if c]
+
+
+def _pair(text: str) -> tuple[int, int]:
+    low, high = (int(part) for part in text.split("-"))
+    if low > high:
+        raise ValueError(text)
+    return low, high
+
+
+def _setting_links() -> list[Link]:
+    """One link value per detector setting (names shared by detectors are one value)."""
+    links: dict[str, Link] = {}
+    for found in DETECTORS.values():
+        defaults = to_dict(found.config_type())
+        for name, meta in ranges(found.config_type).items():
+
+            def parse(text: str, name: str = name, meta: Any = meta) -> float:
+                value = float(text)
+                if range_problem(name, value, meta):
+                    raise ValueError(text)
+                return value
+
+            links.setdefault(name, Link(name, f"sel_{name}", defaults[name], parse))
+    return list(links.values())
+
+
+def _join(values: Any) -> str:
+    return ",".join(values)
+
+
+def _dash(values: Any) -> str:
+    return f"{values[0]}-{values[1]}"
+
+
+LINKS: list[Link] = [
+    Link("model", "model", "", str),
+    Link("langs", "languages", DEFAULT_LANGUAGES, _languages, _join),
+    Link("budget", "budget", 0, int),
+    Link("run", "run_dir", "", str),
+    Link("method", "method", "lape", str),
+    *_setting_links(),
+    Link("layer", "insp_layer", -1, int),
+    Link("neuron", "insp_neuron", -1, int),
+    Link("lang", "hm_lang", "", str),
+    Link("metric", "hm_metric", "Activation probability", str),
+    Link("zoom", "hm_range", None, _pair, _dash),
+    Link("prompt", "pg_prompt", "", str),
+    Link("mode", "pg_mode", "Deactivate", str),
+    Link("off", "pg_off", None, _languages, _join),
+    Link("target", "pg_target", "", str),
+    Link("strength", "pg_strength", 1.0, float),
+    Link("also_off", "pg_steer_off", [], _languages, _join),
+    Link("layers", "pg_layers", None, _pair, _dash),
+    Link("neurons", "pg_pairs", "", str),
+]
+ALIASES = {"bar_ratio": "activation_bar_ratio"}  # older links
+
+
+def kept() -> dict[str, Any]:
+    """This session's remembered widget values (what the share link writes)."""
+    store: dict[str, Any] = st.session_state.setdefault(KEPT, {})
+    return store
+
+
+def seed(key: str, default: Any) -> None:
+    """Give widget ``key`` its remembered value (from earlier pages or the link), else
+    ``default``; call before drawing the widget."""
+    if key not in st.session_state:
+        value = kept().get(key)
+        st.session_state[key] = default if value is None else value
+
+
+def remember(key: str, value: Any) -> None:
+    """Keep a widget's value for later pages and the share link."""
+    kept()[key] = value
+
+
+def forget(prefix: str) -> None:
+    """Drop every widget value whose key starts with ``prefix`` (a page's reset)."""
+    for key in [k for k in st.session_state if str(k).startswith(prefix)]:
+        del st.session_state[key]
+    for key in [k for k in kept() if k.startswith(prefix)]:
+        del kept()[key]
+
+
+def restore_from_url() -> list[str]:
+    """Seed the kept values from the link once per session; returns the link values that
+    were ignored (unreadable or out of range), to say so."""
+    if st.session_state.get("_url_restored"):
+        return []
+    st.session_state["_url_restored"] = True
+    ignored = []
+    by_url = {link.url: link for link in LINKS}
+    for name, raw in st.query_params.to_dict().items():
+        link = by_url.get(ALIASES.get(name, name))
+        if link is None:
+            continue
+        try:
+            kept()[link.key] = link.parse(raw)
+        except (ValueError, TypeError):
+            ignored.append(f"{name}={raw[:40]}")
+    return ignored
+
+
+def write_url() -> None:
+    """Mirror the kept values into the address bar (only those off their default)."""
+    store = kept()
+    for link in LINKS:
+        value = store.get(link.key)
+        if value is None or value == link.default or value == "":
+            st.query_params.pop(link.url, None)
+        else:
+            st.query_params[link.url] = link.show(value)
+
+
+@dataclass(frozen=True)
 class Settings:
-    """What the set-up panel chose."""
+    """What the set-up panel chose: the model, the text and how it is counted, and how
+    neurons are selected (a detector's settings)."""
 
     model: str = DEFAULT_MODEL
     dtype: str = "auto"
     device: str = "cpu"
-    languages: list[str] = field(default_factory=lambda: list(DEFAULT_LANGUAGES))
+    languages: tuple[str, ...] = tuple(DEFAULT_LANGUAGES)
     corpus: str = EMBEDDED
-    max_tokens: int | None = None
-    top_rate: float = 0.01
-    filter_rate: float = 0.95
-    bar_ratio: float = 0.95
+    counting: CountingConfig = field(default_factory=CountingConfig)
+    selection: SelectionConfig = field(default_factory=lambda: make_config("lape"))
     run_dir: str | None = None  # statistics from this run folder instead of computing
 
-    def run_key(self) -> str:
+    def statistics_key(self) -> str:
+        """What the statistics depend on (not the selection: sliders reselect)."""
         text = (
             f"{self.model}|{self.dtype}|{self.device}|{self.languages}|{self.corpus}|"
-            f"{self.max_tokens}|{self.run_dir}"
+            f"{self.counting}|{self.run_dir}|{run_stamp(self.run_dir) if self.run_dir else ''}"
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def restore_from_url() -> None:
-    """Seed session state from the URL once per session, so shared links reproduce views."""
-    if st.session_state.get("_url_restored"):
-        return
-    params = st.query_params
-    for key, (kind, default) in URL_KEYS.items():
-        raw = params.get(key)
-        value = default
-        if raw is not None:
-            try:
-                value = kind(raw)
-            except ValueError:
-                value = default
-        st.session_state.setdefault(f"url_{key}", value)
-    st.session_state["_url_restored"] = True
+@dataclass
+class PageContext:
+    """What every page draws from: the model, the statistics and the selection, the
+    settings they were made with, and whether the sidebar has moved on since."""
+
+    lm: LoadedModel
+    result: ComputeResult
+    selection: Selection
+    settings: Settings
+    stale: bool = False
 
 
-def write_url(**values: Any) -> None:
-    """Mirror the current view's state into the URL (only non-default values)."""
-    for key, value in values.items():
-        default = URL_KEYS[key][1]
-        if value == default or value is None:
-            if key in st.query_params:
-                del st.query_params[key]
-        else:
-            st.query_params[key] = str(value)
+def page_context() -> PageContext:
+    """The context ``app.py`` prepared for this run (pages are run after it)."""
+    context: PageContext = st.session_state["_context"]
+    return context
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def shared_model(spec: str, dtype: str, device: str) -> LoadedModel:
     """The process-wide model for these settings (loaded or converted once).
 
     Conversion and loading messages go to the server's terminal too."""
 
-    def log(event: Any) -> None:
+    def log(event: ProgressEvent) -> None:
         print(f"[langneurons] {event.message}", file=sys.stderr, flush=True)
 
     return load_model(
@@ -118,8 +229,18 @@ def model_lock(spec: str, dtype: str, device: str) -> threading.Lock:
     return threading.Lock()
 
 
-def language_options() -> dict[str, str]:
-    return embedded_languages()
+@contextmanager
+def long_job(settings: Settings) -> Iterator[None]:
+    """Hold the model's lock for a long job, showing a wait while another session has it."""
+    lock = model_lock(settings.model, settings.dtype, settings.device)
+    if not lock.acquire(blocking=False):
+        with st.status("Another session is using the model; waiting for it...") as status:
+            lock.acquire()
+            status.update(label="The model is free again.", state="complete")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def save_uploads(files: list[Any]) -> str:
@@ -144,86 +265,35 @@ def save_uploads(files: list[Any]) -> str:
     return str(folder)
 
 
-def is_cached(lm: LoadedModel, settings: Settings) -> bool:
-    """Whether every language's statistics are already on disk."""
-    try:
-        found = cached_languages(
-            lm, settings.languages, corpus=settings.corpus, max_tokens=settings.max_tokens
-        )
-    except CorpusError:
-        return False
-    return len(found) == len(settings.languages)
-
-
-def run_compute(lm: LoadedModel, settings: Settings, lock: threading.Lock) -> ComputeResult:
-    """Compute (or read from the cache) with a progress bar and time estimate."""
-    if not lock.acquire(blocking=False):
-        with st.status("Another session is using the model; waiting for it...") as status:
-            lock.acquire()
-            status.update(label="The model is free again.", state="complete")
-    try:
-        bar = st.progress(0.0, text="Preparing...")
-        started = time.perf_counter()
-        totals: dict[str, int] = {}
-        done: dict[str, int] = {}
-
-        def on_progress(event: Any) -> None:
-            if event.stage in ("count", "cache") and event.language:
-                totals[event.language] = max(event.total, 1)
-                done[event.language] = event.done
-                counted = sum(done.values())
-                fraction = len([c for c in done if done[c] >= totals[c]]) / len(settings.languages)
-                elapsed = time.perf_counter() - started
-                rate = counted / elapsed if elapsed > 0 else 0
-                remaining_langs = len(settings.languages) - len(totals)
-                left_tokens = totals[event.language] - event.done + remaining_langs * 2000
-                eta = f", about {left_tokens / rate:.0f} s left" if rate > 0 else ""
-                bar.progress(
-                    min(fraction, 1.0),
-                    text=f"{event.language}: {event.done}/{event.total} tokens{eta}",
-                )
-
-        corpus = load_corpus(settings.corpus, settings.languages)
-        result = compute(
-            lm,
-            settings.languages,
-            corpus=corpus,
-            max_tokens=settings.max_tokens,
-            progress=on_progress,
-        )
-        bar.empty()
-        return result
-    finally:
-        lock.release()
-
-
 @st.cache_resource(show_spinner=False, max_entries=64)
-def reselect(
-    run_key: str, _result: ComputeResult, top_rate: float, filter_rate: float, bar_ratio: float
-) -> Selection:
-    """LAPE from the cached statistics with the sliders' thresholds (no model involved)."""
-    from langneurons.selection import LapeConfig
+def reselect(statistics_key: str, _result: ComputeResult, config: SelectionConfig) -> Selection:
+    """A detector on the cached statistics (no model involved).  ``statistics_key``
+    names the statistics ``_result`` holds, so the cache key covers what it claims."""
+    return select(_result.statistics, config)
 
-    stats = _result.statistics
-    return lape_select(
-        stats.over_zero,
-        stats.tokens,
-        LapeConfig(top_rate, filter_rate, bar_ratio),
-        languages=stats.languages,
+
+def run_stamp(folder: str) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of a run folder's files: changes when any is
+    rewritten, so a cache keyed by it reads the folder again."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return ()
+    return tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(path.iterdir())
+        if p.is_file()
     )
 
 
 def open_run(folder: str) -> tuple[Run, ComputeResult]:
-    """A run folder written by ``langneurons compute`` and the result the views show, read
-    (and its selection made) once per version of its files, not on every rerun."""
-    path = Path(folder).expanduser().resolve()
-    stats_file = path / "stats.safetensors"
-    stamp = stats_file.stat().st_mtime_ns if stats_file.is_file() else 0
-    return _read_run(str(path), stamp)
+    """A run folder written by ``langneurons compute`` and the result the pages show,
+    read once per version of its files (the stamp is part of the cache key)."""
+    path = str(Path(folder).expanduser().resolve())
+    return _read_run(path, run_stamp(path))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _read_run(folder: str, _stamp: int) -> tuple[Run, ComputeResult]:
+def _read_run(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple[Run, ComputeResult]:
     run = read_run(folder)
     stats = run.statistics
     if stats is None:
@@ -232,15 +302,28 @@ def _read_run(folder: str, _stamp: int) -> tuple[Run, ComputeResult]:
             "the counts. Open a folder written by `langneurons compute`."
         )
     if len(run.languages) < 2:
-        raise ResultsError(f"{folder!r} covers one language; LAPE compares two or more.")
+        raise ResultsError(f"{folder!r} covers one language; the detectors compare two or more.")
     result = ComputeResult(
         statistics=stats,
-        selection=lape_select(stats.over_zero, stats.tokens, languages=stats.languages),
+        selection=select(stats, run_selection(run)),
         meta=run.meta,
         cached_languages=list(stats.languages),
         out_dir=run.path,
     )
     return run, result
+
+
+def run_selection(run: Run) -> SelectionConfig:
+    """The detector and settings a run was made with (LAPE's defaults if it records none)."""
+    recorded = run.meta.get("selection", {})
+    method = recorded.get("method", "lape")
+    if method not in DETECTORS:
+        method, recorded = "lape", {}
+    try:
+        config: SelectionConfig = make_config(method, recorded.get("settings"))
+    except ConfigError:
+        config = make_config(method)
+    return config
 
 
 def run_model(run: Run) -> str:
@@ -250,17 +333,6 @@ def run_model(run: Run) -> str:
 
 def run_corpus(run: Run) -> str:
     """The run's corpus when this machine has it (the UDHR or an existing folder), else the
-    UDHR, for the views that read text (passages, the NLL matrix)."""
+    UDHR, for the views that read text (passages, the ablation matrix)."""
     name = str(run.meta.get("corpus", {}).get("name", ""))
     return name if name == EMBEDDED or (name and Path(name).is_dir()) else EMBEDDED
-
-
-def run_thresholds(run: Run) -> dict[str, float]:
-    """Slider values for the LAPE thresholds a run was made with (empty if not LAPE)."""
-    selection = run.meta.get("selection", {})
-    if selection.get("method") != "lape":
-        return {}
-    settings = selection.get("settings", {})
-    keys = {"top_rate": "url_top_rate", "filter_rate": "url_filter_rate"}
-    keys["activation_bar_ratio"] = "url_bar_ratio"
-    return {widget: float(settings[name]) for name, widget in keys.items() if name in settings}

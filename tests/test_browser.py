@@ -101,16 +101,25 @@ def browser():
 
 
 def _page(browser, url):
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    page = browser.new_page(viewport={"width": 1366, "height": 768}, accept_downloads=True)
     page.set_default_timeout(240_000)
     page.goto(url)
     return page
 
 
 def _view(page, name: str, ready: str) -> None:
-    page.locator("button").filter(has_text=re.compile(f"^{re.escape(name)}$")).first.click()
+    """Open a page through the navigation bar (the session stays)."""
+    page.get_by_role("link", name=re.compile(f"{re.escape(name)}$")).first.click()
     page.get_by_text(ready).first.wait_for()
-    page.wait_for_timeout(1500)  # let charts finish drawing
+    _settle(page)
+
+
+def _settle(page) -> None:
+    """Wait until the app has finished running and charts have drawn."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=240_000
+    )
+    page.wait_for_timeout(1200)
 
 
 def _shot(page, name: str) -> None:
@@ -124,10 +133,20 @@ def _outputs(page) -> list[str]:
     return [" ".join(boxes.nth(i).inner_text().split()) for i in range(2)]
 
 
-def test_every_view_in_a_real_browser(server, browser):
+def _download(page, label: str, folder: Path) -> Path:
+    button = page.get_by_role("button", name=label, exact=True)
+    button.scroll_into_view_if_needed()
+    with page.expect_download(timeout=60_000) as info:
+        button.click()
+    target = folder / info.value.suggested_filename
+    info.value.save_as(target)
+    return target
+
+
+def test_every_page_in_a_real_browser(server, browser, tmp_path):
     page = _page(browser, f"{server['url']}/?langs=en,fr,ja&budget=400")
     page.get_by_text("Language neurons per layer").first.wait_for()
-    page.wait_for_timeout(1500)
+    _settle(page)
     assert page.locator(".js-plotly-plot").count() == 4
     _shot(page, "1-overview")
 
@@ -142,31 +161,82 @@ def test_every_view_in_a_real_browser(server, browser):
     page.get_by_text("Output tokens it promotes").first.wait_for()
     page.get_by_text("peak").first.wait_for()
     assert "selected for" in page.locator("body").inner_text()
+    assert page.url.split("?")[0].endswith("/inspector")
+    _settle(page)
     _shot(page, "3-inspector")
 
     _view(page, "Neuron map", "Neurons by their per-language activation probabilities")
     _shot(page, "4-neuron-map")
 
-    _view(page, "Playground", "Switch off the neurons of")
+    _view(page, "Playground", "Deactivate the neurons of")
     page.get_by_role("button", name="Generate").click()
     baseline, modified = _outputs(page)
     assert baseline != modified  # French neurons off changed the continuation
     assert baseline.startswith("fr · French")
+    _settle(page)
     _shot(page, "5-playground")
 
     _view(page, "Ablation matrix", "Held-out tokens per language")
     page.get_by_role("button", name="Compute the matrix").click()
     page.get_by_text("NLL per token with a language's neurons off").first.wait_for()
-    page.wait_for_timeout(1500)
+    _settle(page)
     _shot(page, "6-ablation")
 
     _view(page, "Guided tour", "Every language has its own neurons")
     _shot(page, "7-tour")
 
     _view(page, "Share & export", "neurons.csv")
+    assert page.url.split("?")[0].endswith("/share")
     assert "langs=en%2Cfr%2Cja" in page.url or "langs=en,fr,ja" in page.url
-    assert "view=Share" in page.url
-    _shot(page, "8-export")
+    _shot(page, "8-share")
+    _check_downloads(page, tmp_path)
+    page.close()
+
+
+def _check_downloads(page, folder: Path) -> None:
+    """The files a user downloads hold the neurons the page shows."""
+    import csv
+    import json
+
+    import torch
+
+    document = json.loads(_download(page, "neurons.json", folder).read_text(encoding="utf-8"))
+    assert document["languages"] == ["en", "fr", "ja"] and document["method"] == "lape"
+    rows = list(csv.DictReader(_download(page, "neurons.csv", folder).open(encoding="utf-8")))
+    for code in document["languages"]:
+        listed = sorted((int(r["layer"]), int(r["neuron"])) for r in rows if r["language"] == code)
+        per_layer = document["neurons"][code]["per_layer"]
+        assert listed == sorted((layer, i) for layer, idx in enumerate(per_layer) for i in idx)
+    masks = torch.load(
+        _download(page, "activation_mask.pth (reference format)", folder), weights_only=True
+    )
+    assert [[t.tolist() for t in m] for m in masks] == [
+        document["neurons"][c]["per_layer"] for c in document["languages"]
+    ]
+
+
+def test_playground_modes_and_reset_in_a_real_browser(server, browser):
+    page = _page(browser, f"{server['url']}/playground?langs=en,fr,ja&budget=400")
+    page.get_by_text("Deactivate the neurons of").first.wait_for()
+    _settle(page)
+    page.get_by_text("Steer", exact=True).click()
+    page.get_by_text("Steer towards").first.wait_for()
+    _settle(page)
+    body = page.locator("body").inner_text()
+    assert "Also deactivate" in body
+    page.get_by_role("button", name="Generate").click()
+    baseline, modified = _outputs(page)
+    assert baseline.startswith("fr · French") and modified != baseline
+    assert "steer ja" in page.locator("body").inner_text()
+    _settle(page)
+    _shot(page, "5b-playground-steer")
+    page.get_by_role("button", name="Reset").click()
+    page.get_by_text("Deactivate the neurons of").first.wait_for()
+    _settle(page)
+    assert page.locator(".ln-output").count() == 0
+    prompt = page.get_by_label("Prompt", exact=True).input_value()
+    assert prompt.startswith("La Déclaration")
+    _shot(page, "5c-playground-after-reset")
     page.close()
 
 
@@ -177,10 +247,11 @@ def test_two_sessions_at_once_get_their_own_results(server, browser):
     from langneurons.models import load_model
     from langneurons.pipeline import compute
 
-    a = _page(browser, f"{server['url']}/?langs=en,fr,ja&budget=400&view=Playground")
-    b = _page(browser, f"{server['url']}/?langs=en,de,ja&budget=400&view=Playground")
+    a = _page(browser, f"{server['url']}/playground?langs=en,fr,ja&budget=400")
+    b = _page(browser, f"{server['url']}/playground?langs=en,de,ja&budget=400&off=en")
     for page in (a, b):
-        page.get_by_text("Switch off the neurons of").first.wait_for()
+        page.get_by_text("Deactivate the neurons of").first.wait_for()
+        _settle(page)
     a.get_by_role("button", name="Generate").click()
     b.get_by_role("button", name="Generate").click()
     got_a, got_b = _outputs(a), _outputs(b)
@@ -190,7 +261,7 @@ def test_two_sessions_at_once_get_their_own_results(server, browser):
     # The same jobs one after the other, in this process, from the same cache.
     os.environ["LANGNEURONS_CACHE"] = str(server["cache"])
     lm = load_model()
-    config = GenerationConfig(max_new_tokens=30)
+    config = GenerationConfig()
     for got, langs, off, prompt in (
         (
             got_a,
@@ -198,7 +269,7 @@ def test_two_sessions_at_once_get_their_own_results(server, browser):
             "fr",
             "La Déclaration universelle des droits de l'homme affirme que",
         ),
-        (got_b, ["en", "de", "ja"], "en", "The weather today is"),
+        (got_b, ["en", "de", "ja"], "en", "Das Wetter heute ist"),
     ):
         selection = compute(lm, langs, max_tokens=400).selection
         intervention = deactivate(language_neurons(selection.masks, langs, [off]), off)
@@ -221,9 +292,9 @@ def test_a_run_folder_opens_from_a_link(server, browser, tmp_path):
     body = page.locator("body").inner_text()
     assert "4 languages: en, fr, de, zh" in body
     assert "Open a run" in body
-    page.wait_for_timeout(1500)
+    _settle(page)
     _shot(page, "10-open-run")
-    _view(page, "Playground", "Switch off the neurons of")
+    _view(page, "Playground", "Deactivate the neurons of")
     page.get_by_role("button", name="Generate").click()
     baseline, modified = _outputs(page)
     assert baseline and modified

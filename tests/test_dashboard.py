@@ -1,7 +1,10 @@
-"""Every dashboard view through Streamlit's AppTest, on the embedded default model.
+"""Every dashboard page through Streamlit's AppTest, on the embedded default model.
 
 AppTest runs the real script in-process: widgets in, elements out.  The model is the
 real Gemma 3 270M (converted once per machine); statistics use a small token budget.
+Links are given as query parameters, as a shared link would.  (AppTest keeps the
+sidebar's elements of a multipage app only on its first run, so later sidebar changes
+are made through session state, as a widget would make them.)
 """
 
 from __future__ import annotations
@@ -12,18 +15,20 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from .helpers import Upload
+
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 pytestmark = pytest.mark.slow
 
 
-def _app(view: str = "Overview", langs: str = "en,fr,ja", **state) -> AppTest:
+def _app(page: str | None = None, **query: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["url_langs"] = langs
-    at.session_state["url_budget"] = 300
-    at.session_state["nav"] = view
-    for key, value in state.items():
-        at.session_state[key] = value
-    return at.run()
+    for key, value in {"langs": "en,fr,ja", "budget": "300", **query}.items():
+        at.query_params[key] = value
+    at.run()
+    if page is not None:
+        at.switch_page(f"views/{page}.py").run()
+    return at
 
 
 def _ok(at: AppTest) -> None:
@@ -35,14 +40,19 @@ def _charts(at: AppTest) -> list:
     return at.get("plotly_chart")
 
 
-def test_overview_and_threshold_reselection_without_recomputing(monkeypatch):
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_overview_reselects_and_switches_detector_without_recounting(monkeypatch):
     at = _app()
     _ok(at)
-    metrics = {m.label: m.value for m in at.metric}
+    metrics = _metrics(at)
     assert metrics["Languages"] == "3"
     assert int(metrics["Language neurons"]) > 0
     assert len(_charts(at)) == 4
-    assert at.query_params["langs"] == ["en,fr,ja"] or at.query_params.get("langs") == "en,fr,ja"
+    assert at.query_params["langs"] == "en,fr,ja"
+    assert not [d for d in at.get("metric") if d.proto.delta]  # no arrow that reads as a rise
 
     import langneurons.pipeline
 
@@ -50,30 +60,56 @@ def test_overview_and_threshold_reselection_without_recomputing(monkeypatch):
         raise AssertionError("statistics recomputed")
 
     monkeypatch.setattr(langneurons.pipeline, "collect_language_stats", no_recount)
-    at.slider(key="url_top_rate").set_value(0.02).run()
+    at.session_state["sel_top_rate"] = 0.02
+    at.run()
     _ok(at)
-    assert int({m.label: m.value for m in at.metric}["Language neurons"]) > int(
-        metrics["Language neurons"]
-    )
+    assert int(_metrics(at)["Language neurons"]) > int(metrics["Language neurons"])
+    assert at.query_params["top_rate"] == "0.02"
+    at.session_state["method"] = "mean-diff"
+    at.run()
+    _ok(at)
+    assert any("Mean difference" in m.value for m in at.markdown)
+    assert at.query_params["method"] == "mean-diff"
+
+
+def test_a_link_restores_settings_and_ignores_invalid_values():
+    at = _app(top_rate="7", filter_rate="0.9", lang="ja", metric="bogus")
+    _ok(at)
+    assert any("top_rate=7" in w.value for w in at.sidebar.warning)
+    assert at.session_state["sel_top_rate"] == 0.01  # the default, not 7
+    assert at.session_state["sel_filter_rate"] == 0.9
+    at.switch_page("views/heatmaps.py").run()
+    _ok(at)
+    assert at.selectbox(key="hm_lang").value == "ja"
+    assert at.radio(key="hm_metric").value == "Activation probability"
+
+
+def test_an_old_view_link_opens_its_page():
+    at = _app(view="Playground")
+    _ok(at)
+    assert at.radio(key="pg_mode").value == "Deactivate"
 
 
 def test_heatmaps_table_and_pick_a_neuron():
-    at = _app("Heatmaps")
+    at = _app("heatmaps")
     _ok(at)
     assert len(_charts(at)) == 1
     assert len(at.dataframe) == 1
-    at.radio(key="hm_metric").set_value("LAPE entropy").run()
+    at.radio(key="hm_metric").set_value("Score: entropy").run()
     _ok(at)
+    at.slider(key="hm_range").set_value((100, 900)).run()
+    _ok(at)
+    assert at.query_params["zoom"] == "100-900"
     at.number_input(key="pick_layer").set_value(3).run()
     at.number_input(key="pick_neuron").set_value(42).run()
     at.button(key="pick_go").click().run()
     _ok(at)
-    assert at.session_state["nav"] == "Neuron inspector"
-    assert any("Neuron 3:42" in m.value for m in at.markdown)
+    assert any("Neuron 3:42" in m.value for m in at.markdown)  # the inspector, on that neuron
+    assert at.query_params["layer"] == "3" and at.query_params["neuron"] == "42"
 
 
 def test_inspector_shows_profile_passages_and_promoted_tokens():
-    at = _app("Neuron inspector")
+    at = _app("inspector")
     _ok(at)
     assert any("selected for" in m.value for m in at.markdown)  # default: a selected neuron
     assert len(_charts(at)) == 2
@@ -82,60 +118,130 @@ def test_inspector_shows_profile_passages_and_promoted_tokens():
     assert len(promoted) == 12 and "promotes" in promoted.columns
 
 
-def test_neuron_map_pca():
-    at = _app("Neuron map")
+def test_neuron_map_pca_then_umap_on_demand():
+    at = _app("neuron_map")
     _ok(at)
     assert len(_charts(at)) == 1
     assert at.radio(key="map_method").value == "PCA"
-
-
-def test_playground_switch_off_changes_the_output():
-    at = _app("Playground")
+    at.radio(key="map_method").set_value("UMAP").run()
     _ok(at)
-    assert at.multiselect(key="pg_off").value == ["fr"]
-    at.number_input(key="pg_max").set_value(15)
+    assert len(_charts(at)) == 1
+    assert not at.warning
+
+
+def _generate(at: AppTest, tokens: int = 12) -> dict:
+    at.number_input(key="pg_gen_max_new_tokens").set_value(tokens)
     at.button(key="pg_go").click().run()
     _ok(at)
-    last = at.session_state["pg_last"]
-    assert last["baseline"][0] and last["modified"][0]
-    assert last["baseline"][0] != last["modified"][0]
-    assert last["baseline"][1] == "fr"
+    return at.session_state["pg_last"]
+
+
+def test_playground_deactivating_french_changes_a_french_continuation():
+    at = _app("playground")
+    _ok(at)
+    assert at.selectbox(key="pg_example").value == "fr"
+    assert at.multiselect(key="pg_off").value == ["fr"]
+    last = _generate(at)
+    assert last["baseline"] and last["modified"] and last["baseline"] != last["modified"]
+    assert last["baseline_language"] == "fr"
+    assert "deactivate fr" in last["intervention"]
     assert any("ln-output" in m.value for m in at.markdown)
+
+
+def test_playground_modes_keep_their_own_choices_and_reset_restores_everything():
+    at = _app("playground")
+    at.multiselect(key="pg_off").set_value(["fr", "ja"]).run()
+    at.radio(key="pg_mode").set_value("Steer").run()
+    _ok(at)
+    # Steering starts from what its label promises: no French carried over.
+    assert at.multiselect(key="pg_steer_off").value == []
+    at.selectbox(key="pg_example").set_value("en").run()
+    assert at.text_area(key="pg_prompt").value == "The weather today is"
+    at.selectbox(key="pg_target").set_value("ja").run()
+    last = _generate(at)
+    assert "steer ja" in last["intervention"]
+    assert "deactivate en" in last["intervention"]  # the prompt's own language, detected
+    assert "fr" not in last["intervention"]
+    assert last["modified_language"] == "ja"
+    assert at.query_params["mode"] == "Steer" and at.query_params["target"] == "ja"
+    at.radio(key="pg_mode").set_value("Deactivate").run()
+    assert at.multiselect(key="pg_off").value == ["fr", "ja"]  # its own choice, kept
+
     at.button(key="pg_reset").click().run()
     _ok(at)
+    assert at.radio(key="pg_mode").value == "Deactivate"
+    assert at.selectbox(key="pg_example").value == "fr"
+    assert at.text_area(key="pg_prompt").value.startswith("La Déclaration")
+    assert at.multiselect(key="pg_off").value == ["fr"]
     assert "pg_last" not in at.session_state
+    assert "mode" not in at.query_params
 
 
-def test_playground_steering_and_bad_neuron_input():
-    at = _app("Playground")
-    at.radio(key="pg_mode").set_value("Steer").run()
-    at.selectbox(key="pg_target").set_value("ja")
-    at.text_area(key="pg_prompt").set_value("The weather today is")
-    at.multiselect(key="pg_off").set_value([])
-    at.number_input(key="pg_max").set_value(12)
+def test_playground_example_box_and_prompt_stay_in_step():
+    at = _app("playground")
+    at.selectbox(key="pg_example").set_value("ja").run()
+    assert at.text_area(key="pg_prompt").value == "今日の天気は"
+    at.text_area(key="pg_prompt").set_value("今日の天気は晴れ").run()
+    assert at.selectbox(key="pg_example").value == "(custom)"
+    at.selectbox(key="pg_example").set_value("ja").run()  # the same example again
+    assert at.text_area(key="pg_prompt").value == "今日の天気は"
+    at.text_area(key="pg_prompt").set_value("   ").run()
     at.button(key="pg_go").click().run()
-    _ok(at)
-    assert at.session_state["pg_last"]["modified"][1] == "ja"
+    assert any("Write a prompt" in w.value for w in at.warning)
+
+
+def test_playground_bad_neurons_and_sampling_settings_are_explained():
+    at = _app("playground")
     at.text_input(key="pg_pairs").set_value("99:1")
     at.button(key="pg_go").click().run()
     assert any("Layer 99 does not exist" in e.value for e in at.error)
+    assert not at.exception
+    at.text_input(key="pg_pairs").set_value("")
+    at.multiselect(key="pg_off").set_value([])
+    at.button(key="pg_go").click().run()
+    assert any("Nothing to change" in w.value for w in at.warning)
+
+
+def test_other_languages_keep_the_last_results_marked_out_of_date():
+    at = _app("playground")
+    at.session_state["languages"] = ["en", "de", "ja"]
+    at.run()
+    _ok(at)
+    assert any("Out of date" in w.value and "en, fr, ja" in w.value for w in at.warning)
+    assert at.selectbox(key="pg_example").value == "fr"  # still the shown results' languages
+    at.switch_page("views/overview.py").run()
+    assert len(_charts(at)) == 4 and _metrics(at)["Languages"] == "3"
+
+
+def test_recomputing_with_other_languages_keeps_the_playground_in_step():
+    at = _app("playground")
+    assert at.selectbox(key="pg_example").value == "fr"
+    at.sidebar.multiselect(key="languages").set_value(["en", "de", "ja"])
+    at.sidebar.button(key="compute").click().run()
+    _ok(at)
+    assert not any("Out of date" in w.value for w in at.warning)
+    assert at.selectbox(key="pg_example").value == "de"
+    assert at.text_area(key="pg_prompt").value == "Das Wetter heute ist"
+    assert at.multiselect(key="pg_off").value == ["de"]  # French is gone: the new default
+    assert at.radio(key="pg_mode").value == "Deactivate"  # still the playground
 
 
 def test_ablation_matrix_computes_and_caches():
-    at = _app("Ablation matrix")
+    at = _app("ablation")
     _ok(at)
     at.multiselect(key="ab_langs").set_value(["fr", "ja"])
     at.number_input(key="ab_tokens").set_value(60)
     at.button(key="ab_go").click().run()
     _ok(at)
     assert len(_charts(at)) == 1
+    assert any("diagonal" in c.value for c in at.caption)
     at.radio(key="ab_scale").set_value("Perplexity").run()
     _ok(at)
     assert len(_charts(at)) == 1
 
 
-def test_guided_tour_steps_through():
-    at = _app("Guided tour")
+def test_guided_tour_steps_through_and_generates():
+    at = _app("tour")
     _ok(at)
     titles = []
     for _ in range(5):
@@ -143,7 +249,8 @@ def test_guided_tour_steps_through():
         if at.session_state["tour_step"] == 2:
             at.button(key="tour_run_2").click().run()
             _ok(at)
-            assert sum("ln-output" in m.value for m in at.markdown) == 3
+            boxes = [m.value for m in at.markdown if "ln-output" in m.value]
+            assert len(boxes) == 3 and all("ln-lang" in b for b in boxes)
         if at.session_state["tour_step"] < 4:
             at.button(key="tour_next").click().run()
             _ok(at)
@@ -151,38 +258,25 @@ def test_guided_tour_steps_through():
     assert at.button(key="tour_next").disabled
 
 
-def test_export_offers_the_three_formats():
-    at = _app("Share & export")
+def test_share_offers_the_link_and_three_formats():
+    at = _app("share")
     _ok(at)
     labels = [b.label for b in at.get("download_button")]
     assert {"neurons.json", "neurons.csv", "activation_mask.pth (reference format)"} <= set(labels)
+    link = at.code[0].value
+    assert "langs=en%2Cfr%2Cja" in link
 
 
 def test_errors_appear_in_the_page():
-    at = _app(url_model="./no/such/model")
+    at = _app(model="./no/such/model")
     assert any("does not exist" in e.value for e in at.error)
     at = _app(langs="en")
     assert any("at least two languages" in i.value for i in at.info)
-    at = _app(corpus_kind="Folder", corpus_dir="/no/such/folder")
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["corpus_kind"] = "Folder"
+    at.session_state["corpus_dir"] = "/no/such/folder"
+    at.run()
     assert any("neither 'udhr'" in e.value for e in at.sidebar.error)
-
-
-def test_neuron_map_umap_on_demand():
-    at = _app("Neuron map")
-    at.radio(key="map_method").set_value("UMAP").run()
-    _ok(at)
-    assert len(_charts(at)) == 1
-    assert not at.warning
-
-
-class _Upload:
-    """What st.file_uploader returns: a name and the bytes."""
-
-    def __init__(self, name: str, data: bytes) -> None:
-        self.name, self._data = name, data
-
-    def getvalue(self) -> bytes:
-        return self._data
 
 
 def test_uploaded_corpus_files_become_a_corpus_folder():
@@ -190,30 +284,31 @@ def test_uploaded_corpus_files_become_a_corpus_folder():
     from langneurons.corpus import load_corpus
     from langneurons.errors import CorpusError
 
-    folder = save_uploads([_Upload("fr.txt", b"Un.\nDeux.\n"), _Upload("en.txt", b"One.\nTwo.\n")])
+    folder = save_uploads([Upload("fr.txt", b"Un.\nDeux.\n"), Upload("en.txt", b"One.\nTwo.\n")])
     assert load_corpus(folder, "en,fr").texts["fr"].paragraphs == ("Un.", "Deux.")
     assert (
-        save_uploads([_Upload("en.txt", b"One.\nTwo.\n"), _Upload("fr.txt", b"Un.\nDeux.\n")])
+        save_uploads([Upload("en.txt", b"One.\nTwo.\n"), Upload("fr.txt", b"Un.\nDeux.\n")])
         == folder
     )
     with pytest.raises(CorpusError, match="the limit is 5 MB"):
-        save_uploads([_Upload("de.txt", b"x" * (MAX_UPLOAD_BYTES + 1))])
+        save_uploads([Upload("de.txt", b"x" * (MAX_UPLOAD_BYTES + 1))])
     with pytest.raises(CorpusError, match=r"name files <code>\.txt"):
-        save_uploads([_Upload("german.doc", b"x")])
+        save_uploads([Upload("german.doc", b"x")])
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     """A run written by `compute` (as on another machine), with non-default thresholds."""
     from langneurons.pipeline import compute
+    from langneurons.selection import LapeConfig
 
     out = tmp_path_factory.mktemp("runs") / "four"
     compute(
         None,
         ["en", "fr", "de", "ja"],
         max_tokens=300,
-        settings={"top_rate": 0.02, "filter_rate": 0.95, "activation_bar_ratio": 0.95},
         out_dir=out,
+        selection=LapeConfig(top_rate=0.02),
     )
     return out
 
@@ -225,22 +320,48 @@ def test_open_a_run_folder_instead_of_computing(run_folder, monkeypatch):
         raise AssertionError("a run folder is browsed, not counted again")
 
     monkeypatch.setattr(langneurons.pipeline, "collect_language_stats", no_count)
-    at = _app(stats_source="Open a run", url_run=str(run_folder))
+    at = _app(run=str(run_folder))
     _ok(at)
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Languages"] == "4"  # the run's languages, not the sidebar's
-    assert at.slider(key="url_top_rate").value == 0.02  # the run's thresholds
+    assert _metrics(at)["Languages"] == "4"  # the run's languages, not the link's
+    assert at.session_state["sel_top_rate"] == 0.02  # the run's thresholds
     recorded = json.loads((run_folder / "neurons.json").read_text())["distinct_total"]
-    assert int(metrics["Language neurons"]) == recorded  # the run's own selection again
-    assert at.query_params["run"] in ([str(run_folder)], str(run_folder))
-    at.session_state["nav"] = "Heatmaps"
-    at.run()
+    assert int(_metrics(at)["Language neurons"]) == recorded  # the run's own selection again
+    assert at.query_params["run"] == str(run_folder)
+    at.switch_page("views/heatmaps.py").run()
     _ok(at)
     assert len(_charts(at)) == 1
 
 
+def test_an_opened_run_keeps_its_detector_and_is_read_again_when_it_changes(tmp_path):
+    from langneurons.pipeline import compute
+    from langneurons.selection import MeanDiffConfig
+
+    out = tmp_path / "run"
+    compute(
+        None,
+        ["en", "fr", "ja"],
+        max_tokens=300,
+        out_dir=out,
+        selection=MeanDiffConfig(min_effect=0.8),
+    )
+    at = _app(run=str(out))
+    _ok(at)
+    assert at.session_state["method"] == "mean-diff"
+    assert at.session_state["sel_min_effect"] == 0.8
+    recorded = json.loads((out / "neurons.json").read_text())["distinct_total"]
+    assert int(_metrics(at)["Language neurons"]) == recorded
+    # The folder is rewritten with other languages: the next run of the page reads it again.
+    compute(None, ["en", "de", "ja", "zh"], max_tokens=300, out_dir=out)
+    at.run()
+    _ok(at)
+    assert _metrics(at)["Languages"] == "4"
+
+
 def test_open_run_errors_are_clear(run_folder, tmp_path):
-    at = _app(stats_source="Open a run", url_run=str(tmp_path / "missing"))
-    assert any("is not a folder with results" in e.value for e in at.error)
-    at = _app(stats_source="Open a run", url_run=str(run_folder), run_model=str(tmp_path))
+    at = _app(run=str(tmp_path / "missing"))
+    assert any("is not a folder with results" in e.value for e in at.sidebar.error)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params["run"] = str(run_folder)
+    at.session_state["run_model"] = str(tmp_path)
+    at.run()
     assert at.error  # a model that cannot be loaded, or of another shape, is refused

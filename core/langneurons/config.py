@@ -89,12 +89,12 @@ def validate(instance: Any) -> None:
             raise ConfigError(f"{f.name} must be {kind.__name__}, got {value!r}.")
         if kind is float and not math.isfinite(cast(float, value)):
             raise ConfigError(f"{f.name} must be a finite number, got {value}.")
-        problem = _range_problem(f.name, value, f.metadata)
+        problem = range_problem(f.name, value, f.metadata)
         if problem:
             raise ConfigError(problem)
 
 
-def _range_problem(name: str, value: Any, meta: Mapping[str, Any]) -> str:
+def range_problem(name: str, value: Any, meta: Mapping[str, Any]) -> str:
     """What is wrong with ``value`` under a setting's range metadata ("" when nothing)."""
     if meta.get("minimum") is not None and value < meta["minimum"]:
         return f"{name} must be at least {meta['minimum']}, got {value}."
@@ -185,7 +185,7 @@ def parse_setting(info: SettingInfo, ranges: Any = None) -> Any:
         except ValueError:
             kind = "a whole number" if info.kind is int else "a number"
             raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
-        problem = _range_problem(info.name, value, ranges or {})
+        problem = range_problem(info.name, value, ranges or {})
         if problem:
             raise argparse.ArgumentTypeError(problem.removeprefix(f"{info.name} "))
         return value

@@ -1,0 +1,89 @@
+"""Ablation matrix: each language's held-out NLL with each language's neurons
+deactivated in turn (rows: neurons off; columns: the language evaluated)."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dashboard import charts, widgets
+from dashboard.state import PageContext, long_job, page_context
+from langneurons.corpus import load_corpus
+from langneurons.evaluation import AblationMatrix, cached_ablation_matrix
+from langneurons.progress import ProgressEvent
+
+SCALES = {
+    "NLL per token": ("nll", ".2f", "NLL per token with a language's neurons off"),
+    "Perplexity": ("perplexity", ".1f", "Perplexity with a language's neurons off"),
+    "Increase over unmodified": ("increase", "+.2f", "NLL increase over the unmodified model"),
+}
+
+
+def _compute(ctx: PageContext, chosen: list[str], max_tokens: int) -> AblationMatrix:
+    with long_job(ctx.settings):
+        bar = st.progress(0.0, text="Evaluating...")
+
+        def on_progress(event: ProgressEvent) -> None:
+            if event.total:
+                bar.progress(event.done / event.total, text=event.message)
+
+        try:
+            return cached_ablation_matrix(
+                ctx.lm,
+                ctx.selection.masks,
+                ctx.selection.languages,
+                load_corpus(ctx.settings.corpus, chosen),
+                languages=chosen,
+                max_tokens=max_tokens,
+                progress=on_progress,
+            )
+        finally:
+            bar.empty()
+
+
+def render(ctx: PageContext) -> None:
+    languages = ctx.selection.languages
+    chosen = st.multiselect(
+        "Languages",
+        languages,
+        default=languages[:6],
+        key="ab_langs",
+        format_func=widgets.language_label,
+    )
+    c1, c2 = st.columns(2)
+    max_tokens = int(
+        c1.number_input("Held-out tokens per language", 50, 5000, 300, 50, key="ab_tokens")
+    )
+    scale = c2.radio("Show", list(SCALES), horizontal=True, key="ab_scale") or "NLL per token"
+    steps = len(chosen) * (len(chosen) + 1)
+    st.caption(
+        f"{steps} evaluations; about {steps * max_tokens / 200:.0f} s on two cores the first "
+        "time, then cached."
+    )
+    key = (
+        ctx.settings.statistics_key(),
+        repr(ctx.settings.selection),
+        tuple(chosen),
+        max_tokens,
+    )
+    if st.button("Compute the matrix", type="primary", key="ab_go", disabled=len(chosen) < 2):
+        st.session_state["ab_result"] = (key, _compute(ctx, chosen, max_tokens))
+    found = st.session_state.get("ab_result")
+    if found is None or found[0] != key:
+        st.info(
+            "Choose two or more languages and compute: rows deactivate one language's "
+            "neurons, columns are the held-out text evaluated."
+        )
+        return
+    matrix: AblationMatrix = found[1]
+    name, fmt, title = SCALES[scale]
+    grid = np.array(matrix.grid(name))
+    widgets.plot(charts.nll_heatmap(grid, matrix.languages, title, fmt), "ablation")
+    base = ", ".join(f"{c} {matrix.base[c]:.2f}" for c in matrix.languages)
+    st.caption(
+        f"Unmodified NLL: {base}. Mean increase on the diagonal over off it: "
+        f"{matrix.diagonal_ratio():.1f}x."
+    )
+
+
+render(page_context())

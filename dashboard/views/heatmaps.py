@@ -1,0 +1,138 @@
+"""Heatmaps: activation probability per language, or the selection's score, layer x
+neuron, selected neurons circled; a sortable table of the selected neurons."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dashboard import charts, widgets
+from dashboard.state import PageContext, page_context, remember, seed
+from langneurons import analysis
+
+PROBABILITY = "Activation probability"
+
+
+def _chosen_row() -> None:
+    """Table selection callback: remember the row's neuron and go to the inspector once
+    per new selection (the browser sends the selection again on later reruns)."""
+    rows = st.session_state["hm_table"].selection.rows
+    if not rows:
+        return
+    record = st.session_state["hm_records"][rows[0]]
+    picked = (int(record["layer"]), int(record["neuron"]))
+    if st.session_state.get("hm_handled") != picked:
+        st.session_state["hm_handled"] = picked
+        _inspect(*picked)
+
+
+def _inspect(layer: int, neuron: int) -> None:
+    for key, value in (("insp_layer", int(layer)), ("insp_neuron", int(neuron))):
+        st.session_state.pop(key, None)
+        remember(key, value)
+    st.session_state["_goto_inspector"] = True
+
+
+def _matrix(ctx: PageContext, metric: str, language: str) -> tuple[np.ndarray, str, str, str]:
+    """The layer x neuron values to draw, with title, colour-bar label and scale."""
+    stats, selection = ctx.result.statistics, ctx.selection
+    if metric == PROBABILITY:
+        k = stats.languages.index(language)
+        return (
+            stats.probabilities()[..., k].numpy(),
+            f"Activation probability on {language}",
+            "p",
+            "Viridis",
+        )
+    key = selection.score_key or ""
+    score = selection.scores[key]
+    if score.dim() == 3:
+        score = score[..., stats.languages.index(language)]
+        title = f"{key} for {language}"
+    else:
+        title = key
+    values = score.numpy().astype(np.float64).copy()
+    values[~np.isfinite(values)] = np.nan
+    scale = "Viridis_r" if selection.score_ascending else "Viridis"
+    return values, f"{title} (blank: filtered out)", key, scale
+
+
+def render(ctx: PageContext) -> None:
+    if st.session_state.pop("_goto_inspector", False):  # a row or the button picked a neuron
+        st.switch_page("views/inspector.py")
+    lm, selection, stats = ctx.lm, ctx.selection, ctx.result.statistics
+    languages = stats.languages
+    metrics = [PROBABILITY] + ([f"Score: {selection.score_key}"] if selection.score_key else [])
+    c1, c2, c3 = st.columns([2, 2, 3])
+    seed("hm_metric", PROBABILITY)
+    if st.session_state["hm_metric"] not in metrics:
+        st.session_state["hm_metric"] = PROBABILITY
+    metric = str(c1.radio("Show", metrics, horizontal=True, key="hm_metric"))
+    seed("hm_lang", languages[0])
+    if st.session_state["hm_lang"] not in languages:
+        st.session_state["hm_lang"] = languages[0]
+    score = selection.scores.get(selection.score_key or "")
+    per_language = metric == PROBABILITY or (score is not None and score.dim() == 3)
+    language = str(
+        c2.selectbox(
+            "Language",
+            languages,
+            key="hm_lang",
+            format_func=widgets.language_label,
+            disabled=not per_language,
+        )
+    )
+    n = lm.num_neurons
+    seed("hm_range", (0, n))
+    low, high = st.session_state["hm_range"]
+    st.session_state["hm_range"] = (min(max(low, 0), n - 1), min(max(high, 1), n))
+    zoom: tuple[int, int] = c3.slider("Neurons (zoom)", 0, n, key="hm_range")  # type: ignore[assignment]
+    low, high = zoom
+    for key, value in (("hm_metric", metric), ("hm_lang", language), ("hm_range", (low, high))):
+        remember(key, None if key == "hm_range" and value == (0, n) else value)
+    if high - low < 1:
+        st.warning("Choose a range of at least one neuron.")
+        return
+    full, title, bar, scale = _matrix(ctx, metric, language)
+    pooled, pool = analysis.pool_columns(full[:, low:high], max_columns=2048)
+    marked = languages.index(language) if per_language else None
+    mask = analysis.membership_mask(selection, marked, (lm.num_layers, n))[:, low:high]
+    rows, cols = np.nonzero(mask)
+    figure = charts.neuron_heatmap(pooled, title, bar, low, pool, (rows, low + cols), scale)
+    widgets.plot(figure, "heatmap")
+    _table(ctx)
+
+
+def _table(ctx: PageContext) -> None:
+    lm, selection = ctx.lm, ctx.selection
+    st.subheader("Selected neurons")
+    records = analysis.neuron_records(selection, ctx.result.statistics)
+    if records:
+        st.session_state["hm_records"] = records
+        event = st.dataframe(
+            records,
+            width="stretch",
+            height=300,
+            hide_index=True,
+            key="hm_table",
+            on_select=_chosen_row,
+            selection_mode="single-row",
+        )
+        if not event.selection.rows:
+            st.session_state.pop("hm_handled", None)  # a fresh table: any row may be picked
+    else:
+        st.info("No neurons are selected with these settings.")
+    st.caption(
+        "Sort the table by clicking a column header; select a row, or give a layer and "
+        "neuron below, to inspect it."
+    )
+    c1, c2, c3 = st.columns([1, 1, 2])
+    default_layer, default_neuron = analysis.most_specific_neuron(
+        selection, (lm.num_layers, lm.num_neurons)
+    )
+    layer = c1.number_input("Layer", 0, lm.num_layers - 1, default_layer, key="pick_layer")
+    neuron = c2.number_input("Neuron", 0, lm.num_neurons - 1, default_neuron, key="pick_neuron")
+    c3.button("Inspect this neuron", key="pick_go", on_click=_inspect, args=(layer, neuron))
+
+
+render(page_context())

@@ -1,0 +1,245 @@
+"""Playground: a prompt continued by the unmodified model and, beside it, with language
+neurons deactivated or steered; both stream as they are generated.
+
+Each control starts from what its label promises and stays in step with the others:
+the example box names the example the prompt holds (or "custom"), the two modes keep
+their own choices, Reset restores every control, and a new set of languages keeps only
+the choices it still allows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from dashboard import widgets
+from dashboard.state import PageContext, forget, page_context, remember, seed
+from langneurons.config import ConfigError
+from langneurons.errors import LangNeuronsError
+from langneurons.generation import GenerationConfig, stream_side_by_side
+from langneurons.interventions import Intervention
+from langneurons.prompts import example_prompts
+from langneurons.workflows import NothingToChange, intervention_for
+
+MODES = ("Deactivate", "Steer")
+CUSTOM = "(custom)"
+MAX_PROMPT_CHARS = 2000
+
+
+def _defaults(languages: list[str], num_layers: int) -> dict[str, Any]:
+    """What every control shows on a first visit and after Reset."""
+    examples = example_prompts(languages)
+    # French first (the classic demo), else the first language other than English, whose
+    # few neurons change little.
+    example = next((c for c in ("fr", *examples) if c in examples and c != "en"), None)
+    example = example or next(iter(examples), CUSTOM)
+    target = next((c for c in ("ja", "fr", "de") if c in languages and c != example), None)
+    return {
+        "pg_example": example,
+        "pg_prompt": examples.get(example, "Hello"),
+        "pg_mode": MODES[0],
+        "pg_off": [example] if example in languages else languages[:1],
+        "pg_target": target or languages[-1],
+        "pg_strength": 1.0,
+        "pg_steer_off": [],
+        "pg_layers": (0, num_layers - 1),
+        "pg_pairs": "",
+    }
+
+
+def _settle(languages: list[str], num_layers: int) -> dict[str, str]:
+    """Seed every control (remembered values, the link, else defaults) and drop choices
+    the current languages no longer allow; returns the example prompts."""
+    defaults = _defaults(languages, num_layers)
+    for key, value in defaults.items():
+        seed(key, value)
+    examples = example_prompts(languages)
+    state = st.session_state
+    if state["pg_example"] != CUSTOM and state["pg_example"] not in examples:
+        state["pg_example"], state["pg_prompt"] = defaults["pg_example"], defaults["pg_prompt"]
+    if state["pg_mode"] not in MODES:
+        state["pg_mode"] = MODES[0]
+    kept_off = [c for c in state["pg_off"] if c in languages]
+    # Languages that are gone leave the default choice, not an empty one.
+    state["pg_off"] = kept_off if kept_off or not state["pg_off"] else defaults["pg_off"]
+    state["pg_steer_off"] = [c for c in state["pg_steer_off"] if c in languages]
+    if state["pg_target"] not in languages:
+        state["pg_target"] = defaults["pg_target"]
+    low, high = state["pg_layers"]
+    high = min(max(high, 0), num_layers - 1)
+    state["pg_layers"] = (min(max(low, 0), high), high)
+    state["pg_strength"] = min(max(float(state["pg_strength"]), 0.0), 8.0)
+    return examples
+
+
+def _example_chosen() -> None:
+    example = st.session_state["pg_example"]
+    examples = st.session_state["_pg_examples"]
+    if example in examples:
+        st.session_state["pg_prompt"] = examples[example]
+
+
+def _prompt_edited() -> None:
+    """The example box follows the prompt: the example it holds, or custom."""
+    prompt = st.session_state["pg_prompt"]
+    examples = st.session_state["_pg_examples"]
+    st.session_state["pg_example"] = next((c for c, t in examples.items() if t == prompt), CUSTOM)
+
+
+def _reset() -> None:
+    forget("pg_")
+    st.session_state.pop("pg_last", None)
+
+
+def _controls(ctx: PageContext, examples: dict[str, str]) -> dict[str, Any]:
+    """The prompt and the intervention's controls; returns the choices."""
+    languages, num_layers = ctx.selection.languages, ctx.lm.num_layers
+    st.session_state["_pg_examples"] = examples
+    c1, c2 = st.columns([1, 3])
+    c1.selectbox(
+        "Example prompt",
+        [CUSTOM, *examples],
+        key="pg_example",
+        format_func=lambda c: c if c == CUSTOM else f"{widgets.language_label(c)}",
+        on_change=_example_chosen,
+    )
+    c2.text_area(
+        "Prompt", key="pg_prompt", height=80, max_chars=MAX_PROMPT_CHARS, on_change=_prompt_edited
+    )
+    mode = st.radio("Intervention", MODES, horizontal=True, key="pg_mode")
+    c1, c2, c3 = st.columns(3)
+    if mode == "Deactivate":
+        c1.multiselect(
+            "Deactivate the neurons of", languages, key="pg_off", format_func=widgets.language_label
+        )
+        c3.text_input("Single neurons to deactivate (layer:neuron, ...)", key="pg_pairs")
+    else:
+        c1.selectbox(
+            "Steer towards", languages, key="pg_target", format_func=widgets.language_label
+        )
+        c3.slider(
+            "Strength (x mean activation)",
+            0.0,
+            8.0,
+            step=0.25,
+            key="pg_strength",
+            help="1-2 usually keeps fluent text; from 3 it degrades; at 5 and above it "
+            "collapses into repeated tokens.",
+        )
+        st.multiselect(
+            "Also deactivate (empty: the prompt's own language, detected)",
+            languages,
+            key="pg_steer_off",
+            format_func=widgets.language_label,
+        )
+    c2.slider("Layers", 0, num_layers - 1, key="pg_layers")
+    choices = {key: st.session_state[key] for key in _defaults(languages, num_layers)}
+    for key, value in choices.items():
+        remember(key, value)
+    return choices
+
+
+def _intervention(ctx: PageContext, choices: dict[str, Any]) -> Intervention:
+    """The choices as an intervention (the library's rule, shared with ``generate``)."""
+    low, high = choices["pg_layers"]
+    layers = None if (low, high) == (0, ctx.lm.num_layers - 1) else f"{low}-{high}"
+    steering = choices["pg_mode"] == "Steer"
+    return intervention_for(
+        ctx.lm,
+        ctx.selection.masks,
+        ctx.selection.languages,
+        ctx.result.statistics,
+        deactivate_languages=choices["pg_steer_off"] if steering else choices["pg_off"],
+        steer_language=choices["pg_target"] if steering else None,
+        strength=float(choices["pg_strength"]),
+        layers=layers,
+        neurons=None if steering else (choices["pg_pairs"].strip() or None),
+        prompt=choices["pg_prompt"],
+    )
+
+
+def _describe(intervention: Intervention) -> str:
+    return ", ".join(f"{k} {v}" for k, v in intervention.describe().items())
+
+
+def _show(pair: dict[str, Any], slots: tuple[Any, Any] | None = None) -> None:
+    """The last comparison: the two boxes with their languages."""
+    if slots is None:
+        left, right = st.columns(2)
+        left.markdown("**Unmodified**")
+        right.markdown(f"**Modified** — {pair['intervention']}")
+        slots = (left.empty(), right.empty())
+    slots[0].markdown(
+        widgets.output_box(pair["prompt"], pair["baseline"], pair["baseline_language"]),
+        unsafe_allow_html=True,
+    )
+    slots[1].markdown(
+        widgets.output_box(pair["prompt"], pair["modified"], pair["modified_language"]),
+        unsafe_allow_html=True,
+    )
+
+
+def _generate(ctx: PageContext, choices: dict[str, Any], config: GenerationConfig) -> None:
+    prompt = choices["pg_prompt"]
+    try:
+        intervention = _intervention(ctx, choices)
+        steps = stream_side_by_side(
+            ctx.lm, prompt, intervention, config, sorted({*ctx.selection.languages, "en"})
+        )
+        first = next(steps)  # bad input fails here, before any box is drawn
+    except NothingToChange:
+        st.warning(
+            "Nothing to change: choose languages to deactivate, a language to steer towards, "
+            "or single neurons."
+        )
+        return
+    except LangNeuronsError as exc:
+        st.error(str(exc))
+        return
+    left, right = st.columns(2)
+    left.markdown("**Unmodified**")
+    right.markdown(f"**Modified** — {_describe(intervention)}")
+    slots = (left.empty(), right.empty())
+    state = first
+    for state in [first, *steps]:
+        for slot, text in zip(slots, (state.baseline, state.modified), strict=True):
+            slot.markdown(
+                widgets.output_box(prompt, text, waiting=not state.done), unsafe_allow_html=True
+            )
+    pair = {
+        "prompt": prompt,
+        "baseline": state.baseline,
+        "modified": state.modified,
+        "baseline_language": state.baseline_language[0],
+        "modified_language": state.modified_language[0],
+        "intervention": _describe(intervention),
+    }
+    st.session_state["pg_last"] = pair
+    _show(pair, slots)
+
+
+def render(ctx: PageContext) -> None:
+    examples = _settle(ctx.selection.languages, ctx.lm.num_layers)
+    choices = _controls(ctx, examples)
+    with st.expander("Generation"):
+        values = widgets.setting_widgets(GenerationConfig, st, prefix="pg_gen_", numbers=True)
+    b1, b2, _ = st.columns([1, 1, 5])
+    go = b1.button("Generate", type="primary", key="pg_go", width="stretch")
+    b2.button("Reset", key="pg_reset", on_click=_reset, width="stretch")
+    if not go:
+        if "pg_last" in st.session_state:
+            _show(st.session_state["pg_last"])
+        return
+    if not choices["pg_prompt"].strip():
+        st.warning("Write a prompt to continue, or pick an example.")
+        return
+    try:
+        config = GenerationConfig(**values)
+    except ConfigError as exc:
+        st.error(str(exc))
+        return
+    _generate(ctx, choices, config)
+
+
+render(page_context())

@@ -1,0 +1,112 @@
+"""Small widgets several pages share: a chart with its download, the output box of a
+continuation, language labels, settings sliders built from the library's settings
+classes, and the progress bar of a computation."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import streamlit as st
+
+from dashboard.state import remember, seed
+from langneurons.config import describe
+from langneurons.corpus import language_name
+from langneurons.progress import ComputeProgress, ProgressEvent
+
+
+def plot(fig: Any, key: str) -> None:
+    """A Plotly figure across the page, with an HTML download made only when clicked
+    (plotly.js inside, so it opens offline)."""
+    st.plotly_chart(fig, width="stretch", key=key)
+    st.download_button(
+        "Download figure (HTML)",
+        lambda: fig.to_html(include_plotlyjs=True),
+        file_name=f"{key}.html",
+        mime="text/html",
+        key=f"dl_{key}",
+        on_click="ignore",  # no rerun: the other buttons' files stay valid
+    )
+
+
+def language_label(code: str) -> str:
+    """``fr · French``: a code with its name, for choices."""
+    name = language_name(code)
+    return code if name == code else f"{code} · {name}"
+
+
+def output_box(prompt: str, text: str, language: str | None = None, waiting: bool = False) -> str:
+    """A continuation as HTML: its detected language as a badge, the prompt greyed, the
+    generated text after it (all escaped)."""
+    badge = ""
+    if language:
+        label = html.escape(language_label(language))
+        badge = (
+            "<span class='ln-lang' style='background:#3b5bdb;color:white;border-radius:4px;"
+            f"padding:1px 6px;font-size:.8em'>{label}</span><br>"
+        )
+    cursor = "<span style='color:#adb5bd'> ▍</span>" if waiting else ""
+    return (
+        "<div class='ln-output' style='border:1px solid #dde2ea;border-radius:6px;"
+        f"padding:.6em;min-height:6em;font-size:1.05em;line-height:1.5'>{badge}"
+        f"<span style='color:#868e96'>{html.escape(prompt)}</span>{html.escape(text)}{cursor}"
+        "</div>"
+    )
+
+
+def setting_widgets(
+    config_type: type, container: Any, prefix: str = "sel_", numbers: bool = False
+) -> dict[str, Any]:
+    """One slider (or number box, with ``numbers``; a checkbox for a flag) per setting of
+    a library settings class, its range, step, label and help from the class; returns the
+    chosen values by setting name."""
+    values: dict[str, Any] = {}
+    for info in describe(config_type):
+        key = f"{prefix}{info.name}"
+        seed(key, info.default)
+        if info.kind is bool:
+            values[info.name] = container.checkbox(info.label, key=key, help=info.help)
+        elif numbers:
+            values[info.name] = container.number_input(
+                info.label,
+                min_value=None if info.minimum is None else info.kind(info.minimum),
+                max_value=None if info.maximum is None else info.kind(info.maximum),
+                step=info.kind(info.step or 1),
+                key=key,
+                help=info.help,
+            )
+        else:
+            low, high = info.slider or (info.minimum, info.maximum)
+            step = info.step or (1 if info.kind is int else 0.01)
+            value = st.session_state[key]
+            if low is not None and high is not None:  # a link may carry a value off the slider
+                st.session_state[key] = info.kind(min(max(value, low), high))
+            values[info.name] = container.slider(
+                info.label,
+                info.kind(low),
+                info.kind(high),
+                step=info.kind(step),
+                key=key,
+                help=info.help,
+                format="%.3f" if info.kind is float and step < 0.01 else None,
+            )
+        remember(key, values[info.name])
+    return values
+
+
+class ComputeBar:
+    """A progress bar for ``compute``: the language, its tokens, languages done and the
+    time left (the library's estimate)."""
+
+    def __init__(self, languages: list[str]) -> None:
+        self.tracker = ComputeProgress(languages)
+        self.bar = st.progress(0.0, text="Preparing...")
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.tracker.update(event):
+            self.bar.progress(self.tracker.fraction, text=self.tracker.describe())
+        elif event.message:
+            self.bar.progress(self.tracker.fraction, text=event.message)
+
+    def close(self) -> None:
+        self.bar.empty()
