@@ -190,5 +190,5 @@ def nll_heatmap(matrix: np.ndarray, languages: Sequence[str], title: str, fmt: s
         )
     )
     fig.update_xaxes(title="evaluated language")
-    fig.update_yaxes(title="neurons switched off", autorange="reversed")
+    fig.update_yaxes(title="neurons deactivated", autorange="reversed")
     return _layout(fig, title, height=max(340, 45 * len(languages) + 120))
