@@ -100,7 +100,7 @@ def test_batched_counts_match_unbatched(make_tiny_model, tiny_tokenizer):
 
 
 def test_counter_removes_hooks_after_an_exception(tiny_model):
-    with pytest.raises(RuntimeError, match="boom"), NeuronCounter(tiny_model.modules, False):
+    with pytest.raises(RuntimeError, match="boom"), NeuronCounter(tiny_model, False):
         assert all(len(m._forward_hooks) == 1 for m in tiny_model.modules)
         raise RuntimeError("boom")
     assert all(not m._forward_hooks for m in tiny_model.modules)

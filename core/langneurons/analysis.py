@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .corpus import Corpus, text_ids
+from . import hooks
+from .corpus import Corpus, text_ids, token_piece
 from .models import LoadedModel
 from .selection import Selection
 from .stats import Statistics
@@ -163,14 +164,6 @@ def neuron_profile(stats: Statistics, layer: int, neuron: int) -> dict[str, dict
     }
 
 
-def token_text(tokenizer: Any, token_id: int) -> str:
-    """A token as text; byte-level pieces that are not valid UTF-8 alone show as raw tokens."""
-    text = tokenizer.decode([token_id])
-    if "\ufffd" in text:
-        return str(tokenizer.convert_ids_to_tokens(token_id))
-    return text
-
-
 def promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 12) -> dict[str, list]:
     """Output tokens a neuron pushes up and down: its down-projection column through the
     unembedding (the direct effect, ignoring the final norm's scale)."""
@@ -186,7 +179,7 @@ def promoted_tokens(lm: LoadedModel, layer: int, neuron: int, k: int = 12) -> di
 
     def tokens(ids: torch.Tensor, values: torch.Tensor) -> list[tuple[str, float]]:
         return [
-            (token_text(lm.tokenizer, int(i)), float(v))
+            (token_piece(lm.tokenizer, int(i)), float(v))
             for i, v in zip(ids.tolist(), values.tolist(), strict=True)
         ]
 
@@ -218,26 +211,24 @@ def layer_activations(
     Returns ``(language, tokens, values [tokens, N])`` per paragraph; capture this once
     per layer, then any neuron of the layer is a column away.
     """
-    module = lm.modules[layer]
     captured: list[torch.Tensor] = []
-    handle = module.register_forward_hook(
-        lambda _m, _i, out: captured.append(out.reshape(-1, out.shape[-1]).float().cpu())
-    )
+
+    def capture(values: torch.Tensor) -> None:
+        captured.append(values.reshape(-1, values.shape[-1]).float().cpu())
+
     results = []
     bos = getattr(lm.tokenizer, "bos_token_id", None)
-    try:
-        with torch.inference_mode():
-            for code in languages:
-                for paragraph in corpus.texts[code].paragraphs[:paragraphs_per_language]:
-                    ids = text_ids(lm.tokenizer, paragraph, 256).tolist()
-                    full = ([bos] if bos is not None else []) + ids
-                    captured.clear()
-                    lm.body(input_ids=torch.tensor([full], device=lm.input_device), use_cache=False)
-                    values = captured[0][1:] if bos is not None else captured[0]
-                    tokens = [lm.tokenizer.decode([i]) for i in ids]
-                    results.append((code, tokens, values))
-    finally:
-        handle.remove()
+    # A hooks client: only this thread's forward passes are captured.
+    with hooks.bound(lm, {layer: capture}), torch.inference_mode():
+        for code in languages:
+            for paragraph in corpus.texts[code].paragraphs[:paragraphs_per_language]:
+                ids = text_ids(lm.tokenizer, paragraph, 256).tolist()
+                full = ([bos] if bos is not None else []) + ids
+                captured.clear()
+                lm.body(input_ids=torch.tensor([full], device=lm.input_device), use_cache=False)
+                values = captured[0][1:] if bos is not None else captured[0]
+                tokens = [lm.tokenizer.decode([i]) for i in ids]
+                results.append((code, tokens, values))
     return results
 
 

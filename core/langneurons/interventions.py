@@ -8,28 +8,22 @@ Builders make the usual ones: :func:`deactivate` (set to 0, as the reference),
 during generation too.
 
 :func:`apply` is the context manager that makes an intervention act on a model.
-It is safe when several threads share one loaded model: the forward hooks (one per
-activation module) are installed while at least one intervention is active and read
-the edits of the *calling thread's* context (a :mod:`contextvars` variable), so one
-thread's intervention never touches another thread's forward pass; the last one to
-leave removes the hooks, also after an exception.
+It is a client of :mod:`langneurons.hooks`, so it is safe when several threads share one
+loaded model: the edits act only on the forward passes of the calling thread's context,
+and nothing stays attached after the block, also after an exception.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import re
-import threading
-import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import torch
-from torch import nn
 
+from . import hooks
 from .errors import LangNeuronsError
 from .families import resolve_activation_modules
 from .models import LoadedModel
@@ -213,73 +207,30 @@ def validate(lm: LoadedModel, intervention: Intervention) -> None:
             raise InterventionError(f"Layer {edit.layer}: intervention values must be finite.")
 
 
-# id(activation module) -> edits of the current context, in order.
-_ACTIVE: contextvars.ContextVar[Mapping[int, tuple[NeuronEdit, ...]]] = contextvars.ContextVar(
-    "langneurons_active_edits", default=MappingProxyType({})
-)
+def _edit_handler(
+    edits: tuple[NeuronEdit, ...], rows: slice | None, batch: int | None
+) -> hooks.Handler:
+    """A hooks client that writes ``edits`` into a layer's neuron values (of ``rows`` of the
+    batch only, when given)."""
 
+    def handle(output: torch.Tensor) -> torch.Tensor:
+        # In place where no gradient flows (generation, evaluation); a copy otherwise.
+        out = output if not torch.is_grad_enabled() else output.clone()
+        target = out if rows is None else hooks.rows_view(out, batch or 1)[rows]
+        for edit in edits:
+            neurons, values = edit.neurons, edit.values
+            if neurons.device != target.device:  # first use on this device: move once per call
+                neurons, values = neurons.to(target.device), values.to(target.device)
+            values = values.to(target.dtype)
+            if edit.mode == "set":
+                target[..., neurons] = values
+            elif edit.mode == "add":
+                target[..., neurons] += values
+            else:
+                target[..., neurons] *= values
+        return out
 
-def _hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
-    edits = _ACTIVE.get().get(id(module))
-    if not edits:
-        return None
-    # In place where no gradient flows (generation, evaluation); a copy otherwise.
-    out = output if not torch.is_grad_enabled() else output.clone()
-    for edit in edits:
-        neurons = edit.neurons
-        values = edit.values
-        if neurons.device != out.device:  # first use on this device: move once per call
-            neurons, values = neurons.to(out.device), values.to(out.device)
-        values = values.to(out.dtype)
-        if edit.mode == "set":
-            out[..., neurons] = values
-        elif edit.mode == "add":
-            out[..., neurons] += values
-        else:
-            out[..., neurons] *= values
-    return out
-
-
-class _Hooks:
-    """Reference-counted forward hooks on one model's activation modules."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.users = 0
-        self.handles: list[Any] = []
-
-    def acquire(self, modules: Sequence[nn.Module]) -> None:
-        with self.lock:
-            if self.users == 0:
-                try:
-                    self.handles = [m.register_forward_hook(_hook) for m in modules]
-                except BaseException:
-                    self._remove()
-                    raise
-            self.users += 1
-
-    def release(self) -> None:
-        with self.lock:
-            self.users -= 1
-            if self.users == 0:
-                self._remove()
-
-    def _remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-
-_HOOKS: weakref.WeakKeyDictionary[nn.Module, _Hooks] = weakref.WeakKeyDictionary()
-_HOOKS_LOCK = threading.Lock()
-
-
-def _hooks_for(model: nn.Module) -> _Hooks:
-    with _HOOKS_LOCK:
-        hooks = _HOOKS.get(model)
-        if hooks is None:
-            hooks = _HOOKS[model] = _Hooks()
-        return hooks
+    return handle
 
 
 @dataclass(frozen=True)
@@ -287,8 +238,7 @@ class PreparedIntervention:
     """An intervention checked against one model, its edits on the layers' devices."""
 
     lm: LoadedModel
-    modules: tuple[nn.Module, ...]
-    edits: Mapping[int, tuple[NeuronEdit, ...]]  # id(activation module) -> edits
+    edits: Mapping[int, tuple[NeuronEdit, ...]]  # layer -> edits
 
 
 def prepare(lm: LoadedModel, intervention: Intervention) -> PreparedIntervention:
@@ -304,23 +254,24 @@ def prepare(lm: LoadedModel, intervention: Intervention) -> PreparedIntervention
         raise InterventionError(
             f"{lm.name}'s activation modules changed since it was loaded; load it again."
         )
-    device_edits: dict[int, list[NeuronEdit]] = {}
+    by_layer: dict[int, list[NeuronEdit]] = {}
     for edit in intervention.edits:
-        module = modules[edit.layer]
         device = lm.layer_device(edit.layer)
         if device is not None:
             edit = NeuronEdit(
                 edit.layer, edit.neurons.to(device), edit.mode, edit.values.to(device)
             )
-        device_edits.setdefault(id(module), []).append(edit)
-    return PreparedIntervention(
-        lm, tuple(modules), {key: tuple(edits) for key, edits in device_edits.items()}
-    )
+        by_layer.setdefault(edit.layer, []).append(edit)
+    return PreparedIntervention(lm, {layer: tuple(e) for layer, e in by_layer.items()})
 
 
 @contextlib.contextmanager
-def activate(prepared: PreparedIntervention | None) -> Iterator[None]:
-    """Make a prepared intervention act in this thread's context until the block ends.
+def activate(
+    prepared: PreparedIntervention | None, rows: slice | None = None, batch: int | None = None
+) -> Iterator[None]:
+    """Make a prepared intervention act in this thread's context until the block ends; with
+    ``rows``, only on those rows of a batch of ``batch`` sequences (the modified row of a
+    side-by-side generation).
 
     Cheap enough to wrap each forward pass: generators that interleave (a baseline and
     a modified stream in one thread) must not hold an intervention across ``yield``,
@@ -329,17 +280,9 @@ def activate(prepared: PreparedIntervention | None) -> Iterator[None]:
     if prepared is None or not prepared.edits:
         yield
         return
-    current = dict(_ACTIVE.get())
-    for key, edits in prepared.edits.items():
-        current[key] = current.get(key, ()) + edits
-    hooks = _hooks_for(prepared.lm.model)
-    hooks.acquire(prepared.modules)
-    token = _ACTIVE.set(current)
-    try:
+    handlers = {layer: _edit_handler(edits, rows, batch) for layer, edits in prepared.edits.items()}
+    with hooks.bound(prepared.lm, handlers, hooks.EDIT):
         yield
-    finally:
-        _ACTIVE.reset(token)
-        hooks.release()
 
 
 @contextlib.contextmanager
@@ -357,5 +300,5 @@ def apply(lm: LoadedModel, intervention: Intervention | None) -> Iterator[None]:
 
 
 def active_hook_count(lm: LoadedModel) -> int:
-    """Number of LangNeurons forward hooks now on ``lm`` (0 when no intervention is active)."""
-    return sum(1 for m in lm.modules for hook in m._forward_hooks.values() if hook is _hook)
+    """Number of LangNeurons forward hooks now on ``lm`` (0 when nothing is active)."""
+    return hooks.active_hook_count(lm)

@@ -17,20 +17,20 @@ are saved every ``checkpoint_tokens`` tokens, so a long language resumes mid-way
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
+from . import hooks
 from .errors import CacheError
 from .models import LoadedModel
 from .paths import cache_dir
@@ -104,32 +104,34 @@ class Statistics:
 
 
 class NeuronCounter:
-    """Forward hooks that reduce each layer's neuron values where they are computed.
+    """A :mod:`langneurons.hooks` client that reduces each layer's neuron values where
+    they are computed, in this thread's forward passes only.
 
-    Use as a context manager around forward passes; the hooks are removed on exit,
-    also after an exception.  ``skip_first`` drops the first position of every
-    sequence (the BOS token) from the counts; set :attr:`batch_shape` to the
-    ``(batch, length)`` of each forward pass, since some families (OPT) flatten
-    positions to ``[batch * length, neurons]`` inside the MLP.
+    Use as a context manager around forward passes; nothing stays attached after the
+    block, also after an exception, and forward passes of other threads sharing the model
+    are not counted.  ``skip_first`` drops the first position of every sequence (the BOS
+    token) from the counts; set :attr:`batch_shape` to the ``(batch, length)`` of each
+    forward pass, since some families (OPT) flatten positions to ``[batch * length,
+    neurons]`` inside the MLP.
     """
 
     def __init__(
         self,
-        modules: Sequence[nn.Module],
+        lm: LoadedModel,
         skip_first: bool,
         initial: LanguageStats | None = None,
     ) -> None:
-        self.modules = list(modules)
+        self.lm = lm
         self.skip_first = skip_first
         self.initial = initial  # counts to continue from (a resumed checkpoint)
-        self._handles: list[Any] = []
+        self._binding: contextlib.ExitStack | None = None
         # Per layer, on that layer's device: [over_zero int64, sums float64, sq_sums float64].
         self.accumulators: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.tokens = initial.tokens if initial is not None else 0
         self.batch_shape: tuple[int, int] | None = None
 
-    def _hook(self, layer: int) -> Callable[[nn.Module, Any, torch.Tensor], None]:
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+    def _handler(self, layer: int) -> hooks.Handler:
+        def handle(output: torch.Tensor) -> None:
             if self.batch_shape is not None:
                 output = output.reshape(*self.batch_shape, output.shape[-1])
             values = output[:, 1:] if self.skip_first else output
@@ -142,7 +144,7 @@ class NeuronCounter:
             sums += as_float.sum(dim=0)
             sq_sums += (as_float * as_float).sum(dim=0)
 
-        return hook
+        return handle
 
     def _start(
         self, layer: int, width: int, device: torch.device
@@ -161,27 +163,22 @@ class NeuronCounter:
         )
 
     def __enter__(self) -> NeuronCounter:
-        try:
-            for layer, module in enumerate(self.modules):
-                self._handles.append(module.register_forward_hook(self._hook(layer)))
-        except BaseException:
-            self.remove()
-            raise
+        stack = contextlib.ExitStack()
+        handlers = {layer: self._handler(layer) for layer in range(self.lm.num_layers)}
+        stack.enter_context(hooks.bound(self.lm, handlers, hooks.OBSERVE))
+        self._binding = stack
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        if self._binding is not None:
+            self._binding.close()
+            self._binding = None
 
     def result(self) -> LanguageStats:
         """The counts so far, on the CPU."""
-        if len(self.accumulators) != len(self.modules):
+        if len(self.accumulators) != self.lm.num_layers:
             raise RuntimeError("Some layers never ran: no statistics to report.")
-        parts = [self.accumulators[layer] for layer in range(len(self.modules))]
+        parts = [self.accumulators[layer] for layer in range(self.lm.num_layers)]
         return LanguageStats(
             over_zero=torch.stack([p[0].cpu() for p in parts]),
             tokens=self.tokens,
@@ -262,7 +259,7 @@ def collect_language_stats(
         return initial
     body = lm.body
     device = lm.input_device
-    counter = NeuronCounter(lm.modules, skip_first=skip_first, initial=initial)
+    counter = NeuronCounter(lm, skip_first=skip_first, initial=initial)
     saved_at = counter.tokens
     emit(
         progress,

@@ -1,0 +1,133 @@
+"""The one mechanism that reaches into a model's activation modules.
+
+Counting statistics, capturing activations for the inspector, tracing language activity
+and applying interventions are all *clients* of this module: each binds handlers to
+layers for the duration of a ``with`` block, and a handler sees (and may replace) the
+activation module's output, the neuron values ``[..., neurons]``.
+
+Several browser sessions share one loaded model, so bindings are per context: they live
+in a :mod:`contextvars` variable, and the single forward hook per activation module
+(installed while at least one binding exists anywhere, reference-counted under a lock)
+runs only the handlers of the *calling* thread or context.  One session's counting,
+capture or intervention never touches another session's forward passes, and a generator
+that interleaves with another in one thread binds around each forward pass only.
+
+Handlers of one module run in phase order: :data:`OBSERVE` (what the model computed),
+then :data:`EDIT` (interventions write their values), then :data:`OBSERVE_AFTER` (what
+flows on); within a phase, in the order they were bound (outer blocks first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import LoadedModel
+
+Handler = Callable[[torch.Tensor], torch.Tensor | None]
+"""Takes a layer's neuron values; returns a replacement tensor, or ``None`` to leave them."""
+
+OBSERVE = 0
+EDIT = 1
+OBSERVE_AFTER = 2
+
+# id(activation module) -> ((phase, handler), ...) of the current context, phase-sorted.
+_BOUND: contextvars.ContextVar[Mapping[int, tuple[tuple[int, Handler], ...]]] = (
+    contextvars.ContextVar("langneurons_bound_handlers", default=MappingProxyType({}))
+)
+
+
+def _hook(module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+    handlers = _BOUND.get().get(id(module))
+    if not handlers:
+        return None
+    value, replaced = output, False
+    for _phase, handler in handlers:
+        result = handler(value)
+        if result is not None:
+            value, replaced = result, True
+    return value if replaced else None
+
+
+class _Installed:
+    """Reference-counted forward hooks on one model's activation modules."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.handles: list[Any] = []
+
+    def acquire(self, modules: list[nn.Module]) -> None:
+        with self.lock:
+            if self.users == 0:
+                try:
+                    self.handles = [m.register_forward_hook(_hook) for m in modules]
+                except BaseException:
+                    self._remove()
+                    raise
+            self.users += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                self._remove()
+
+    def _remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+
+_INSTALLED: weakref.WeakKeyDictionary[nn.Module, _Installed] = weakref.WeakKeyDictionary()
+_INSTALLED_LOCK = threading.Lock()
+
+
+def _installed_for(model: nn.Module) -> _Installed:
+    with _INSTALLED_LOCK:
+        found = _INSTALLED.get(model)
+        if found is None:
+            found = _INSTALLED[model] = _Installed()
+        return found
+
+
+@contextlib.contextmanager
+def bound(lm: LoadedModel, handlers: Mapping[int, Handler], phase: int = OBSERVE) -> Iterator[None]:
+    """Run ``handlers[layer]`` on that layer's neuron values in every forward pass of this
+    thread or context until the block ends (nested blocks add up; all are removed on exit,
+    also after an exception)."""
+    if not handlers:
+        yield
+        return
+    current = dict(_BOUND.get())
+    for layer, handler in handlers.items():
+        key = id(lm.modules[layer])
+        merged = (*current.get(key, ()), (phase, handler))
+        current[key] = tuple(sorted(merged, key=lambda item: item[0]))  # stable: bind order
+    installed = _installed_for(lm.model)
+    installed.acquire(lm.modules)
+    token = _BOUND.set(MappingProxyType(current))
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+        installed.release()
+
+
+def active_hook_count(lm: LoadedModel) -> int:
+    """Number of LangNeurons forward hooks now on ``lm`` (0 when nothing is bound)."""
+    return sum(1 for m in lm.modules for hook in m._forward_hooks.values() if hook is _hook)
+
+
+def rows_view(values: torch.Tensor, batch: int) -> torch.Tensor:
+    """``values`` as ``[batch, positions, neurons]``: the layout of most families, and of
+    OPT's flattened ``[batch * positions, neurons]``."""
+    return values if values.dim() == 3 else values.view(batch, -1, values.shape[-1])
