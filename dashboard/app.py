@@ -25,14 +25,25 @@ from langneurons.workflows import check_model_matches
 PAGES = {
     "overview": ("Overview", ":material/dashboard:"),
     "heatmaps": ("Heatmaps", ":material/grid_on:"),
-    "inspector": ("Neuron inspector", ":material/search:"),
+    "inspector": ("Inspector", ":material/search:"),
     "neuron_map": ("Neuron map", ":material/scatter_plot:"),
     "playground": ("Playground", ":material/tune:"),
-    "ablation": ("Ablation matrix", ":material/table_chart:"),
-    "tour": ("Guided tour", ":material/school:"),
-    "share": ("Share & export", ":material/share:"),
+    "trace": ("Trace", ":material/timeline:"),
+    "ablation": ("Ablation", ":material/table_chart:"),
+    "tour": ("Tour", ":material/school:"),
+    "share": ("Share", ":material/share:"),
 }
-LEGACY_VIEWS = {title: name for name, (title, _icon) in PAGES.items()}  # old ?view= links
+# Old ?view= links named the views by these titles.
+LEGACY_VIEWS = {
+    "Overview": "overview",
+    "Heatmaps": "heatmaps",
+    "Neuron inspector": "inspector",
+    "Neuron map": "neuron_map",
+    "Playground": "playground",
+    "Ablation matrix": "ablation",
+    "Guided tour": "tour",
+    "Share & export": "share",
+}
 
 
 def navigation() -> StreamlitPage:

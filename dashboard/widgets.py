@@ -35,9 +35,15 @@ def language_label(code: str) -> str:
     return code if name == code else f"{code} · {name}"
 
 
-def output_box(prompt: str, text: str, language: str | None = None, waiting: bool = False) -> str:
+def output_box(
+    prompt: str,
+    text: str,
+    language: str | None = None,
+    waiting: bool = False,
+    body_html: str | None = None,
+) -> str:
     """A continuation as HTML: its detected language as a badge, the prompt greyed, the
-    generated text after it (all escaped)."""
+    generated text after it (all escaped), or ``body_html`` already rendered."""
     badge = ""
     if language:
         label = html.escape(language_label(language))
@@ -46,11 +52,12 @@ def output_box(prompt: str, text: str, language: str | None = None, waiting: boo
             f"padding:1px 6px;font-size:.8em'>{label}</span><br>"
         )
     cursor = "<span style='color:#adb5bd'> ▍</span>" if waiting else ""
+    if body_html is None:
+        body_html = f"<span style='color:#868e96'>{html.escape(prompt)}</span>{html.escape(text)}"
     return (
         "<div class='ln-output' style='border:1px solid #dde2ea;border-radius:6px;"
-        f"padding:.6em;min-height:6em;font-size:1.05em;line-height:1.5'>{badge}"
-        f"<span style='color:#868e96'>{html.escape(prompt)}</span>{html.escape(text)}{cursor}"
-        "</div>"
+        f"padding:.6em;min-height:6em;font-size:1.1em;line-height:1.6'>{badge}"
+        f"{body_html}{cursor}</div>"
     )
 
 

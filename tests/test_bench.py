@@ -18,6 +18,8 @@ FIGURES = [
     "nnsight_vs_forward",
     "generate_seconds",
     "generate_overhead",
+    "trace_overhead",
+    "pair_vs_single",
     "selection_seconds",
     "ablation_matrix",
     "compute",

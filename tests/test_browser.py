@@ -130,7 +130,21 @@ def _shot(page, name: str) -> None:
 def _outputs(page) -> list[str]:
     boxes = page.locator(".ln-output")
     page.wait_for_function("() => document.querySelectorAll('.ln-output .ln-lang').length === 2")
-    return [" ".join(boxes.nth(i).inner_text().split()) for i in range(2)]
+    # Line breaks show as ⏎ in coloured tokens; compare the words.
+    return [" ".join(boxes.nth(i).inner_text().replace("⏎", " ").split()) for i in range(2)]
+
+
+def _heatmap_widths(page) -> list[int]:
+    """How many tokens the two drawn trace heatmaps have (their x labels), once both are
+    drawn."""
+    handle = page.wait_for_function(
+        """() => {
+            const widths = [...document.querySelectorAll('.js-plotly-plot')]
+                .map(e => (e.data && e.data[0] && e.data[0].x) ? e.data[0].x.length : 0);
+            return widths.length === 2 && widths.every(w => w > 0) ? widths : null;
+        }"""
+    )
+    return handle.json_value()
 
 
 def _download(page, label: str, folder: Path) -> Path:
@@ -169,23 +183,35 @@ def test_every_page_in_a_real_browser(server, browser, tmp_path):
     _shot(page, "4-neuron-map")
 
     _view(page, "Playground", "Deactivate the neurons of")
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
+    # The heatmaps beside both continuations grow while the tokens stream.
+    early = _heatmap_widths(page)
+    _shot(page, "5a-playground-streaming")
     baseline, modified = _outputs(page)
     assert baseline != modified  # French neurons off changed the continuation
     assert baseline.startswith("fr · French")
     _settle(page)
+    late = _heatmap_widths(page)
+    assert len(early) == len(late) == 2 and all(a < b for a, b in zip(early, late, strict=True))
+    assert page.locator(".ln-output .ln-token").count() > 2 * late[0] - 10
+    page.get_by_text("Values after the intervention").first.scroll_into_view_if_needed()
     _shot(page, "5-playground")
 
-    _view(page, "Ablation matrix", "Held-out tokens per language")
+    _view(page, "Trace", "Each language's neurons, token by token")
+    assert page.locator(".ln-token[data-lang=fr]").count() > 3
+    assert page.locator(".ln-token[data-lang=ja]").count() > 3
+    _shot(page, "5d-trace")
+
+    _view(page, "Ablation", "Held-out tokens per language")
     page.get_by_role("button", name="Compute the matrix").click()
     page.get_by_text("NLL per token with a language's neurons off").first.wait_for()
     _settle(page)
     _shot(page, "6-ablation")
 
-    _view(page, "Guided tour", "Every language has its own neurons")
+    _view(page, "Tour", "Every language has its own neurons")
     _shot(page, "7-tour")
 
-    _view(page, "Share & export", "neurons.csv")
+    _view(page, "Share", "neurons.csv")
     assert page.url.split("?")[0].endswith("/share")
     assert "langs=en%2Cfr%2Cja" in page.url or "langs=en,fr,ja" in page.url
     _shot(page, "8-share")
@@ -224,13 +250,13 @@ def test_playground_modes_and_reset_in_a_real_browser(server, browser):
     _settle(page)
     body = page.locator("body").inner_text()
     assert "Also deactivate" in body
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     baseline, modified = _outputs(page)
     assert baseline.startswith("fr · French") and modified != baseline
     assert "steer ja" in page.locator("body").inner_text()
     _settle(page)
     _shot(page, "5b-playground-steer")
-    page.get_by_role("button", name="Reset").click()
+    page.get_by_role("button", name="Reset", exact=True).click()
     page.get_by_text("Deactivate the neurons of").first.wait_for()
     _settle(page)
     assert page.locator(".ln-output").count() == 0
@@ -252,8 +278,8 @@ def test_two_sessions_at_once_get_their_own_results(server, browser):
     for page in (a, b):
         page.get_by_text("Deactivate the neurons of").first.wait_for()
         _settle(page)
-    a.get_by_role("button", name="Generate").click()
-    b.get_by_role("button", name="Generate").click()
+    a.get_by_role("button", name="Generate", exact=True).click()
+    b.get_by_role("button", name="Generate", exact=True).click()
     got_a, got_b = _outputs(a), _outputs(b)
     _shot(a, "9-session-a")
     _shot(b, "9-session-b")
@@ -295,7 +321,7 @@ def test_a_run_folder_opens_from_a_link(server, browser, tmp_path):
     _settle(page)
     _shot(page, "10-open-run")
     _view(page, "Playground", "Deactivate the neurons of")
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     baseline, modified = _outputs(page)
     assert baseline and modified
     page.close()

@@ -473,3 +473,28 @@ def test_log_lines_are_throttled_but_the_last_always_shows(capsys, monkeypatch):
             printer(event)
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == expected and lines[-1].startswith("de: 400/400 tokens (100%")
+
+
+def test_trace_command_prints_tokens_or_json(tiny_run, capsys):
+    assert main(["trace", "--run", str(tiny_run), "--text", "All human beings"]) == 0
+    out = capsys.readouterr().out
+    assert "[" in out and "mean activity per language: en" in out
+    assert main(["trace", "--run", str(tiny_run), "--text", "All human beings", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["languages"] == ["en", "fr", "ja"]
+    assert len(document["activity"]) == len(document["tokens"])
+    assert all(len(per_token) == document["layers"] for per_token in document["activity"])
+    assert main(["trace", "--run", str(tiny_run), "--text", "  "]) == 2
+    assert "The text is empty" in capsys.readouterr().err
+
+
+def test_generate_with_its_trace(tiny_run, capsys):
+    args = ["generate", "--run", str(tiny_run), "--prompt", "All human", "--deactivate", "fr"]
+    assert main([*args, "--max-new-tokens", "4", "--trace", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for side in ("baseline", "modified"):
+        trace = result[side]["trace"]
+        assert set(trace) >= {"tokens", "languages", "layers", "activity", "dominant"}
+        assert len(trace["tokens"]) >= 2
+    assert main([*args, "--max-new-tokens", "4", "--trace"]) == 0
+    assert capsys.readouterr().out.count("trace: ") == 2

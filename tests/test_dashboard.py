@@ -146,6 +146,22 @@ def test_playground_deactivating_french_changes_a_french_continuation():
     assert last["baseline_language"] == "fr"
     assert "deactivate fr" in last["intervention"]
     assert any("ln-output" in m.value for m in at.markdown)
+    # Both continuations carry their trace: the prompt's tokens, then the generated ones,
+    # and a heatmap of the French neurons beside each.
+    base, modified = last["baseline_trace"], last["modified_trace"]
+    assert base.tokens[: last["prompt_tokens"]] == modified.tokens[: last["prompt_tokens"]]
+    assert len(base.tokens) > last["prompt_tokens"]
+    assert len(_charts(at)) == 2
+    assert at.selectbox(key="pg_trace_lang").value == "fr"
+    fr = base.languages.index("fr")
+    prompt = last["prompt_tokens"]
+    # French neurons are active on the French prompt; switched off, they stay dark after it.
+    assert base.overall()[:prompt, fr].mean() > 0.6
+    assert modified.overall(after=True)[prompt:, fr].max() == 0
+    at.radio(key="pg_trace_view").set_value("Difference (modified − unmodified)").run()
+    _ok(at)
+    assert len(_charts(at)) == 2
+    assert at.session_state["pg_last"] is last  # a new view, no new generation
 
 
 def test_playground_modes_keep_their_own_choices_and_reset_restores_everything():
@@ -226,6 +242,21 @@ def test_recomputing_with_other_languages_keeps_the_playground_in_step():
     assert at.radio(key="pg_mode").value == "Deactivate"  # still the playground
 
 
+def test_trace_page_colours_a_code_switched_text():
+    at = _app("trace")
+    _ok(at)
+    assert len(_charts(at)) == 2  # each language's line, and the heatmap
+    tokens = [m.value for m in at.markdown if "ln-token" in m.value]
+    assert tokens and 'data-lang="fr"' in tokens[0] and 'data-lang="ja"' in tokens[0]
+    at.text_area(key="tr_text").set_value("今日はとてもいい天気なので、公園を散歩しました。").run()
+    _ok(at)
+    tokens = next(m.value for m in at.markdown if "ln-token" in m.value)
+    assert tokens.count('data-lang="ja"') > tokens.count('data-lang="fr"')
+    at.selectbox(key="tr_trace_lang").set_value("ja").run()
+    _ok(at)
+    assert len(_charts(at)) == 2
+
+
 def test_ablation_matrix_computes_and_caches():
     at = _app("ablation")
     _ok(at)
@@ -244,17 +275,20 @@ def test_guided_tour_steps_through_and_generates():
     at = _app("tour")
     _ok(at)
     titles = []
-    for _ in range(5):
+    for _ in range(6):
         titles.append(at.subheader[0].value)
-        if at.session_state["tour_step"] == 2:
-            at.button(key="tour_run_2").click().run()
+        if at.session_state["tour_step"] == 2:  # the trace of a code-switched text
+            assert any('class="ln-token" data-lang="fr"' in m.value for m in at.markdown)
+            assert len(_charts(at)) == 1
+        if at.session_state["tour_step"] == 3:
+            at.button(key="tour_run_3").click().run()
             _ok(at)
             boxes = [m.value for m in at.markdown if "ln-output" in m.value]
             assert len(boxes) == 3 and all("ln-lang" in b for b in boxes)
-        if at.session_state["tour_step"] < 4:
+        if at.session_state["tour_step"] < 5:
             at.button(key="tour_next").click().run()
             _ok(at)
-    assert len(set(titles)) == 5
+    assert len(set(titles)) == 6
     assert at.button(key="tour_next").disabled
 
 

@@ -72,7 +72,15 @@ def test_compute_follows_the_contract_and_the_reference_rule(
 
 def test_deactivation_hurts_the_own_language_most(default_run, tmp_path):
     out = tmp_path / "nll.json"
-    args = ["ppl", "--stats", str(default_run), "--max-tokens", "200", "--out", str(out)]
+    args = [
+        "ppl",
+        "--stats",
+        str(default_run),
+        "--max-tokens",
+        "200",
+        "--out",
+        str(out),
+    ]  # old names
     assert main([*args, "--quiet"]) == 0
     matrix = json.loads(out.read_text())
     base, off = matrix["base"], matrix["deactivated"]
@@ -112,3 +120,44 @@ def test_french_neurons_off_breaks_french_and_steering_switches_language(
         assert steered["baseline"]["language"] == "en"
         assert steered["modified"]["language"] == target, steered["modified"]
         assert steered["intervention"]["deactivate"] == "en"
+
+
+def test_the_trace_follows_a_code_switched_text(default_run, default_model):
+    """On a text that switches from Japanese to French to Russian, the dominant language
+    of the trace follows the text on most tokens of each part."""
+    from langneurons.results import read_run
+    from langneurons.workflows import run_trace
+
+    run = read_run(default_run)
+    parts = {
+        "ja": "今日はとてもいい天気なので、公園を散歩しました。",
+        "fr": " Ensuite nous avons mangé une soupe chaude avec nos amis au restaurant.",
+        "ru": " Вечером мы долго гуляли по старому городу и разговаривали.",
+    }
+    trace = run_trace(default_model, run, "".join(parts.values()))
+    dominant = trace.dominant()
+    position = 0
+    for code, text in parts.items():
+        count = len(default_model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # Token boundaries at a switch may merge pieces: allow one token of slack.
+        share = sum(d == code for d in dominant[position : position + count]) / count
+        assert share >= 0.7, (code, share, dominant[position : position + count])
+        position += count
+
+
+def test_trace_and_generate_trace_on_the_command_line(default_run, capsys):
+    text = "今日はいい天気です。Il fait beau aujourd'hui."
+    assert main(["trace", "--run", str(default_run), "--text", text, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["languages"] == LANGS and document["layers"] == 18
+    assert len(document["activity"]) == len(document["tokens"]) == len(document["dominant"])
+    assert document["dominant"][0] == "ja" and document["dominant"][-2] == "fr"
+    args = ["generate", "--run", str(default_run), "--prompt", "Il fait beau", "--deactivate"]
+    assert main([*args, "fr", "--max-new-tokens", "6", "--trace", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for side in ("baseline", "modified"):
+        assert result[side]["trace"]["tokens"][0].strip() == "Il"
+        assert len(result[side]["trace"]["activity"]) == len(result[side]["trace"]["tokens"])
+    assert "activity_after" in result["modified"]["trace"]
+    assert main([*args, "fr", "--max-new-tokens", "6", "--trace"]) == 0
+    assert "trace: Il[fr]" in capsys.readouterr().out

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,14 @@ import torch
 from . import __version__
 from .corpus import load_corpus, tokenize_windows
 from .evaluation import ablation_matrix
-from .generation import GenerationConfig, generate
+from .generation import GenerationConfig, generate, stream_side_by_side, stream_traced
 from .interventions import deactivate, language_neurons
 from .models import LoadedModel, load_model
 from .pipeline import compute
 from .progress import ProgressCallback, emit
 from .selection import LapeConfig, lape_select
 from .stats import StatsCache, collect_language_stats
+from .trace import TraceSpec
 
 FULL_LANGUAGES = ["en", "fr", "de", "es", "it", "ru", "zh", "ja", "ar", "hi"]
 BENCH_LANGUAGES = ["en", "fr"]
@@ -252,17 +254,26 @@ def _generation(lm: LoadedModel, quick: bool) -> dict[str, Any]:
     off = deactivate(language_neurons(masks, BENCH_LANGUAGES, ["fr"]), "fr")
     config = GenerationConfig(max_new_tokens=24 if quick else 48, repetition_penalty=1.0)
     prompt = "La Déclaration universelle des droits de l'homme affirme que"
+    spec = TraceSpec.from_masks(masks, BENCH_LANGUAGES)
     generate(lm, prompt, GenerationConfig(max_new_tokens=4))
+    runs: dict[str, Callable[[], Any]] = {
+        "unmodified": lambda: generate(lm, prompt, config),
+        "deactivated": lambda: generate(lm, prompt, config, off),
+        "traced": lambda: deque(stream_traced(lm, prompt, spec, config), maxlen=0),
+        "side_by_side": lambda: deque(stream_side_by_side(lm, prompt, off, config), maxlen=0),
+    }
     gen: dict[str, float] = {}
     for _ in range(3):
-        for name, intervention in (("unmodified", None), ("deactivated", off)):
+        for name, run in runs.items():
             t = time.perf_counter()
-            generate(lm, prompt, config, intervention)
+            run()
             gen[name] = min(gen.get(name, float("inf")), time.perf_counter() - t)
     return {
         "generate_seconds": {k: round(v, 3) for k, v in gen.items()},
         "generate_new_tokens": config.max_new_tokens,
         "generate_overhead": round(gen["deactivated"] / gen["unmodified"], 3),
+        "trace_overhead": round(gen["traced"] / gen["unmodified"], 3),
+        "pair_vs_single": round(gen["side_by_side"] / gen["unmodified"], 3),
     }
 
 
@@ -336,5 +347,7 @@ def run_bench(
         "stats_vs_forward >= 0.9": report["stats_vs_forward"] >= 0.9,
         "generate_overhead <= 1.1": report["generate_overhead"] <= 1.1,
         "selection < 0.2 s": report["selection_seconds"] < 0.2,
+        "trace_overhead <= 1.1": report["trace_overhead"] <= 1.1,
+        "pair_vs_single <= 1.3": report["pair_vs_single"] <= 1.3,
     }
     return report

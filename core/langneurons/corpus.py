@@ -310,6 +310,15 @@ def text_ids(tokenizer: Any, text: str, max_tokens: int | None = None) -> torch.
     return ids if max_tokens is None else ids[:max_tokens]
 
 
+def token_piece(tokenizer: Any, token_id: int) -> str:
+    """One token as text; a byte-level piece that is not valid UTF-8 alone shows as the raw
+    token (so every token of a sequence has something to show)."""
+    text = tokenizer.decode([token_id])
+    if "\ufffd" in text:
+        return str(tokenizer.convert_ids_to_tokens(token_id))
+    return str(text)
+
+
 def bos_windows(ids: torch.Tensor, bos: int | None, seq_len: int) -> list[torch.Tensor]:
     """``ids`` chunked in order into windows of ``seq_len``, each starting with ``bos``
     (when there is one) followed by up to ``seq_len - 1`` tokens."""

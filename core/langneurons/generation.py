@@ -8,6 +8,7 @@ threads generate on one shared model at once.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -17,10 +18,12 @@ from typing import Any
 import torch
 
 from .config import setting, validate
+from .corpus import token_piece
 from .errors import LangNeuronsError
 from .interventions import Intervention, activate, prepare
 from .langid import detect_language
 from .models import LoadedModel
+from .trace import Trace, TraceRecorder, TraceSpec
 
 MAX_NEW_TOKENS_LIMIT = 4096
 
@@ -89,6 +92,119 @@ def _next_token(
     return int(torch.multinomial(probs.cpu(), 1, generator=rng))
 
 
+class _Row:
+    """One continuation being generated: its tokens, text so far, random generator, and
+    (when traced) its trace."""
+
+    def __init__(self, tokenizer: Any, prompt_ids: torch.Tensor, seed: int, trace: Trace | None):
+        self.tokenizer = tokenizer
+        self.generated: list[int] = []
+        self.emitted = ""
+        self.seen = prompt_ids.unique()
+        self.rng = torch.Generator().manual_seed(seed)
+        self.done = False
+        self.trace = trace
+
+    def add(self, token: int) -> str:
+        """Take a new token; the newly complete text (held back while a UTF-8 character is
+        incomplete)."""
+        self.generated.append(token)
+        self.seen = torch.unique(
+            torch.cat([self.seen, torch.tensor([token], device=self.seen.device)])
+        )
+        text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        delta, self.emitted = text[len(self.emitted) :], text
+        return delta
+
+    def flush(self) -> str:
+        final = self.tokenizer.decode(self.generated, skip_special_tokens=True)
+        delta = final[len(self.emitted) :] if len(final) > len(self.emitted) else ""
+        self.emitted = final
+        return delta
+
+
+def _check_prompt(prompt: str) -> None:
+    if not prompt or not prompt.strip():
+        raise LangNeuronsError("The prompt is empty: give some text to continue.")
+
+
+def _generate_rows(
+    lm: LoadedModel,
+    prompt: str,
+    config: GenerationConfig,
+    interventions: Sequence[Intervention | None],
+    spec: TraceSpec | None = None,
+) -> Iterator[tuple[list[str], list[Trace | None]]]:
+    """Continue ``prompt`` once per intervention, all rows in one batched forward pass per
+    step, each intervention acting on its own row only; yields each row's new text per
+    step, with each row's :class:`~langneurons.trace.Trace` (with ``spec``; it grows as
+    tokens are read: the prompt's columns come with the first step, each generated
+    token's when it is read, one step after it appears)."""
+    _check_prompt(prompt)
+    batch = len(interventions)
+    prepared = [prepare(lm, i) if i is not None and not i.is_empty else None for i in interventions]
+    ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"].to(lm.input_device)
+    eos = lm.tokenizer.eos_token_id
+    recorder = TraceRecorder(lm, spec, batch) if spec is not None else None
+    rows = [
+        _Row(lm.tokenizer, ids[0], config.seed, recorder.new_trace() if recorder else None)
+        for _ in range(batch)
+    ]
+    cache_arg = _cache_argument(lm.body)
+
+    def forward(input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+        # Interventions, the trace and inference mode hold around each forward pass only,
+        # never across a yield: a generator shares its caller's context and grad mode, so
+        # interleaved generators in one thread stay apart.
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.inference_mode())
+            for r, ready in enumerate(prepared):
+                rows_of = slice(r, r + 1) if batch > 1 else None
+                stack.enter_context(activate(ready, rows=rows_of, batch=batch))
+            if recorder is not None:
+                stack.enter_context(recorder.recording())
+            extra = {cache_arg: cache} if cache is not None else {}
+            out = lm.body(input_ids=input_ids, use_cache=True, **extra)
+            return lm.logits(out.last_hidden_state[:, -1]), _cache_of(out)
+
+    def record(fed: list[list[int]], skip: int = 0) -> None:
+        if recorder is None:
+            return
+        before, after = recorder.take()
+        for r, row in enumerate(rows):
+            if fed[r] and row.trace is not None:
+                pieces = [token_piece(lm.tokenizer, t) for t in fed[r][skip:]]
+                row.trace.extend(pieces, fed[r][skip:], before[r, skip:], after[r, skip:])
+
+    logits, cache = forward(ids.expand(batch, -1).contiguous(), None)
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    prompt_ids = ids[0].tolist()
+    record([prompt_ids] * batch, skip=1 if bos is not None and prompt_ids[0] == bos else 0)
+    traces = [row.trace for row in rows]
+    yield [""] * batch, traces  # the prompt's trace is there before the first token
+    for _ in range(config.max_new_tokens):
+        deltas: list[str] = []
+        fed: list[list[int]] = []
+        for r, row in enumerate(rows):
+            token = eos if row.done else _next_token(logits[r], row.seen, config, row.rng)
+            if row.done or token == eos:
+                row.done = True
+                deltas.append("")
+                fed.append([])
+                continue
+            deltas.append(row.add(token))
+            fed.append([token])
+        if all(row.done for row in rows):
+            break
+        next_ids = [f[0] if f else (eos if eos is not None else 0) for f in fed]
+        logits, cache = forward(torch.tensor(next_ids, device=ids.device)[:, None], cache)
+        record(fed)  # each new token's column, read as it was fed
+        yield deltas, traces
+    yield [row.flush() for row in rows], traces
+
+
 def stream(
     lm: LoadedModel,
     prompt: str,
@@ -96,43 +212,25 @@ def stream(
     intervention: Intervention | None = None,
 ) -> Iterator[str]:
     """Yield the continuation of ``prompt`` piece by piece (decoded text deltas)."""
-    config = config or GenerationConfig()
-    if not prompt or not prompt.strip():
-        raise LangNeuronsError("The prompt is empty: give some text to continue.")
-    tokenizer = lm.tokenizer
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(lm.input_device)
-    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    rng = torch.Generator().manual_seed(config.seed)
-    generated: list[int] = []
-    emitted = ""
-    cache_arg = _cache_argument(lm.body)
-    prepared = prepare(lm, intervention) if intervention and not intervention.is_empty else None
+    for deltas, _traces in _generate_rows(lm, prompt, config or GenerationConfig(), [intervention]):
+        if deltas[0]:
+            yield deltas[0]
 
-    def forward(input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        # Intervention and inference mode hold around each forward pass only, never
-        # across a yield: a generator shares its caller's context and grad mode, so two
-        # interleaved streams in one thread stay apart.
-        with torch.inference_mode(), activate(prepared):
-            extra = {cache_arg: cache} if cache is not None else {}
-            out = lm.body(input_ids=input_ids, use_cache=True, **extra)
-            return lm.logits(out.last_hidden_state[0, -1]), _cache_of(out)
 
-    logits, cache = forward(ids, None)
-    seen = ids[0].unique()
-    for _ in range(config.max_new_tokens):
-        token = _next_token(logits, seen, config, rng)
-        if token in eos:
-            break
-        generated.append(token)
-        seen = torch.unique(torch.cat([seen, torch.tensor([token], device=seen.device)]))
-        text = tokenizer.decode(generated, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # wait for complete UTF-8 characters
-            yield text[len(emitted) :]
-            emitted = text
-        logits, cache = forward(torch.tensor([[token]], device=ids.device), cache)
-    final = tokenizer.decode(generated, skip_special_tokens=True)
-    if len(final) > len(emitted):
-        yield final[len(emitted) :]
+def stream_traced(
+    lm: LoadedModel,
+    prompt: str,
+    spec: TraceSpec,
+    config: GenerationConfig | None = None,
+    intervention: Intervention | None = None,
+) -> Iterator[tuple[str, Trace]]:
+    """Like :func:`stream`, with the trace of everything read so far (the prompt first,
+    then each generated token as it is read) alongside each piece of text."""
+    for deltas, traces in _generate_rows(
+        lm, prompt, config or GenerationConfig(), [intervention], spec
+    ):
+        assert traces[0] is not None
+        yield deltas[0], traces[0]
 
 
 def generate(
@@ -150,7 +248,8 @@ class SideBySide:
     """The unmodified and the modified continuation of one prompt so far.
 
     ``done`` is set on the last state, which also carries each text's detected
-    language and its probability.
+    language and its probability.  With a trace, ``baseline_trace`` and
+    ``modified_trace`` grow with the texts (the same objects in every state).
     """
 
     baseline: str = ""
@@ -158,6 +257,8 @@ class SideBySide:
     done: bool = False
     baseline_language: tuple[str | None, float] = (None, 0.0)
     modified_language: tuple[str | None, float] = (None, 0.0)
+    baseline_trace: Trace | None = None
+    modified_trace: Trace | None = None
 
 
 def stream_side_by_side(
@@ -166,38 +267,33 @@ def stream_side_by_side(
     intervention: Intervention | None,
     config: GenerationConfig | None = None,
     candidates: Sequence[str] | None = None,
+    trace: TraceSpec | None = None,
 ) -> Iterator[SideBySide]:
-    """Generate the unmodified and the modified continuation together, yielding the state
-    after each new piece of either, so a caller can show both growing side by side; the
-    last state has ``done`` and the detected languages (among ``candidates``).
+    """Generate the unmodified and the modified continuation together, in one batched
+    forward pass per step (the intervention acting on the second row only), yielding the
+    state after each step so a caller can show both growing side by side; the last state
+    has ``done`` and the detected languages (among ``candidates``).  With ``trace``, both
+    continuations carry their language trace, column by column.
 
     Raises on a bad prompt or intervention before anything is generated.
     """
-    if not prompt or not prompt.strip():
-        raise LangNeuronsError("The prompt is empty: give some text to continue.")
+    _check_prompt(prompt)
     if intervention is not None and not intervention.is_empty:
-        prepare(lm, intervention)  # streams start lazily: check before anything is drawn
-    streams: list[Iterator[str] | None] = [
-        stream(lm, prompt, config),
-        stream(lm, prompt, config, intervention),
-    ]
+        prepare(lm, intervention)  # rows start lazily: check before anything is drawn
+    steps = _generate_rows(lm, prompt, config or GenerationConfig(), [None, intervention], trace)
     texts = ["", ""]
-    while any(s is not None for s in streams):
-        for i, pieces in enumerate(streams):
-            if pieces is None:
-                continue
-            try:
-                texts[i] += next(pieces)
-            except StopIteration:
-                streams[i] = None
-                continue
-            yield SideBySide(texts[0], texts[1])
+    traces: list[Trace | None] = [None, None]
+    for deltas, traces in steps:
+        texts = [texts[0] + deltas[0], texts[1] + deltas[1]]
+        yield SideBySide(texts[0], texts[1], baseline_trace=traces[0], modified_trace=traces[1])
     yield SideBySide(
         texts[0],
         texts[1],
         done=True,
         baseline_language=detect_language(texts[0], candidates),
         modified_language=detect_language(texts[1], candidates),
+        baseline_trace=traces[0],
+        modified_trace=traces[1],
     )
 
 
@@ -207,20 +303,26 @@ def compare(
     intervention: Intervention,
     config: GenerationConfig | None = None,
     candidates: Sequence[str] | None = None,
+    trace: TraceSpec | None = None,
 ) -> dict[str, Any]:
     """Unmodified and modified continuations with their detected languages.
 
     Returns ``{"baseline": {"text", "language", "probability"}, "modified": {...},
-    "intervention": {...}, "generation": {...}}``.
+    "intervention": {...}, "generation": {...}}``; with ``trace``, each side also has
+    ``"trace"`` (:meth:`~langneurons.trace.Trace.to_json`: the prompt's tokens, then the
+    generated ones).
     """
     config = config or GenerationConfig()
-    (final,) = deque(stream_side_by_side(lm, prompt, intervention, config, candidates), maxlen=1)
+    steps = stream_side_by_side(lm, prompt, intervention, config, candidates, trace)
+    (final,) = deque(steps, maxlen=1)
     result: dict[str, Any] = {}
-    for key, text, (language, probability) in (
-        ("baseline", final.baseline, final.baseline_language),
-        ("modified", final.modified, final.modified_language),
+    for key, text, (language, probability), traced in (
+        ("baseline", final.baseline, final.baseline_language, final.baseline_trace),
+        ("modified", final.modified, final.modified_language, final.modified_trace),
     ):
         result[key] = {"text": text, "language": language, "probability": round(probability, 3)}
+        if traced is not None:
+            result[key]["trace"] = traced.to_json()
     result["intervention"] = intervention.describe()
     result["generation"] = asdict(config)
     return result

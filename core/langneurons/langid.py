@@ -8,6 +8,7 @@ paragraphs is measured by the tests and stated in the README.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterable
 from functools import lru_cache
@@ -16,16 +17,27 @@ from typing import Any
 _LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=8)
-def _identifier(candidates: tuple[str, ...] | None) -> Any:
+@lru_cache(maxsize=1)
+def _model() -> Any:
+    """The identifier over every language, read from its file once (about a second)."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    if candidates:
-        known = set(identifier.nb_classes)
-        usable = [c for c in candidates if c in known]
-        if usable:
-            identifier.set_languages(usable)
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+@lru_cache(maxsize=64)
+def _identifier(candidates: tuple[str, ...] | None) -> Any:
+    """An identifier restricted to ``candidates``: a shallow copy of the loaded model whose
+    restriction replaces (never changes) the model's arrays, so no file is read again."""
+    base = _model()
+    if not candidates:
+        return base
+    known = set(base.nb_classes)
+    usable = [c for c in candidates if c in known]
+    if not usable:
+        return base
+    identifier = copy.copy(base)
+    identifier.set_languages(usable)
     return identifier
 
 

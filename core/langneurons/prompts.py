@@ -22,3 +22,28 @@ EXAMPLE_PROMPTS: dict[str, str] = {
 def example_prompts(languages: list[str] | tuple[str, ...]) -> dict[str, str]:
     """The example prompts of ``languages`` that have one, in their order."""
     return {code: EXAMPLE_PROMPTS[code] for code in languages if code in EXAMPLE_PROMPTS}
+
+
+EXAMPLE_SENTENCES: dict[str, str] = {
+    "en": "The children walked to school together in the morning rain.",
+    "fr": "Ensuite nous avons mangé une soupe chaude avec nos amis au restaurant.",
+    "de": "Am Abend haben wir lange im Garten gesessen und über Bücher gesprochen.",
+    "es": "Por la tarde fuimos al mercado a comprar fruta fresca para la cena.",
+    "it": "Domenica siamo andati al mare con tutta la famiglia e abbiamo nuotato.",
+    "pt": "Depois do almoço, fomos passear no parque perto da nossa casa.",
+    "ru": "Вечером мы долго гуляли по старому городу и разговаривали.",
+    "zh": "我们昨天晚上在饭店里和朋友们一起吃了晚饭。",
+    "ja": "今日はとてもいい天気なので、公園を散歩しました。",
+    "ko": "오늘은 날씨가 좋아서 친구들과 함께 공원에 갔습니다.",
+    "ar": "ذهبنا في المساء إلى السوق واشترينا الخبز والفاكهة.",
+    "hi": "आज सुबह हम सब मिलकर बाज़ार गए और फल खरीदे।",
+}
+"""A complete everyday sentence per language: code-switched texts are built from these."""
+
+
+def code_switched(languages: list[str] | tuple[str, ...], parts: int = 3) -> str:
+    """A text that switches language mid-way: the example sentences of up to ``parts`` of
+    ``languages`` (English last, its neurons being few), one after the other."""
+    ordered = [c for c in languages if c in EXAMPLE_SENTENCES and c != "en"]
+    ordered += [c for c in languages if c == "en"]
+    return " ".join(EXAMPLE_SENTENCES[c] for c in ordered[:parts])

@@ -37,6 +37,7 @@ from .selection import Selection
 from .stats import Statistics
 from .streaming import PREFIX as HF_PREFIX
 from .streaming import HFSource, held_out_text
+from .trace import Trace, TraceSpec, trace_text
 
 
 def run_model_spec(run: Run) -> str | None:
@@ -233,11 +234,22 @@ def generate_comparison(
     prompt: str,
     intervention: Intervention,
     config: GenerationConfig,
+    trace: bool = False,
 ) -> dict[str, Any]:
-    """Baseline and modified continuation, with languages among the run's and English."""
+    """Baseline and modified continuation, with languages among the run's and English;
+    with ``trace``, each with its language trace over the run's neurons."""
     check_model_matches(lm, run)
     candidates = sorted({*run.languages, "en"})
-    return compare(lm, prompt, intervention, config, candidates=candidates)
+    spec = TraceSpec.from_masks(run.masks, run.languages) if trace else None
+    return compare(lm, prompt, intervention, config, candidates=candidates, trace=spec)
+
+
+def run_trace(
+    lm: LoadedModel, run: Run, text: str, intervention: Intervention | None = None
+) -> Trace:
+    """The language trace of ``text`` over the run's neurons."""
+    check_model_matches(lm, run)
+    return trace_text(lm, TraceSpec.from_masks(run.masks, run.languages), text, intervention)
 
 
 def import_mask(

@@ -9,20 +9,24 @@ the choices it still allows.
 
 from __future__ import annotations
 
+import itertools
+import time
 from typing import Any
 
 import streamlit as st
 
-from dashboard import widgets
+from dashboard import traces, widgets
 from dashboard.state import PageContext, forget, page_context, remember, seed
 from langneurons.config import ConfigError
 from langneurons.errors import LangNeuronsError
 from langneurons.generation import GenerationConfig, stream_side_by_side
 from langneurons.interventions import Intervention
 from langneurons.prompts import example_prompts
+from langneurons.trace import TraceSpec
 from langneurons.workflows import NothingToChange, intervention_for
 
 MODES = ("Deactivate", "Steer")
+LIVE_INTERVAL = 0.5  # seconds between live pictures while tokens stream
 CUSTOM = "(custom)"
 MAX_PROMPT_CHARS = 2000
 
@@ -105,10 +109,11 @@ def _controls(ctx: PageContext, examples: dict[str, str]) -> dict[str, Any]:
         on_change=_example_chosen,
     )
     c2.text_area(
-        "Prompt", key="pg_prompt", height=80, max_chars=MAX_PROMPT_CHARS, on_change=_prompt_edited
+        "Prompt", key="pg_prompt", height=68, max_chars=MAX_PROMPT_CHARS, on_change=_prompt_edited
     )
-    mode = st.radio("Intervention", MODES, horizontal=True, key="pg_mode")
-    c1, c2, c3 = st.columns(3)
+    # One row: the mode, then its controls (a compact page: the outputs stay in view).
+    c0, c1, c2, c3 = st.columns([1, 2, 2, 2])
+    mode = c0.radio("Intervention", MODES, key="pg_mode")
     if mode == "Deactivate":
         c1.multiselect(
             "Deactivate the neurons of", languages, key="pg_off", format_func=widgets.language_label
@@ -163,29 +168,74 @@ def _describe(intervention: Intervention) -> str:
     return ", ".join(f"{k} {v}" for k, v in intervention.describe().items())
 
 
-def _show(pair: dict[str, Any], slots: tuple[Any, Any] | None = None) -> None:
-    """The last comparison: the two boxes with their languages."""
-    if slots is None:
+def _default_trace_language(choices: dict[str, Any]) -> str:
+    """The heatmaps first show what the intervention is about: the language steered
+    towards, or the first one deactivated."""
+    if choices["pg_mode"] == "Steer":
+        return str(choices["pg_target"])
+    return str((choices["pg_off"] or [choices["pg_example"]])[0])
+
+
+class _Outputs:
+    """The two columns: a header, the output box and the heatmap of each continuation."""
+
+    def __init__(self, intervention: str) -> None:
         left, right = st.columns(2)
         left.markdown("**Unmodified**")
-        right.markdown(f"**Modified** — {pair['intervention']}")
-        slots = (left.empty(), right.empty())
-    slots[0].markdown(
-        widgets.output_box(pair["prompt"], pair["baseline"], pair["baseline_language"]),
-        unsafe_allow_html=True,
-    )
-    slots[1].markdown(
-        widgets.output_box(pair["prompt"], pair["modified"], pair["modified_language"]),
-        unsafe_allow_html=True,
-    )
+        right.markdown(f"**Modified** — {intervention}")
+        self.boxes = (left.empty(), right.empty())
+        self.maps = (left.empty(), right.empty())
+        self.draws = 0
+
+    def draw(
+        self,
+        ctx: PageContext,
+        pair: dict[str, Any],
+        view: traces.TraceView,
+        waiting: bool,
+        details: bool = True,
+    ) -> None:
+        base, modified = pair["baseline_trace"], pair["modified_trace"]
+        for i, (key, trace) in enumerate((("baseline", base), ("modified", modified))):
+            html = traces.box(
+                ctx.lm.tokenizer,
+                trace,
+                pair["prompt"],
+                pair[key],
+                pair.get(f"{key}_language"),
+                waiting,
+                pair["prompt_tokens"],
+                after=view.after and i == 1,
+                tooltips=details,
+            )
+            self.boxes[i].markdown(html, unsafe_allow_html=True)
+        prompt_tokens = pair["prompt_tokens"]
+        self.draws += 1
+        keys = (f"pg_map_base_{self.draws}", f"pg_map_modified_{self.draws}")
+        traces.heatmap(self.maps[0], keys[0], base, view, prompt_tokens, hover=details)
+        if view.difference:
+            title = f"{view.language} neurons: modified − unmodified"
+            traces.heatmap(
+                self.maps[1], keys[1], modified, view, prompt_tokens, base, title, details
+            )
+        else:
+            traces.heatmap(self.maps[1], keys[1], modified, view, prompt_tokens, hover=details)
 
 
-def _generate(ctx: PageContext, choices: dict[str, Any], config: GenerationConfig) -> None:
+def _generate(
+    ctx: PageContext, choices: dict[str, Any], config: GenerationConfig, view: traces.TraceView
+) -> None:
     prompt = choices["pg_prompt"]
+    languages = ctx.selection.languages
     try:
         intervention = _intervention(ctx, choices)
         steps = stream_side_by_side(
-            ctx.lm, prompt, intervention, config, sorted({*ctx.selection.languages, "en"})
+            ctx.lm,
+            prompt,
+            intervention,
+            config,
+            sorted({*languages, "en"}),
+            trace=TraceSpec.from_masks(ctx.selection.masks, languages),
         )
         first = next(steps)  # bad input fails here, before any box is drawn
     except NothingToChange:
@@ -197,39 +247,49 @@ def _generate(ctx: PageContext, choices: dict[str, Any], config: GenerationConfi
     except LangNeuronsError as exc:
         st.error(str(exc))
         return
-    left, right = st.columns(2)
-    left.markdown("**Unmodified**")
-    right.markdown(f"**Modified** — {_describe(intervention)}")
-    slots = (left.empty(), right.empty())
-    state = first
-    for state in [first, *steps]:
-        for slot, text in zip(slots, (state.baseline, state.modified), strict=True):
-            slot.markdown(
-                widgets.output_box(prompt, text, waiting=not state.done), unsafe_allow_html=True
-            )
-    pair = {
-        "prompt": prompt,
-        "baseline": state.baseline,
-        "modified": state.modified,
-        "baseline_language": state.baseline_language[0],
-        "modified_language": state.modified_language[0],
-        "intervention": _describe(intervention),
-    }
+    outputs = _Outputs(_describe(intervention))
+    prompt_tokens = len(first.baseline_trace.tokens) if first.baseline_trace else 0
+    pair: dict[str, Any] = {}
+    drawn = 0.0
+    for state in itertools.chain([first], steps):  # lazily: each step as it comes
+        pair = {
+            "prompt": prompt,
+            "prompt_tokens": prompt_tokens,
+            "baseline": state.baseline,
+            "modified": state.modified,
+            "baseline_language": state.baseline_language[0],
+            "modified_language": state.modified_language[0],
+            "baseline_trace": state.baseline_trace,
+            "modified_trace": state.modified_trace,
+            "intervention": _describe(intervention),
+        }
+        # A few pictures a second while tokens stream (lighter ones: no hover details),
+        # the whole picture at the end: the browser keeps up, generation is not slowed.
+        if state.done or time.perf_counter() - drawn > LIVE_INTERVAL:
+            outputs.draw(ctx, pair, view, waiting=not state.done, details=state.done)
+            drawn = time.perf_counter()
     st.session_state["pg_last"] = pair
-    _show(pair, slots)
+
+
+def _show(ctx: PageContext, pair: dict[str, Any], view: traces.TraceView) -> None:
+    """The last comparison, redrawn (another heatmap language or view needs no new run)."""
+    _Outputs(pair["intervention"]).draw(ctx, pair, view, waiting=False)
 
 
 def render(ctx: PageContext) -> None:
     examples = _settle(ctx.selection.languages, ctx.lm.num_layers)
     choices = _controls(ctx, examples)
-    with st.expander("Generation"):
+    with st.expander("Generation settings"):
         values = widgets.setting_widgets(GenerationConfig, st, prefix="pg_gen_", numbers=True)
+    languages = ctx.selection.languages
+    view = traces.controls(languages, _default_trace_language(choices), "pg")
     b1, b2, _ = st.columns([1, 1, 5])
     go = b1.button("Generate", type="primary", key="pg_go", width="stretch")
     b2.button("Reset", key="pg_reset", on_click=_reset, width="stretch")
+    traces.legend(languages)
     if not go:
         if "pg_last" in st.session_state:
-            _show(st.session_state["pg_last"])
+            _show(ctx, st.session_state["pg_last"], view)
         return
     if not choices["pg_prompt"].strip():
         st.warning("Write a prompt to continue, or pick an example.")
@@ -239,7 +299,7 @@ def render(ctx: PageContext) -> None:
     except ConfigError as exc:
         st.error(str(exc))
         return
-    _generate(ctx, choices, config)
+    _generate(ctx, choices, config, view)
 
 
 render(page_context())

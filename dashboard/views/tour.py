@@ -1,4 +1,4 @@
-"""Guided tour: five steps through the main finding, for a class, with live generation."""
+"""Guided tour: six steps through the main finding, for a class, with live generation."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import streamlit as st
 
 from dashboard import charts, widgets
 from dashboard.state import PageContext, page_context
+from langneurons import plots
 from langneurons.generation import GenerationConfig, stream
 from langneurons.interventions import Intervention, deactivate, language_neurons
 from langneurons.langid import detect_language
-from langneurons.prompts import EXAMPLE_PROMPTS
+from langneurons.prompts import EXAMPLE_PROMPTS, code_switched
+from langneurons.trace import TraceSpec, trace_text
 from langneurons.workflows import intervention_for
 
 TOUR = [
@@ -24,6 +26,12 @@ TOUR = [
         "Latin-script languages, the first ones (reading it). The middle is shared.",
     ),
     (
+        "Watch the model switch languages mid-sentence",
+        "Read a text that changes language half-way: each token is coloured by the language "
+        "whose neurons fire most on it, and the chart follows every language's neurons token by "
+        "token. When the text switches, so do the neurons.",
+    ),
+    (
         "Switch French off",
         "Deactivate the French neurons (set them to 0) and continue a French sentence: the model "
         "loses French and drifts into another language, while switching off Japanese neurons "
@@ -36,16 +44,33 @@ TOUR = [
     ),
     (
         "The diagonal",
-        "Switching a language's neurons off hurts that language's text most: the Ablation matrix "
-        "view measures this for all pairs. Try it next.",
+        "Switching a language's neurons off hurts that language's text most: the Ablation "
+        "page measures this for all pairs. Try it next, or trace your own text.",
     ),
 ]
+
+
+TRACE_STEP = 2
+GENERATION_STEPS = (3, 4)
+
+
+def _trace_step(ctx: PageContext) -> None:
+    """The trace of a code-switched text: coloured tokens and each language's line."""
+    languages = ctx.selection.languages
+    text = code_switched(languages)
+    spec = TraceSpec.from_masks(ctx.selection.masks, languages)
+    trace = trace_text(ctx.lm, spec, text)
+    st.markdown(plots.legend_html(languages), unsafe_allow_html=True)
+    st.markdown(
+        widgets.output_box("", "", body_html=plots.tokens_html(trace)), unsafe_allow_html=True
+    )
+    st.plotly_chart(plots.trace_lines(trace), width="stretch", key="tour_trace")
 
 
 def _interventions(ctx: PageContext, step: int) -> tuple[str, list[tuple[str, Intervention]]]:
     """The prompt and the labelled interventions a generation step compares."""
     masks, languages = ctx.selection.masks, ctx.selection.languages
-    if step == 2:
+    if step == GENERATION_STEPS[0]:
         return EXAMPLE_PROMPTS["fr"], [
             (f"{name} neurons off", deactivate(language_neurons(masks, languages, [code]), code))
             for code, name in (("fr", "French"), ("ja", "Japanese"))
@@ -89,8 +114,10 @@ def render(ctx: PageContext) -> None:
         st.plotly_chart(figure, width="stretch", key="tour0")
     elif step == 1:
         st.plotly_chart(charts.stacked_bars(counts, languages), width="stretch", key="tour1")
-    elif step in (2, 3):
-        needed = {"fr", "ja"} if step == 2 else {"en", "ja"}
+    elif step == TRACE_STEP:
+        _trace_step(ctx)
+    elif step in GENERATION_STEPS:
+        needed = {"fr", "ja"} if step == GENERATION_STEPS[0] else {"en", "ja"}
         if not needed <= set(languages):
             st.warning(f"This step needs {', '.join(sorted(needed))} among the languages.")
         elif st.button("Run it", key=f"tour_run_{step}", type="primary"):

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import LangNeuronsError
-from . import ablation, compute, generate, info, runs
+from . import ablation, compute, generate, info, runs, trace
 
 EPILOG = """\
 examples:
@@ -24,13 +24,15 @@ examples:
   langneurons ablation --run runs/demo --out runs/demo/ablation.json
   langneurons generate --run runs/demo --prompt "Le temps aujourd'hui est" --deactivate fr
   langneurons generate --run runs/demo --prompt "The weather today is" --steer ja
+  langneurons trace --run runs/demo --text "Le temps est beau. 今日はいい天気です。"
+  langneurons generate --run runs/demo --prompt "Le temps" --deactivate fr --trace
   langneurons show runs/demo
   langneurons import-mask activation_mask.pth --languages en,zh,fr --model M --out runs/imported
   langneurons languages
   langneurons families
 """
 
-MODULES = (compute, ablation, generate, runs, info)
+MODULES = (compute, ablation, generate, trace, runs, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

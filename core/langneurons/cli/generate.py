@@ -9,6 +9,7 @@ from typing import Any
 from ..config import add_arguments, from_args
 from ..errors import LangNeuronsError
 from ..generation import GenerationConfig
+from ..trace import render_tokens
 from .common import ProgressPrinter, add_model_options, add_run_option, finite_float, load_for
 
 DESCRIPTION = (
@@ -42,6 +43,12 @@ def register(sub: Any) -> None:
     decoding = parser.add_argument_group("generation")
     add_arguments(decoding, GenerationConfig)
     parser.add_argument("--sample", dest="do_sample", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="also the language trace of each continuation (with --json: under "
+        "baseline.trace and modified.trace; otherwise tokens with their dominant language)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
 
@@ -70,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         neurons=args.neurons,
         prompt=args.prompt,
     )
-    result = generate_comparison(lm, run_folder, args.prompt, intervention, config)
+    result = generate_comparison(
+        lm, run_folder, args.prompt, intervention, config, trace=args.trace
+    )
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
@@ -80,4 +89,7 @@ def run(args: argparse.Namespace) -> int:
         part = result[key]
         label = key if key == "baseline" else f"modified ({what})"
         print(f"\n{label} [{part['language']}]:\n{args.prompt}{part['text']}")
+        if "trace" in part:
+            trace = part["trace"]
+            print(f"trace: {render_tokens(trace['tokens'], trace['dominant'])}")
     return 0
