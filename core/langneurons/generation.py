@@ -164,7 +164,7 @@ def _generate_rows(
                 rows_of = slice(r, r + 1) if batch > 1 else None
                 stack.enter_context(activate(ready, rows=rows_of, batch=batch))
             if recorder is not None:
-                stack.enter_context(recorder.recording())
+                stack.enter_context(recorder.recording(edited=any(prepared)))
             extra = {cache_arg: cache} if cache is not None else {}
             out = lm.body(input_ids=input_ids, use_cache=True, **extra)
             return lm.logits(out.last_hidden_state[:, -1]), _cache_of(out)

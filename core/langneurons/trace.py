@@ -215,6 +215,7 @@ class TraceRecorder:
         }
         self.before: dict[int, torch.Tensor] = {}
         self.after: dict[int, torch.Tensor] = {}
+        self.edited = True
 
     def _handler(self, layer: int, store: dict[int, torch.Tensor]) -> hooks.Handler:
         matrix = self.matrices[layer]
@@ -227,30 +228,40 @@ class TraceRecorder:
         return handle
 
     @contextlib.contextmanager
-    def recording(self) -> Iterator[None]:
-        """Record the forward passes of this block (one at a time; see :meth:`take`)."""
+    def recording(self, edited: bool = True) -> Iterator[None]:
+        """Record the forward passes of this block (one at a time; see :meth:`take`).
+        Without ``edited`` (no intervention acts) the values after equal those before and
+        are not counted twice."""
+        self.edited = edited
         before = {layer: self._handler(layer, self.before) for layer in self.layers}
         after = {layer: self._handler(layer, self.after) for layer in self.layers}
-        with (
-            hooks.bound(self.lm, before, hooks.OBSERVE),
-            hooks.bound(self.lm, after, hooks.OBSERVE_AFTER),
-        ):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(hooks.bound(self.lm, before, hooks.OBSERVE))
+            if edited:
+                stack.enter_context(hooks.bound(self.lm, after, hooks.OBSERVE_AFTER))
             yield
+
+    def _assemble(self, store: dict[int, torch.Tensor]) -> np.ndarray:
+        """Counts of every layer as ``[batch, positions, L, K]``, copied to the CPU once per
+        device (one transfer, not one per layer: each is a wait on a GPU)."""
+        if not store:
+            return np.zeros((self.batch, 0, *self.selected.shape), np.float32)
+        some = next(iter(store.values()))
+        out = np.zeros((some.shape[0], some.shape[1], *self.selected.shape), np.float32)
+        by_device: dict[torch.device, list[int]] = {}
+        for layer, fired in store.items():
+            by_device.setdefault(fired.device, []).append(layer)
+        for layers in by_device.values():
+            stacked = torch.stack([store[layer] for layer in layers], dim=2).cpu().numpy()
+            out[:, :, layers, :] = stacked
+        store.clear()
+        return out
 
     def take(self) -> tuple[np.ndarray, np.ndarray]:
         """The last forward pass's counts, ``[batch, positions, L, K]`` before and after."""
-
-        def assemble(store: dict[int, torch.Tensor]) -> np.ndarray:
-            if not store:
-                return np.zeros((self.batch, 0, *self.selected.shape), np.float32)
-            some = next(iter(store.values()))
-            out = np.zeros((some.shape[0], some.shape[1], *self.selected.shape), np.float32)
-            for layer, fired in store.items():
-                out[:, :, layer, :] = fired.float().cpu().numpy()
-            store.clear()
-            return out
-
-        return assemble(self.before), assemble(self.after)
+        before = self._assemble(self.before)
+        after = self._assemble(self.after) if self.edited else before.copy()
+        return before, after
 
     def new_trace(self) -> Trace:
         return Trace(list(self.spec.languages), self.selected.copy())
@@ -269,7 +280,8 @@ def trace_ids(
     recorder = TraceRecorder(lm, spec)
     bos = getattr(lm.tokenizer, "bos_token_id", None)
     skip = 1 if bos is not None and ids[0] == bos else 0
-    with apply(lm, intervention), recorder.recording(), torch.inference_mode():
+    edited = intervention is not None and not intervention.is_empty
+    with apply(lm, intervention), recorder.recording(edited), torch.inference_mode():
         lm.body(input_ids=torch.tensor([list(ids)], device=lm.input_device), use_cache=False)
     before, after = recorder.take()
     trace = recorder.new_trace()
