@@ -113,6 +113,15 @@ def heatmap(
     slot.plotly_chart(figure, width="stretch", key=key)
 
 
+def lines(slot: Any, key: str, trace: Trace | None, after: bool, prompt_tokens: int) -> None:
+    """Every language's neurons token by token (all layers pooled): where the text turns
+    to another language, its line rises as the other falls."""
+    if trace is None or not trace.tokens:
+        return
+    figure = plots.trace_lines(trace, after=after, prompt_tokens=prompt_tokens, height=280)
+    slot.plotly_chart(figure, width="stretch", key=key)
+
+
 def legend(languages: list[str]) -> None:
     st.markdown(
         plots.legend_html(languages) + " <span style='color:#868e96'>Each token is coloured "

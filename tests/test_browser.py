@@ -134,14 +134,14 @@ def _outputs(page) -> list[str]:
     return [" ".join(boxes.nth(i).inner_text().replace("⏎", " ").split()) for i in range(2)]
 
 
-def _heatmap_widths(page) -> list[int]:
-    """How many tokens the two drawn trace heatmaps have (their x labels), once both are
-    drawn."""
+def _trace_widths(page) -> list[int]:
+    """How many tokens the playground's four trace charts (each side: lines and heatmap)
+    have (their x labels), once all are drawn."""
     handle = page.wait_for_function(
         """() => {
             const widths = [...document.querySelectorAll('.js-plotly-plot')]
                 .map(e => (e.data && e.data[0] && e.data[0].x) ? e.data[0].x.length : 0);
-            return widths.length === 2 && widths.every(w => w > 0) ? widths : null;
+            return widths.length === 4 && widths.every(w => w > 0) ? widths : null;
         }"""
     )
     return handle.json_value()
@@ -185,14 +185,14 @@ def test_every_page_in_a_real_browser(server, browser, tmp_path):
     _view(page, "Playground", "Deactivate the neurons of")
     page.get_by_role("button", name="Generate", exact=True).click()
     # The heatmaps beside both continuations grow while the tokens stream.
-    early = _heatmap_widths(page)
+    early = _trace_widths(page)
     _shot(page, "5a-playground-streaming")
     baseline, modified = _outputs(page)
     assert baseline != modified  # French neurons off changed the continuation
     assert baseline.startswith("fr · French")
     _settle(page)
-    late = _heatmap_widths(page)
-    assert len(early) == len(late) == 2 and all(a < b for a, b in zip(early, late, strict=True))
+    late = _trace_widths(page)
+    assert all(a < b for a, b in zip(early, late, strict=True)), (early, late)
     assert page.locator(".ln-output .ln-token").count() > 2 * late[0] - 10
     page.get_by_text("Values after the intervention").first.scroll_into_view_if_needed()
     _shot(page, "5-playground")

@@ -151,7 +151,7 @@ def test_playground_deactivating_french_changes_a_french_continuation():
     base, modified = last["baseline_trace"], last["modified_trace"]
     assert base.tokens[: last["prompt_tokens"]] == modified.tokens[: last["prompt_tokens"]]
     assert len(base.tokens) > last["prompt_tokens"]
-    assert len(_charts(at)) == 2
+    assert len(_charts(at)) == 4  # each side: every language's line, and the heatmap
     assert at.selectbox(key="pg_trace_lang").value == "fr"
     fr = base.languages.index("fr")
     prompt = last["prompt_tokens"]
@@ -160,7 +160,7 @@ def test_playground_deactivating_french_changes_a_french_continuation():
     assert modified.overall(after=True)[prompt:, fr].max() == 0
     at.radio(key="pg_trace_view").set_value("Difference (modified − unmodified)").run()
     _ok(at)
-    assert len(_charts(at)) == 2
+    assert len(_charts(at)) == 4
     assert at.session_state["pg_last"] is last  # a new view, no new generation
 
 

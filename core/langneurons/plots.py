@@ -122,7 +122,14 @@ def trace_heatmap(
     return layout(fig, title or default, height=max(360, 18 * trace.layers + 170))
 
 
-def trace_lines(trace: Trace, *, after: bool = False, title: str | None = None) -> Any:
+def trace_lines(
+    trace: Trace,
+    *,
+    after: bool = False,
+    title: str | None = None,
+    prompt_tokens: int = 0,
+    height: int = 380,
+) -> Any:
     """Each language's overall activity (all layers pooled) token by token: where the
     text switches language, the lines cross."""
     go = _go()
@@ -138,9 +145,16 @@ def trace_lines(trace: Trace, *, after: bool = False, title: str | None = None) 
             line={"color": language_color(k), "width": 3},
             hovertemplate=f"{code}: " + "%{y:.2f}<extra>%{x}</extra>",
         )
-    fig.update_yaxes(title="share of its neurons firing", range=[0, 1])
-    fig.update_xaxes(title="token", tickangle=-60, showticklabels=len(labels) <= 80)
-    return layout(fig, title or "Each language's neurons, token by token", height=380)
+    if 0 < prompt_tokens < len(labels):
+        fig.add_vline(x=prompt_tokens - 0.5, line={"color": "#adb5bd", "dash": "dot", "width": 2})
+    fig.update_yaxes(title="share firing", range=[0, 1.02])
+    compact = height < 320  # beside a text that shows the tokens: no token labels
+    fig.update_xaxes(
+        title="tokens →" if compact else "token",
+        tickangle=-60,
+        showticklabels=not compact and len(labels) <= 80,
+    )
+    return layout(fig, title or "Each language's neurons, token by token", height=height)
 
 
 def tokens_html(

@@ -184,6 +184,7 @@ class _Outputs:
         left.markdown("**Unmodified**")
         right.markdown(f"**Modified** — {intervention}")
         self.boxes = (left.empty(), right.empty())
+        self.lines = (left.empty(), right.empty())
         self.maps = (left.empty(), right.empty())
         self.draws = 0
 
@@ -212,6 +213,9 @@ class _Outputs:
         prompt_tokens = pair["prompt_tokens"]
         self.draws += 1
         keys = (f"pg_map_base_{self.draws}", f"pg_map_modified_{self.draws}")
+        for i, trace in enumerate((base, modified)):
+            after = view.after and i == 1
+            traces.lines(self.lines[i], f"pg_lines_{i}_{self.draws}", trace, after, prompt_tokens)
         traces.heatmap(self.maps[0], keys[0], base, view, prompt_tokens, hover=details)
         if view.difference:
             title = f"{view.language} neurons: modified − unmodified"
