@@ -498,3 +498,95 @@ def test_generate_with_its_trace(tiny_run, capsys):
         assert len(trace["tokens"]) >= 2
     assert main([*args, "--max-new-tokens", "4", "--trace"]) == 0
     assert capsys.readouterr().out.count("trace: ") == 2
+
+
+def test_corrupt_weights_are_one_clear_line(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    argv = compute_args(broken, "en,fr", out=tmp_path / "o", quiet=True)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "weights are unreadable" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_one_language_is_refused_before_any_work(tiny_model_dir, tmp_path, capsys):
+    argv = compute_args(tiny_model_dir, "en", out=tmp_path / "o", quiet=True)
+    assert main(argv) == 2
+    assert "give at least two" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_unwritable_outputs_are_refused_before_counting(
+    tiny_model_dir, tiny_run, tmp_path, capsys, monkeypatch, where
+):
+    import langneurons.pipeline
+
+    def no_work(*_a, **_k):
+        raise AssertionError("counted before checking --out")
+
+    (tmp_path / "a-file").write_text("x")
+    out = tmp_path / "a-file" if where == "file" else tmp_path / "a-file" / "run"
+    monkeypatch.setattr(langneurons.pipeline, "collect_language_stats", no_work)
+    assert main(compute_args(tiny_model_dir, "en,fr", out=out, no_cache=True, quiet=True)) == 2
+    assert "--out" in capsys.readouterr().err
+    ablation_out = tmp_path / "a-file" / "m.json"
+    assert main(["ablation", "--run", str(tiny_run), "--out", str(ablation_out)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["ablation", "--run", str(tiny_run), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_an_overflowing_neuron_index_is_explained(tiny_run, capsys):
+    args = ["generate", "--run", str(tiny_run), "--prompt", "Hi"]
+    assert main([*args, "--neurons", "0:99999999999999999999999"]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_a_run_folder_with_broken_files_is_one_clear_line(tiny_run, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "run"
+    shutil.copytree(tiny_run, broken)
+    meta = json.loads((broken / "meta.json").read_text())
+    del meta["layers"]
+    (broken / "meta.json").write_text(json.dumps(meta))
+    assert main(["show", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "without its layers" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_full_disk_while_writing_the_matrix_is_one_clear_line(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    import langneurons.results as results
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.os, "fsync", full)
+    assert main(["ablation", "--run", str(tiny_run), "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err
+    assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_an_unexpected_failure_is_one_line_unless_debugging(tiny_run, capsys, monkeypatch):
+    import langneurons.results as results
+
+    def bug(_path):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(results, "read_run", bug)
+    assert main(["show", str(tiny_run)]) == 1
+    err = capsys.readouterr().err
+    assert "show failed unexpectedly: ZeroDivisionError: a bug" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("LANGNEURONS_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["show", str(tiny_run)])

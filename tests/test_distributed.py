@@ -129,7 +129,7 @@ def report_resume(event):
 try:
     compute(
         sys.argv[1],
-        ["en"],
+        ["en", "ja"],
         max_tokens=700,
         seq_len=64,
         batch_size=1,
@@ -166,7 +166,7 @@ def test_interrupted_ranks_resume_their_own_shares(model_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed after" in resumed.stdout  # rank 0 went on from its checkpoint
     assert not list(partials.iterdir())
-    args = ["--model", str(model_dir), "--languages", "en", "--max-tokens", "700"]
+    args = ["--model", str(model_dir), "--languages", "en,ja", "--max-tokens", "700"]
     single = tmp_path / "single"
     options = ["--seq-len", "64", "--batch-size", "1", "--no-cache", "--quiet"]
     assert main(["compute", *args, *options, "--out", str(single)]) == 0

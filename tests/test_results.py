@@ -106,3 +106,103 @@ def test_read_run_explains_incomplete_folders(tmp_path):
     (tmp_path / "meta.json").write_text("{}")
     with pytest.raises(ResultsError, match=r"lacks stats\.safetensors"):
         read_run(tmp_path)
+
+
+def test_a_kill_between_the_renames_leaves_the_old_run_and_the_next_step_restores_it(
+    tiny_model, tmp_path, monkeypatch
+):
+    """Writing a run swaps whole folders: stopped after the old one was moved aside, the
+    folder is missing (never mixed), and reading or writing again puts the old one back."""
+    import langneurons.results as results
+
+    out = tmp_path / "run"
+    compute(tiny_model, ["en", "fr"], out_dir=out, **SMALL)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = results.os.replace
+    calls = []
+
+    def stop_after_moving_aside(src, dst):
+        real_replace(src, dst)
+        calls.append(dst)
+        if ".old-" in str(dst):
+            raise KeyboardInterrupt  # a kill between the two renames
+
+    monkeypatch.setattr(results.os, "replace", stop_after_moving_aside)
+    with pytest.raises(KeyboardInterrupt):
+        compute(tiny_model, ["en", "de"], out_dir=out, **SMALL)
+    monkeypatch.setattr(results.os, "replace", real_replace)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.old-")]
+    run = read_run(out)  # the previous complete run comes back
+    assert run.languages == ["en", "fr"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.")]
+
+
+def test_files_of_the_folder_that_a_run_does_not_write_are_kept(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    compute(tiny_model, ["en", "fr"], out_dir=out, **SMALL)
+    (out / "ablation.json").write_text("{}")
+    compute(tiny_model, ["en", "de"], out_dir=out, **SMALL)
+    assert (out / "ablation.json").read_text() == "{}"
+    assert read_run(out).languages == ["en", "de"]
+    assert all(p.stat().st_mode & 0o044 for p in out.iterdir())  # readable like the rest
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda out: _edit(out / "meta.json", lambda m: m.pop("layers")), "without its layers"),
+        (
+            lambda out: _edit(
+                out / "neurons.json",
+                lambda n: n["neurons"]["en"]["per_layer"].__setitem__(0, [1.5, "x"]),
+            ),
+            "holds something other than neuron indices",
+        ),
+        (
+            lambda out: _edit(
+                out / "neurons.json",
+                lambda n: n["neurons"]["en"]["per_layer"].__setitem__(0, [10**12]),
+            ),
+            "holds something other than neuron indices",
+        ),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m.update(languages=["en", "de"])),
+            "list different languages",
+        ),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m.update(neurons=4800)),
+            "but meta.json says",
+        ),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m["counting"]["tokens"].update(en=5)),
+            "token counts differ",
+        ),
+        (lambda out: (out / "stats.safetensors").write_bytes(b"garbage"), "unreadable results"),
+    ],
+)
+def test_a_folder_whose_files_disagree_is_refused(tiny_model, tmp_path, damage, message):
+    out = tmp_path / "run"
+    compute(tiny_model, ["en", "fr"], out_dir=out, **SMALL)
+    damage(out)
+    with pytest.raises(ResultsError, match=message):
+        read_run(out)
+
+
+def _edit(path, change) -> None:
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+def test_a_full_disk_is_reported_and_leaves_nothing_behind(tiny_model, tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    def full(*_args, **_kwargs):
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr("langneurons.results.save_file", full)
+    with pytest.raises(ResultsError, match="No space left on device"):
+        compute(tiny_model, ["en", "fr"], out_dir=tmp_path / "run", **SMALL)
+    assert list(tmp_path.iterdir()) == []

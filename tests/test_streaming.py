@@ -70,7 +70,7 @@ def test_stream_reads_only_what_the_budget_needs(tiny_model, same_text, monkeypa
     _, jsonl = same_text
     result = compute(
         tiny_model,
-        ["en"],
+        ["en", "ja"],
         corpus="hf:json",
         max_tokens=60,
         seq_len=64,
@@ -84,14 +84,14 @@ def test_dataset_errors_are_clear(tiny_model, same_text, tmp_path, capsys):
     with pytest.raises(CorpusError, match="give a token budget"):
         compute(
             tiny_model,
-            ["en"],
+            ["en", "ja"],
             corpus="hf:json",
             dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
         )
     with pytest.raises(CorpusError, match="no field 'body'"):
         compute(
             tiny_model,
-            ["en"],
+            ["en", "ja"],
             corpus="hf:json",
             max_tokens=50,
             dataset_options={"data_files": str(jsonl / "{lang}.jsonl"), "text_field": "body"},
@@ -206,7 +206,7 @@ def test_a_broken_record_is_reported_with_its_place(tiny_model, same_text):
     with pytest.raises(CorpusError, match=r"Cannot read record .* for 'en'"):
         compute(
             tiny_model,
-            ["en"],
+            ["en", "ja"],
             corpus="hf:json",
             max_tokens=5000,
             dataset_options={"data_files": str(jsonl / "{lang}.jsonl")},
@@ -243,7 +243,7 @@ def test_dataset_names_for_languages_fill_the_placeholder(tiny_model, same_text,
 
 def test_unreadable_language_names_are_refused(tmp_path, capsys):
     args = ["compute", "--corpus", "hf:json", "--hf-lang-map", "en:eng_Latn", "--languages"]
-    args += ["en", "--max-tokens", "50", "--out", str(tmp_path / "o"), "--quiet"]
+    args += ["en,ja", "--max-tokens", "50", "--out", str(tmp_path / "o"), "--quiet"]
     assert main(args) == 2
     assert "write CODE=NAME pairs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

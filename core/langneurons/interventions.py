@@ -29,6 +29,7 @@ from .families import resolve_activation_modules
 from .models import LoadedModel
 
 MODES = ("set", "add", "scale")
+MAX_INDEX = 2**31 - 1  # beyond any model; larger numbers would overflow an index tensor
 
 
 class InterventionError(LangNeuronsError):
@@ -140,7 +141,12 @@ def parse_pairs(spec: str) -> NeuronSet:
         match = re.fullmatch(r"(\d+):(\d+)", item)
         if not match:
             raise InterventionError(f"Neuron {item!r}: write layer:neuron, e.g. 3:17.")
-        pairs.setdefault(int(match.group(1)), []).append(int(match.group(2)))
+        layer, neuron = int(match.group(1)), int(match.group(2))
+        if layer > MAX_INDEX or neuron > MAX_INDEX:
+            raise InterventionError(
+                f"Neuron {item!r} is out of range: no model has that many layers or neurons."
+            )
+        pairs.setdefault(layer, []).append(neuron)
     return {layer: torch.tensor(sorted(set(idx))) for layer, idx in pairs.items()}
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from .errors import ModelLoadError
@@ -385,6 +386,12 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (SafetensorError, RuntimeError, KeyError, EOFError) as exc:
+        reason = str(exc).strip()[:200]
+        raise ModelLoadError(
+            f"Could not load model {name!r}: its weights are unreadable ({reason}). The files "
+            "may be truncated or corrupt: download or save the model again."
+        ) from exc
     except (OSError, ValueError) as exc:
         hint = (
             "Check the id and your network, or log in for gated models (huggingface-cli "

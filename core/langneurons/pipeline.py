@@ -19,7 +19,7 @@ from .errors import CorpusError
 from .launch import is_reporting_rank
 from .models import LoadedModel, load_model
 from .progress import ProgressCallback, emit
-from .results import RUN_FORMAT, selection_record, write_run
+from .results import RUN_FORMAT, check_output_folder, selection_record, write_run
 from .selection import LapeConfig, Selection, SelectionConfig, select
 from .stats import (
     Checkpoint,
@@ -329,6 +329,13 @@ def compute(
     settings = counting_config(counting, overrides)
     selection_config = selection if selection is not None else LapeConfig()
     codes = parse_languages(languages)
+    if len(codes) < 2:
+        raise CorpusError(
+            f"Language neurons are found by comparing languages: give at least two (for "
+            f"example --languages en,fr), not only {codes[0]!r}."
+        )
+    if out_dir is not None:
+        check_output_folder(out_dir)  # before any work, so nothing computed is lost
     source = _resolve_corpus(corpus, codes, settings, dataset_options)
     if not isinstance(model, LoadedModel):
         model = load_model(model, progress=progress, **(load_options or {}))

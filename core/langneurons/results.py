@@ -13,8 +13,9 @@
     the reference format: a list over languages of lists over layers of int64 index
     tensors, loadable with ``torch.load(path, weights_only=True)``.
 
-Files are written into a temporary folder first and moved into place one by one
-only when all were written, so a failure never leaves a half-written file.
+The whole folder is written beside its target and swapped in only when every file was
+written and flushed, so a failure or a kill never leaves a half-written file or a mix of
+two runs' files (see :func:`_write_atomic`).
 """
 
 from __future__ import annotations
@@ -70,28 +71,138 @@ def _json_bytes(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def check_output_file(path: str | Path) -> Path:
+    """Refuse an output file path that cannot be written, before any work is done: a
+    folder, a path under a file, or a folder without write permission."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ResultsError(f"--out {str(target)!r} is a folder; pass a file name.")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ResultsError(
+            f"--out {str(target)!r} cannot be created: {str(parent)!r} is a file, not a folder."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ResultsError(
+            f"--out {str(target)!r} cannot be written: no permission to write in "
+            f"{str(parent)!r}. Choose another path."
+        )
+    return target
+
+
+def check_output_folder(path: str | Path) -> Path:
+    """Refuse an output folder that cannot be written, before any work is done: a file, a
+    path under a file, or a place without write permission."""
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise ResultsError(f"--out {str(target)!r} is a file; pass a folder.")
+    probe = target if target.is_dir() else target.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ResultsError(
+            f"--out {str(target)!r} cannot be created: {str(probe)!r} is a file, not a folder."
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ResultsError(
+            f"--out {str(target)!r} cannot be written: no permission to write in "
+            f"{str(probe)!r}. Choose another path."
+        )
+    return target
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or folder to disk (a folder's fsync makes renames in it durable)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # pragma: no cover - platforms without folder descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - file systems that do not support it
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def recover_interrupted(out_dir: str | Path) -> list[str]:
+    """Clean what an interrupted write of ``out_dir`` left beside it: a staging folder
+    (``.NAME.writing-*``, incomplete: removed) and the previous run moved aside
+    (``.NAME.old-*``: put back when ``out_dir`` is missing, else removed).  Returns what
+    was done, in words."""
+    out = Path(out_dir).expanduser().absolute()
+    parent = out.parent
+    done: list[str] = []
+    if not parent.is_dir():
+        return done
+    for leftover in sorted(parent.glob(f".{out.name}.writing-*")):
+        shutil.rmtree(leftover, ignore_errors=True)
+        done.append(f"removed the incomplete {leftover.name}")
+    for previous in sorted(parent.glob(f".{out.name}.old-*")):
+        if not out.exists():
+            os.replace(previous, out)
+            done.append(f"restored the previous run from {previous.name}")
+        else:
+            shutil.rmtree(previous, ignore_errors=True)
+            done.append(f"removed {previous.name}")
+    return done
+
+
 def _write_atomic(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]) -> Path:
-    """Run each ``writer(path)`` into a staging folder, then move all files into place."""
-    out = Path(out_dir).expanduser()
+    """Write a whole run folder beside its target, then swap it in.
+
+    Every file is written and flushed into ``.NAME.writing-*`` next to ``out_dir``; files
+    of an earlier folder that this write does not replace (an ablation matrix saved in it,
+    notes) are carried over; then the old folder is moved aside, the new one renamed into
+    place and the old one removed.  A write interrupted at any point leaves either the old
+    folder or the new one complete under ``out_dir`` (or the old one beside it, put back by
+    :func:`recover_interrupted` on the next write or read), never a mix of both.
+    """
+    out = Path(out_dir).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out {str(out)!r} is a file; pass a folder.")
-    created = not out.exists()
+    staging: Path | None = None
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out, prefix=".writing-"))
-    except OSError as exc:
-        raise ResultsError(f"Cannot create {str(out)!r}: {exc.strerror}.") from exc
-    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        recover_interrupted(out)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.writing-"))
         for name, writer in writers.items():
             writer(staging / name)
-        for name in writers:
-            os.replace(staging / name, out / name)
-    except OSError as exc:
-        raise ResultsError(f"Cannot write results into {str(out)!r}: {exc.strerror}.") from exc
+            os.chmod(staging / name, 0o666 & ~_umask())  # readable like the folder's others
+            _fsync(staging / name)
+        if out.is_dir():
+            for extra in out.iterdir():
+                if extra.name not in writers and extra.is_file():
+                    shutil.copy2(extra, staging / extra.name)
+        os.chmod(staging, 0o777 & ~_umask())
+        _fsync(staging)
+        if out.exists():
+            aside = out.parent / f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}"
+            os.replace(out, aside)
+            os.replace(staging, out)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+        staging = None
+        _fsync(out.parent)
+    except (OSError, SafetensorError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ResultsError(
+            f"Cannot write results into {str(out)!r}: {reason}. Free disk space or choose "
+            "another --out; an earlier run there is left as it was."
+        ) from exc
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -155,9 +266,67 @@ def corpus_label(meta: dict[str, Any]) -> str:
     return str(corpus.get("name", "unknown"))
 
 
+def _shape_error(folder: Path, what: str) -> ResultsError:
+    return ResultsError(
+        f"{str(folder)!r} is inconsistent: {what}. Its files do not belong together; "
+        "recompute it with `langneurons compute --out`."
+    )
+
+
+def _check_neurons(
+    folder: Path, neurons: dict[str, Any], languages: list[str], layers: int, width: int
+) -> None:
+    """``neurons.json`` names the run's languages, one list per layer of neuron indices in
+    range, whole numbers only."""
+    if neurons.get("languages") != languages:
+        raise _shape_error(folder, "neurons.json and meta.json list different languages")
+    for code in languages:
+        per_layer = neurons.get("neurons", {}).get(code, {}).get("per_layer")
+        if not isinstance(per_layer, list) or len(per_layer) != layers:
+            raise _shape_error(folder, f"neurons.json has no {layers} layers of neurons for {code}")
+        for layer, indices in enumerate(per_layer):
+            if not isinstance(indices, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < width for i in indices
+            ):
+                raise _shape_error(
+                    folder,
+                    f"neurons.json's {code} layer {layer} holds something other than neuron "
+                    f"indices 0-{width - 1}",
+                )
+
+
+def _check_statistics(
+    folder: Path, statistics: Statistics, layers: int, width: int, meta: dict[str, Any]
+) -> None:
+    """The counts have the run's shape and possible values, and the token counts of
+    ``meta.json``."""
+    k = len(statistics.languages)
+    for name in ("over_zero", "activation_sum", "activation_sq_sum"):
+        shape = tuple(getattr(statistics, name).shape)
+        if shape != (layers, width, k):
+            raise _shape_error(
+                folder, f"{name} is {list(shape)} but meta.json says {[layers, width, k]}"
+            )
+    if tuple(statistics.tokens.shape) != (k,) or bool((statistics.tokens <= 0).any()):
+        raise _shape_error(folder, "the token counts are missing or not positive")
+    if bool((statistics.over_zero > statistics.tokens).any()):
+        raise _shape_error(folder, "some counts exceed the tokens counted")
+    recorded = meta.get("counting", {}).get("tokens")
+    if isinstance(recorded, dict) and recorded:
+        counted = dict(zip(statistics.languages, statistics.tokens.tolist(), strict=True))
+        if {c: int(v) for c, v in recorded.items() if c in counted} != {
+            c: counted[c] for c in recorded if c in counted
+        }:
+            raise _shape_error(folder, "meta.json's token counts differ from stats.safetensors")
+
+
 def read_run(path: str | Path) -> Run:
-    """Read a run folder written by :func:`write_run`; clear errors if it is not one."""
+    """Read a run folder written by :func:`write_run`, checking that its files belong
+    together (languages, shapes, tokens, neuron indices); a clear error otherwise.  A run
+    left beside its folder by an interrupted write is put back first."""
     folder = Path(path).expanduser()
+    if not folder.is_dir():
+        recover_interrupted(folder)
     if not folder.is_dir():
         raise ResultsError(
             f"{str(folder)!r} is not a folder with results of `langneurons compute`."
@@ -166,6 +335,8 @@ def read_run(path: str | Path) -> Run:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = {}
+    if not isinstance(meta, dict):
+        meta = {}
     needed = FILES[1:3] if meta.get("imported") else FILES[:3]
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
@@ -173,30 +344,45 @@ def read_run(path: str | Path) -> Run:
             f"{str(folder)!r} lacks {', '.join(missing)}: it is not a complete run. "
             "Run `langneurons compute ... --out` into it again."
         )
+    layers, width, languages = meta.get("layers"), meta.get("neurons"), meta.get("languages")
+    if not (
+        isinstance(layers, int)
+        and isinstance(width, int)
+        and layers > 0
+        and width > 0
+        and isinstance(languages, list)
+        and languages
+        and all(isinstance(c, str) for c in languages)
+    ):
+        raise ResultsError(
+            f"{str(folder)!r} has a meta.json without its layers, neurons or languages; "
+            "it was not written by LangNeurons, or was edited. Recompute it."
+        )
     try:
         neurons = json.loads((folder / "neurons.json").read_text(encoding="utf-8"))
         statistics = None
-        languages = neurons["languages"]
         if not meta.get("imported"):
             tensors = load_file(str(folder / "stats.safetensors"))
             with safe_open(str(folder / "stats.safetensors"), framework="pt") as handle:
-                languages = json.loads((handle.metadata() or {})["languages"])
+                stats_languages = json.loads((handle.metadata() or {})["languages"])
             statistics = Statistics(
-                languages=languages,
+                languages=stats_languages,
                 over_zero=tensors["over_zero"],
                 tokens=tensors["tokens"],
                 activation_sum=tensors["activation_sum"],
                 activation_sq_sum=tensors["activation_sq_sum"],
             )
-    except (SafetensorError, KeyError, ValueError, OSError) as exc:
+    except (SafetensorError, KeyError, ValueError, OSError, TypeError) as exc:
         raise ResultsError(
             f"{str(folder)!r} holds unreadable results ({exc}). Recompute them."
         ) from exc
-    if meta.get("languages") != languages:
-        raise ResultsError(
-            f"{str(folder)!r} is inconsistent: meta.json and stats.safetensors list different "
-            "languages. Recompute it."
-        )
+    if not isinstance(neurons, dict):
+        raise _shape_error(folder, "neurons.json is not a JSON object")
+    if statistics is not None and statistics.languages != languages:
+        raise _shape_error(folder, "meta.json and stats.safetensors list different languages")
+    _check_neurons(folder, neurons, languages, layers, width)
+    if statistics is not None:
+        _check_statistics(folder, statistics, layers, width, meta)
     return Run(path=folder, statistics=statistics, meta=meta, neurons=neurons)
 
 

@@ -427,7 +427,13 @@ class StatsCache:
                 and int(over_zero.max()) <= tokens
                 and bool(torch.isfinite(sums).all())
             )
-        except (SafetensorError, KeyError, OSError, ValueError, RuntimeError) as exc:
+        except OSError as exc:
+            # Not the entry's fault (permissions, a lost mount): keep it, say what to do.
+            raise CacheError(
+                f"Cannot read the statistics cache entry {path}: {exc.strerror or exc}. Fix "
+                "its permissions, or point LANGNEURONS_CACHE to a folder you can read."
+            ) from exc
+        except (SafetensorError, KeyError, ValueError, RuntimeError) as exc:
             return None, {}, str(exc)
         if not valid:
             return None, metadata, "contents do not match their shape or token count"
@@ -450,14 +456,22 @@ class StatsCache:
                 tmp,
                 metadata={**metadata, "format": str(STATS_FORMAT)},
             )
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
-        except OSError as exc:
+        except (OSError, SafetensorError) as exc:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise CacheError(
-                f"Cannot write the statistics cache in {self.root}: {exc.strerror}. Free disk "
+                f"Cannot write the statistics cache in {self.root}: {reason}. Free disk "
                 "space or point LANGNEURONS_CACHE to a writable folder."
             ) from exc
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _read_metadata(path: Path) -> dict[str, str]:

@@ -32,7 +32,7 @@ from .interventions import (
 from .langid import detect_language
 from .models import LoadedModel
 from .progress import ProgressCallback, emit
-from .results import Run, read_mask, write_imported
+from .results import Run, check_output_file, read_mask, write_imported
 from .selection import Selection
 from .stats import Statistics
 from .streaming import PREFIX as HF_PREFIX
@@ -301,38 +301,27 @@ def import_mask(
     return write_imported(out_dir, selection, meta)
 
 
-def check_output_file(path: str | Path) -> Path:
-    """Refuse an output file path that cannot be written, before any work is done: a
-    folder, a path under a file, or a folder without write permission."""
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise LangNeuronsError(f"--out {str(target)!r} is a folder; pass a file name.")
-    parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise LangNeuronsError(
-            f"--out {str(target)!r} cannot be created: {str(parent)!r} is a file, not a folder."
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise LangNeuronsError(
-            f"--out {str(target)!r} cannot be written: no permission to write in "
-            f"{str(parent)!r}. Choose another path."
-        )
-    return target
-
-
 def write_json_atomic(path: str | Path, document: dict[str, Any]) -> Path:
     """Write ``document`` to ``path`` via a temporary file (never half-written)."""
     target = check_output_file(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
+    tmp: str | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(document, handle, indent=2, ensure_ascii=False)
             handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as exc:
+        raise LangNeuronsError(
+            f"Cannot write {str(target)!r}: {exc.strerror or exc}. Free disk space or choose "
+            "another --out."
+        ) from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return target

@@ -8,6 +8,7 @@ error on bad input is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -73,3 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line, details on demand
+        if os.environ.get("LANGNEURONS_DEBUG"):
+            raise
+        print(
+            f"error: {args.command} failed unexpectedly: {type(exc).__name__}: {exc}. Run again "
+            "with LANGNEURONS_DEBUG=1 for the details, and report it if it persists.",
+            file=sys.stderr,
+        )
+        return 1
