@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/streamlit run dashboard/app.py --server.port $(PORT)
+	$(BIN)/langneurons dashboard --port $(PORT)
 
 compute: $(BIN)/.installed
 	$(BIN)/langneurons compute --languages $(LANGUAGES) --out $(OUT)

@@ -1,26 +1,24 @@
-"""LangNeurons dashboard: ``streamlit run dashboard/app.py``.
+"""The dashboard's wiring: the sidebar (``sidebar.py``) chooses a model, languages and a
+detector; :func:`main` loads the shared model, computes or opens the statistics, and
+runs the page the navigation points to (``routes/<page>.py``, which calls the page's
+module in ``views/``); pages draw widgets and call the library.
 
-Wiring only: the sidebar (``sidebar.py``) chooses a model, languages and a detector;
-this script loads the shared model, computes or opens the statistics, and runs the
-page the navigation points to (one file per page in ``views/``), which draws widgets
-and calls the library.
+``app.py`` is the script Streamlit runs (``langneurons dashboard``, or ``streamlit run
+dashboard/app.py`` in a checkout).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
-from dashboard import sidebar, state, widgets
 from langneurons.errors import LangNeuronsError
 from langneurons.pipeline import cached_languages, compute
 from langneurons.workflows import check_model_matches
+
+from . import sidebar, state, widgets
 
 PAGES = {
     "overview": ("Overview", ":material/dashboard:"),
@@ -49,7 +47,7 @@ LEGACY_VIEWS = {
 def navigation() -> StreamlitPage:
     pages = [
         st.Page(
-            f"views/{name}.py", title=title, icon=icon, url_path=name, default=name == "overview"
+            f"routes/{name}.py", title=title, icon=icon, url_path=name, default=name == "overview"
         )
         for name, (title, icon) in PAGES.items()
     ]
@@ -130,7 +128,7 @@ def prepare(settings: state.Settings, pressed: bool) -> state.PageContext | None
             lm = state.shared_model(shown.model, shown.dtype, shown.device)
         selection = state.reselect(shown.statistics_key(), result, settings.selection)
     except LangNeuronsError as exc:
-        st.error(str(exc))
+        widgets.error(exc)
         return None
     stale = shown.statistics_key() != settings.statistics_key()
     shown = dataclasses.replace(shown, selection=settings.selection)
@@ -148,9 +146,11 @@ def stale_notice(context: state.PageContext, wanted: state.Settings) -> None:
     if shown.corpus != wanted.corpus or shown.counting != wanted.counting:
         changes.append("corpus or token budget")
     st.warning(
-        f"Out of date: these results are for {', '.join(shown.languages)}. The sidebar now asks "
-        f"for {'; '.join(changes) or 'other settings'}: press **Compute** to count them "
-        "(results already cached appear at once).",
+        widgets.plain(
+            f"Out of date: these results are for {', '.join(shown.languages)}. The sidebar now "
+            f"asks for {'; '.join(changes) or 'other settings'}"
+        )
+        + ": press **Compute** to count them (results already cached appear at once).",
         icon="⏳",
     )
 
@@ -162,10 +162,10 @@ def main() -> None:
     page = navigation()
     settings, pressed = sidebar.draw()
     for item in ignored:
-        st.sidebar.warning(f"Ignored a value of the link that is not valid: {item}.")
+        widgets.warning(f"Ignored a value of the link that is not valid: {item}.", st.sidebar)
     if legacy in LEGACY_VIEWS:
         del st.query_params["view"]
-        st.switch_page(f"views/{LEGACY_VIEWS[legacy]}.py")
+        st.switch_page(f"routes/{LEGACY_VIEWS[legacy]}.py")
     context = prepare(settings, pressed)
     if context is not None:
         if context.stale:
@@ -176,6 +176,3 @@ def main() -> None:
             st.session_state["_last_page"] = page.url_path or "overview"
         page.run()
     state.write_url()
-
-
-main()

@@ -7,12 +7,13 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import state, widgets
 from langneurons.config import ConfigError, CountingConfig
 from langneurons.corpus import EMBEDDED, available_languages, language_name
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import CorpusError, LangNeuronsError
 from langneurons.models import DEFAULT_MODEL, DEVICES, DTYPES
 from langneurons.selection import DETECTORS, SelectionConfig, make_config
+
+from . import state, widgets
 
 # Chips of the language box wrap onto as many lines as they need (Streamlit caps the
 # box's height and hides the rest behind a scroll otherwise).
@@ -27,11 +28,20 @@ section[data-testid="stSidebar"] [data-testid="stMultiSelect"] span { max-width:
 def draw() -> tuple[state.Settings, bool]:
     """The sidebar; returns the settings and whether Compute was pressed."""
     st.sidebar.title("LangNeurons")
-    st.sidebar.caption("Language-specific neurons of language models.")
+    limits = state.classroom()
+    st.sidebar.caption(
+        "Language-specific neurons of language models."
+        + (" Classroom server." if limits is not None else "")
+    )
+    sources = (
+        ["Compute"] if limits is not None and not limits.run_roots else ["Compute", "Open a run"]
+    )
     state.seed("stats_source", "Open a run" if state.kept().get("run_dir") else "Compute")
+    if st.session_state["stats_source"] not in sources:
+        st.session_state["stats_source"] = "Compute"
     mode = st.sidebar.radio(
         "Statistics",
-        ["Compute", "Open a run"],
+        sources,
         key="stats_source",
         horizontal=True,
         help="Count here, or open a run folder written by `langneurons compute` (for example "
@@ -43,10 +53,31 @@ def draw() -> tuple[state.Settings, bool]:
     return _compute_panel()
 
 
+def _allowed_model() -> str:
+    """Classroom mode: the model, chosen among those the server allows (a link naming
+    another is ignored)."""
+    limits = state.classroom()
+    assert limits is not None
+    state.seed("model", limits.models[0])
+    if st.session_state["model"] not in limits.models:
+        widgets.warning(
+            f"This server runs only {', '.join(limits.models)}: the link's model "
+            f"{st.session_state['model']!r} was not loaded.",
+            st.sidebar,
+        )
+        st.session_state["model"] = limits.models[0]
+    model = str(st.selectbox("Model", list(limits.models), key="model"))
+    state.remember("model", model)
+    return model
+
+
 def _model_options(container: Any, with_model: bool) -> tuple[str, str, str]:
     model = ""
     with container.expander("Model", expanded=False):
-        if with_model:
+        if state.classroom() is not None:
+            if with_model:
+                model = _allowed_model()
+        elif with_model:
             state.seed("model", "")
             model = st.text_input(
                 "Model",
@@ -56,7 +87,7 @@ def _model_options(container: Any, with_model: bool) -> tuple[str, str, str]:
                 "(e.g. Qwen/Qwen2.5-0.5B) or a local folder.",
             )
             state.remember("model", model)
-        else:
+        else:  # a run folder's model, or another of the same shape
             model = st.text_input(
                 "Another model of the same shape",
                 key="run_model",
@@ -67,19 +98,44 @@ def _model_options(container: Any, with_model: bool) -> tuple[str, str, str]:
     return model.strip(), dtype, device
 
 
+def _corpus_sources() -> list[str]:
+    limits = state.classroom()
+    if limits is None:
+        return ["Embedded UDHR", "Folder", "Upload"]
+    sources = ["Embedded UDHR"]
+    if limits.corpus_roots:
+        sources.append("Folder")
+    if limits.uploads:
+        sources.append("Upload")
+    return sources
+
+
+def _folder() -> str:
+    """A folder of texts: typed (alone on one's machine) or chosen under the classroom's
+    roots (never a typed path on a shared server)."""
+    limits = state.classroom()
+    if limits is None:
+        return st.sidebar.text_input("Folder of <code>.txt files", key="corpus_dir") or EMBEDDED
+    folders = limits.folders_under(limits.corpus_roots, "*.txt")
+    if not folders:
+        raise CorpusError("No folder of <code>.txt files under this server's corpus roots.")
+    return str(st.sidebar.selectbox("Folder of <code>.txt files", folders, key="corpus_pick"))
+
+
 def _corpus() -> tuple[str, list[str]]:
-    source = st.sidebar.radio(
-        "Corpus", ["Embedded UDHR", "Folder", "Upload"], key="corpus_kind", horizontal=True
-    )
+    sources = _corpus_sources()
+    if st.session_state.get("corpus_kind") not in sources:
+        st.session_state["corpus_kind"] = sources[0]
+    source = st.sidebar.radio("Corpus", sources, key="corpus_kind", horizontal=True)
     corpus = EMBEDDED
+    limits = state.classroom()
+    size = f"{limits.max_upload_mb:g} MB" if limits is not None else "5 MB"
     try:
         if source == "Folder":
-            corpus = (
-                st.sidebar.text_input("Folder of <code>.txt files", key="corpus_dir") or EMBEDDED
-            )
+            corpus = _folder()
         elif source == "Upload":
             files = st.sidebar.file_uploader(
-                "One <code>.txt per language (5 MB each)",
+                f"One <code>.txt per language ({size} each)",
                 type=["txt"],
                 accept_multiple_files=True,
                 key="corpus_files",
@@ -87,7 +143,7 @@ def _corpus() -> tuple[str, list[str]]:
             corpus = state.save_uploads(files) if files else EMBEDDED
         return corpus, available_languages(corpus)
     except LangNeuronsError as exc:
-        st.sidebar.error(str(exc))
+        widgets.error(exc, st.sidebar)
         return EMBEDDED, available_languages(EMBEDDED)
 
 
@@ -100,25 +156,39 @@ def _compute_panel() -> tuple[state.Settings, bool]:
     else:  # another corpus: keep the languages it has
         st.session_state["languages"] = [c for c in st.session_state["languages"] if c in options]
     st.sidebar.markdown(CHIPS_CSS, unsafe_allow_html=True)
+    limits = state.classroom()
+    most = limits.max_compute_languages if limits is not None else None
+    if most is not None and len(st.session_state["languages"]) > most:
+        st.session_state["languages"] = st.session_state["languages"][:most]
     languages = st.sidebar.multiselect(
         "Languages",
         options,
         key="languages",
         format_func=widgets.language_label,
-        help="Type a code or a name to add a language; two or more.",
+        max_selections=most,
+        help="Type a code or a name to add a language; two or more"
+        + (f", {most} at most on this server." if most else "."),
     )
     state.remember("languages", languages)
+    budget_cap = limits.max_budget_tokens if limits is not None else 10_000_000
     state.seed("budget", 0)
+    st.session_state["budget"] = min(max(int(st.session_state["budget"]), 0), budget_cap)
     budget = st.sidebar.number_input(
-        "Token budget per language (0: all)", 0, 10_000_000, step=500, key="budget"
+        f"Token budget per language (0: all{f', up to {budget_cap:,}' if limits else ''})",
+        0,
+        budget_cap,
+        step=500,
+        key="budget",
     )
     state.remember("budget", int(budget))
     pressed = st.sidebar.button("Compute", type="primary", key="compute", width="stretch")
     selection = _selection_panel()
     try:
-        counting = CountingConfig(max_tokens=int(budget) or None)
+        counting = CountingConfig(
+            max_tokens=int(budget) or (limits.max_budget_tokens if limits is not None else None)
+        )
     except ConfigError as exc:  # the widget's range makes this unreachable; say it anyway
-        st.sidebar.error(str(exc))
+        widgets.error(exc, st.sidebar)
         counting = CountingConfig()
     settings = state.Settings(
         model=model or DEFAULT_MODEL,
@@ -153,30 +223,55 @@ def _selection_panel() -> SelectionConfig:
     return config
 
 
+def _run_folder() -> str:
+    """The run folder: typed (alone on one's machine), or chosen among the runs under the
+    classroom's roots (a link naming another is ignored)."""
+    limits = state.classroom()
+    state.seed("run_dir", "")
+    if limits is None:
+        folder = st.sidebar.text_input(
+            "Run folder",
+            key="run_dir",
+            placeholder="runs/llama7b",
+            help="A folder written by `langneurons compute --out` (stats.safetensors, meta.json).",
+        ).strip()
+        state.remember("run_dir", folder)
+        return folder
+    runs = limits.folders_under(limits.run_roots, "meta.json")
+    if not runs:
+        widgets.warning("No run folder under this server's run roots.", st.sidebar)
+        return ""
+    wanted = str(st.session_state["run_dir"])
+    inside = limits.resolve_under(limits.run_roots, wanted) if wanted else None
+    if wanted and (inside is None or str(inside) not in runs):
+        widgets.warning(
+            f"The link's run folder {wanted!r} is not one of this server's runs.", st.sidebar
+        )
+    st.session_state["run_dir"] = (
+        str(inside) if inside is not None and str(inside) in runs else runs[0]
+    )
+    folder = str(st.sidebar.selectbox("Run folder", runs, key="run_dir"))
+    state.remember("run_dir", folder)
+    return folder
+
+
 def _run_panel() -> state.Settings:
     """Set-up for a run folder: its languages, statistics and selection, its model unless
     another of the same shape is named."""
-    state.seed("run_dir", "")
-    folder = st.sidebar.text_input(
-        "Run folder",
-        key="run_dir",
-        placeholder="runs/llama7b",
-        help="A folder written by `langneurons compute --out` (stats.safetensors, meta.json).",
-    ).strip()
-    state.remember("run_dir", folder)
+    folder = _run_folder()
     run = None
     if folder:
         try:
             run, _ = state.open_run(folder)
         except LangNeuronsError as exc:
-            st.sidebar.error(str(exc))
+            widgets.error(exc, st.sidebar)
     if run is not None and st.session_state.get("_opened_run") != str(run.path):
         st.session_state["_opened_run"] = str(run.path)
         _start_from_run_selection(run)
     spec = state.run_model(run) if run is not None else DEFAULT_MODEL
     if run is not None:
         names = ", ".join(run.languages)
-        st.sidebar.caption(f"{len(run.languages)} languages: {names} · model {spec}")
+        st.sidebar.caption(widgets.plain(f"{len(run.languages)} languages: {names} · model {spec}"))
     other, dtype, device = _model_options(st.sidebar, with_model=False)
     corpus = state.run_corpus(run) if run is not None else EMBEDDED
     if run is not None and corpus != run.meta.get("corpus", {}).get("name"):

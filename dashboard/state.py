@@ -14,9 +14,8 @@ page seeds its widgets from the kept values (or the link) before drawing them.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
-import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,9 +24,11 @@ from typing import Any
 
 import streamlit as st
 
+from langneurons.classroom import ClassroomConfig
+from langneurons.cli.dashboard import OPEN_RUN
 from langneurons.config import ConfigError, CountingConfig, range_problem, ranges, to_dict
 from langneurons.corpus import EMBEDDED
-from langneurons.errors import CorpusError, ResultsError
+from langneurons.errors import CorpusError, ModelLoadError, ResultsError
 from langneurons.models import DEFAULT_MODEL, LoadedModel, load_model
 from langneurons.pipeline import ComputeResult
 from langneurons.progress import ProgressEvent
@@ -35,8 +36,10 @@ from langneurons.results import Run, read_run
 from langneurons.selection import DETECTORS, Selection, SelectionConfig, make_config, select
 from langneurons.workflows import run_model_spec
 
+from . import server
+
 DEFAULT_LANGUAGES = ["en", "fr", "de", "es", "zh", "ja", "ru"]
-MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_UPLOAD_BYTES = 5_000_000
 KEPT = "_kept"
 
 
@@ -144,6 +147,9 @@ def restore_from_url() -> list[str]:
     if st.session_state.get("_url_restored"):
         return []
     st.session_state["_url_restored"] = True
+    opened = os.environ.get(OPEN_RUN)  # `langneurons dashboard --run DIR`
+    if opened and "run" not in st.query_params:
+        kept()["run_dir"] = opened
     ignored = []
     by_url = {link.url: link for link in LINKS}
     for name, raw in st.query_params.to_dict().items():
@@ -209,13 +215,13 @@ def page_context() -> PageContext:
     return context
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def shared_model(spec: str, dtype: str, device: str) -> LoadedModel:
-    """The process-wide model for these settings (loaded or converted once).
+def classroom() -> ClassroomConfig | None:
+    """The classroom settings this server was started with, or ``None`` (one user)."""
+    return server.read_classroom()
 
-    Conversion and loading messages go to the server's terminal too."""
 
-    def log(event: ProgressEvent) -> None:
+def _load(spec: str, dtype: str, device: str) -> LoadedModel:
+    def log(event: ProgressEvent) -> None:  # conversion and loading, in the server's log
         print(f"[langneurons] {event.message}", file=sys.stderr, flush=True)
 
     return load_model(
@@ -224,45 +230,68 @@ def shared_model(spec: str, dtype: str, device: str) -> LoadedModel:
 
 
 @st.cache_resource(show_spinner=False)
-def model_lock(spec: str, dtype: str, device: str) -> threading.Lock:
-    """Serialises long jobs on one model across sessions."""
-    return threading.Lock()
+def model_pool() -> server.ModelPool:
+    """The server's loaded models, shared by every session, bounded in number."""
+    return server.ModelPool(server.OPEN_MODEL_LIMIT, _load)
+
+
+def shared_model(spec: str, dtype: str, device: str) -> LoadedModel:
+    """The process-wide model for these settings (loaded or converted once); a classroom
+    server refuses models it does not allow."""
+    limits = classroom()
+    if limits is not None and not limits.allows_model(spec):
+        raise ModelLoadError(
+            f"This classroom server runs only {', '.join(limits.models)}; {spec!r} is not "
+            "one of them."
+        )
+    pool = model_pool()
+    pool.capacity = limits.max_loaded_models if limits else server.OPEN_MODEL_LIMIT
+    model: LoadedModel = pool.get(spec, dtype, device)
+    return model
+
+
+@st.cache_resource(show_spinner=False)
+def job_queue() -> server.JobQueue:
+    """The server-wide queue of long jobs."""
+    return server.JobQueue()
 
 
 @contextmanager
 def long_job(settings: Settings) -> Iterator[None]:
-    """Hold the model's lock for a long job, showing a wait while another session has it."""
-    lock = model_lock(settings.model, settings.dtype, settings.device)
-    if not lock.acquire(blocking=False):
-        with st.status("Another session is using the model; waiting for it...") as status:
-            lock.acquire()
-            status.update(label="The model is free again.", state="complete")
-    try:
+    """Wait for this long job's turn on the server, showing the place in the queue; in
+    classroom mode give up after the configured time with a clear message."""
+    limits = classroom()
+    status: Any = None
+
+    def waiting(ahead: int) -> None:
+        nonlocal status
+        label = f"The server is busy: {ahead} job{'s' if ahead != 1 else ''} before yours..."
+        if status is None:
+            status = st.status(label, state="running")
+        else:
+            status.update(label=label)
+
+    with job_queue().turn(limits.job_timeout_s if limits else None, waiting):
+        if status is not None:
+            status.update(label="Your turn.", state="complete")
         yield
-    finally:
-        lock.release()
+
+
+def upload_folder() -> server.UploadFolder:
+    """This session's private folder for uploads (removed when the session ends)."""
+    folder = st.session_state.get("_uploads")
+    if folder is None:
+        folder = st.session_state["_uploads"] = server.UploadFolder()
+    return folder
 
 
 def save_uploads(files: list[Any]) -> str:
-    """Write uploaded ``<code>.txt`` files into a folder named by their content hash."""
-    digest = hashlib.sha256()
-    contents = []
-    for upload in sorted(files, key=lambda f: f.name):
-        data = upload.getvalue()
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise CorpusError(
-                f"{upload.name} is {len(data) / 1e6:.1f} MB; the limit is "
-                f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB per language. Use a folder path for more."
-            )
-        if not upload.name.endswith(".txt"):
-            raise CorpusError(f"{upload.name}: name files <code>.txt, e.g. fr.txt.")
-        digest.update(upload.name.encode() + data)
-        contents.append((upload.name, data))
-    folder = Path(tempfile.gettempdir()) / "langneurons-uploads" / digest.hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in contents:
-        (folder / name).write_bytes(data)
-    return str(folder)
+    """Write uploaded ``<code>.txt`` files into this session's private folder."""
+    limits = classroom()
+    if limits is not None and not limits.uploads:
+        raise CorpusError("Uploads are switched off on this classroom server.")
+    max_bytes = int((limits.max_upload_mb if limits else MAX_UPLOAD_BYTES / 1e6) * 1e6)
+    return upload_folder().save(files, max_bytes)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -332,7 +361,12 @@ def run_model(run: Run) -> str:
 
 
 def run_corpus(run: Run) -> str:
-    """The run's corpus when this machine has it (the UDHR or an existing folder), else the
-    UDHR, for the views that read text (passages, the ablation matrix)."""
+    """The run's corpus when this machine has it (the UDHR or an existing folder; on a
+    classroom server, only under its corpus roots), else the UDHR, for the views that read
+    text (passages, the ablation matrix)."""
     name = str(run.meta.get("corpus", {}).get("name", ""))
+    limits = classroom()
+    if limits is not None and name != EMBEDDED:
+        inside = limits.resolve_under(limits.corpus_roots, name)
+        return str(inside) if inside is not None and inside.is_dir() else EMBEDDED
     return name if name == EMBEDDED or (name and Path(name).is_dir()) else EMBEDDED

@@ -9,10 +9,11 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import widgets
-from dashboard.state import remember, seed
 from langneurons import plots
 from langneurons.trace import Trace
+
+from . import widgets
+from .state import remember, seed
 
 SIDE_BY_SIDE = "Side by side"
 DIFFERENCE = "Difference (modified − unmodified)"

@@ -4,15 +4,44 @@ classes, and the progress bar of a computation."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 
-from dashboard.state import remember, seed
 from langneurons.config import describe
 from langneurons.corpus import language_name
 from langneurons.progress import ComputeProgress, ProgressEvent
+
+from .state import remember, seed
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+# Markdown turns bare addresses into links after escapes are read (GFM "autolinks"): an
+# invisible word joiner after the scheme, "www" or "@" keeps them plain text.
+JOINER = "\u2060"
+AUTOLINK = re.compile(r"(?i)(https?|ftp|mailto|xmpp)(?=:)|\b(www)(?=\.)|(@)")
+
+
+def plain(text: str) -> str:
+    """``text`` shown as written: every Markdown (and LaTeX) sign escaped and bare
+    addresses broken up invisibly, so text from a link, a file name or a model's output
+    can never become a link, an image or markup."""
+    text = AUTOLINK.sub(lambda m: m.group(0) + JOINER, str(text))
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("\n", "  \n")
+
+
+def error(message: object, where: Any = st) -> None:
+    """An error box with ``message`` as plain text (messages quote user input)."""
+    where.error(plain(str(message)))
+
+
+def warning(message: object, where: Any = st) -> None:
+    where.warning(plain(str(message)))
 
 
 def plot(fig: Any, key: str) -> None:
@@ -53,7 +82,10 @@ def output_box(
         )
     cursor = "<span style='color:#adb5bd'> ▍</span>" if waiting else ""
     if body_html is None:
-        body_html = f"<span style='color:#868e96'>{html.escape(prompt)}</span>{html.escape(text)}"
+        # Line breaks as <br>: a blank line would end the HTML and let Markdown in.
+        body_html = (
+            f"<span style='color:#868e96'>{html.escape(prompt)}</span>{html.escape(text)}"
+        ).replace("\n", "<br>")
     return (
         "<div class='ln-output' style='border:1px solid #dde2ea;border-radius:6px;"
         f"padding:.6em;min-height:6em;font-size:1.1em;line-height:1.6'>{badge}"
@@ -62,15 +94,29 @@ def output_box(
 
 
 def setting_widgets(
-    config_type: type, container: Any, prefix: str = "sel_", numbers: bool = False
+    config_type: type,
+    container: Any,
+    prefix: str = "sel_",
+    numbers: bool = False,
+    caps: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """One slider (or number box, with ``numbers``; a checkbox for a flag) per setting of
-    a library settings class, its range, step, label and help from the class; returns the
-    chosen values by setting name."""
+    a library settings class, its range, step, label and help from the class; ``caps``
+    lowers a setting's maximum (a classroom server's limits).  Returns the chosen values
+    by setting name."""
     values: dict[str, Any] = {}
     for info in describe(config_type):
         key = f"{prefix}{info.name}"
+        cap = (caps or {}).get(info.name)
+        if cap is not None:
+            info = dataclasses.replace(
+                info,
+                maximum=cap if info.maximum is None else min(info.maximum, cap),
+                help=f"{info.help} (this server allows up to {cap:g})",
+            )
         seed(key, info.default)
+        if cap is not None and isinstance(st.session_state[key], int | float):
+            st.session_state[key] = min(st.session_state[key], info.kind(cap))
         if info.kind is bool:
             values[info.name] = container.checkbox(info.label, key=key, help=info.help)
         elif numbers:

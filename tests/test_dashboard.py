@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from .helpers import Upload
-
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 pytestmark = pytest.mark.slow
 
@@ -27,7 +25,7 @@ def _app(page: str | None = None, **query: str) -> AppTest:
         at.query_params[key] = value
     at.run()
     if page is not None:
-        at.switch_page(f"views/{page}.py").run()
+        at.switch_page(f"routes/{page}.py").run()
     return at
 
 
@@ -75,10 +73,10 @@ def test_overview_reselects_and_switches_detector_without_recounting(monkeypatch
 def test_a_link_restores_settings_and_ignores_invalid_values():
     at = _app(top_rate="7", filter_rate="0.9", lang="ja", metric="bogus")
     _ok(at)
-    assert any("top_rate=7" in w.value for w in at.sidebar.warning)
+    assert any("rate=7" in w.value for w in at.sidebar.warning)  # shown escaped: top\\_rate
     assert at.session_state["sel_top_rate"] == 0.01  # the default, not 7
     assert at.session_state["sel_filter_rate"] == 0.9
-    at.switch_page("views/heatmaps.py").run()
+    at.switch_page("routes/heatmaps.py").run()
     _ok(at)
     assert at.selectbox(key="hm_lang").value == "ja"
     assert at.radio(key="hm_metric").value == "Activation probability"
@@ -225,7 +223,7 @@ def test_other_languages_keep_the_last_results_marked_out_of_date():
     _ok(at)
     assert any("Out of date" in w.value and "en, fr, ja" in w.value for w in at.warning)
     assert at.selectbox(key="pg_example").value == "fr"  # still the shown results' languages
-    at.switch_page("views/overview.py").run()
+    at.switch_page("routes/overview.py").run()
     assert len(_charts(at)) == 4 and _metrics(at)["Languages"] == "3"
 
 
@@ -313,23 +311,6 @@ def test_errors_appear_in_the_page():
     assert any("neither 'udhr'" in e.value for e in at.sidebar.error)
 
 
-def test_uploaded_corpus_files_become_a_corpus_folder():
-    from dashboard.state import MAX_UPLOAD_BYTES, save_uploads
-    from langneurons.corpus import load_corpus
-    from langneurons.errors import CorpusError
-
-    folder = save_uploads([Upload("fr.txt", b"Un.\nDeux.\n"), Upload("en.txt", b"One.\nTwo.\n")])
-    assert load_corpus(folder, "en,fr").texts["fr"].paragraphs == ("Un.", "Deux.")
-    assert (
-        save_uploads([Upload("en.txt", b"One.\nTwo.\n"), Upload("fr.txt", b"Un.\nDeux.\n")])
-        == folder
-    )
-    with pytest.raises(CorpusError, match="the limit is 5 MB"):
-        save_uploads([Upload("de.txt", b"x" * (MAX_UPLOAD_BYTES + 1))])
-    with pytest.raises(CorpusError, match=r"name files <code>\.txt"):
-        save_uploads([Upload("german.doc", b"x")])
-
-
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     """A run written by `compute` (as on another machine), with non-default thresholds."""
@@ -361,7 +342,7 @@ def test_open_a_run_folder_instead_of_computing(run_folder, monkeypatch):
     recorded = json.loads((run_folder / "neurons.json").read_text())["distinct_total"]
     assert int(_metrics(at)["Language neurons"]) == recorded  # the run's own selection again
     assert at.query_params["run"] == str(run_folder)
-    at.switch_page("views/heatmaps.py").run()
+    at.switch_page("routes/heatmaps.py").run()
     _ok(at)
     assert len(_charts(at)) == 1
 
@@ -399,3 +380,65 @@ def test_open_run_errors_are_clear(run_folder, tmp_path):
     at.session_state["run_model"] = str(tmp_path)
     at.run()
     assert at.error  # a model that cannot be loaded, or of another shape, is refused
+
+
+@pytest.fixture
+def classroom(tmp_path, monkeypatch, run_folder):
+    """A classroom server: the embedded model only, runs and texts under their roots."""
+    texts = tmp_path / "texts" / "demo"
+    texts.mkdir(parents=True)
+    from langneurons.corpus import load_corpus
+
+    udhr = load_corpus("udhr", ["en", "fr"])
+    for code in ("en", "fr"):
+        (texts / f"{code}.txt").write_text("\n".join(udhr.texts[code].paragraphs), "utf-8")
+    config = tmp_path / "classroom.toml"
+    config.write_text(
+        f'run_roots = ["{run_folder.parent}"]\ncorpus_roots = ["{texts.parent}"]\n'
+        "max_prompt_chars = 120\nmax_new_tokens = 20\nmax_ablation_languages = 2\n"
+        "max_ablation_tokens = 100\n"
+    )
+    monkeypatch.setenv("LANGNEURONS_CLASSROOM", str(config))
+    return {"texts": texts, "runs": run_folder.parent}
+
+
+def test_classroom_links_cannot_load_other_models_or_folders(classroom, tmp_path, run_folder):
+    at = _app(model="./no/such/folder")
+    _ok(at)
+    assert any("runs only gemma\\-3\\-270m" in w.value for w in at.sidebar.warning)
+    assert at.sidebar.selectbox(key="model").value == "gemma-3-270m"
+    at = _app(run=str(tmp_path))  # a folder outside the run roots
+    assert any("not one of this server" in w.value for w in at.sidebar.warning)
+    assert at.sidebar.selectbox(key="run_dir").options == [str(run_folder.resolve())]
+    assert not [t for t in at.sidebar.text_input if t.key == "run_dir"]  # never typed
+    at = _app(model="Qwen/Qwen2.5-0.5B")
+    assert at.sidebar.selectbox(key="model").value == "gemma-3-270m"
+    assert _metrics(at)["Languages"] == "3"  # computed with the allowed model
+
+
+def test_classroom_folders_are_chosen_under_their_roots_not_typed(classroom):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["corpus_kind"] = "Folder"
+    at.run()
+    folders = at.sidebar.selectbox(key="corpus_pick").options
+    assert folders == [str(classroom["texts"].resolve())]
+    assert not [t for t in at.sidebar.text_input if t.key == "corpus_dir"]
+
+
+def test_classroom_text_from_a_link_is_shown_escaped(classroom):
+    at = _app(top_rate="[click](http://evil.example) ![x](http://evil.example/t.png)")
+    shown = " ".join(w.value for w in at.sidebar.warning)
+    assert "](" not in shown.replace("\\]\\(", "") and "\\!\\[" in shown
+
+
+def test_classroom_caps_prompts_tokens_and_ablations(classroom):
+    at = _app("playground", prompt="x" * 500)
+    _ok(at)
+    assert len(at.text_area(key="pg_prompt").value) == 120
+    assert at.text_area(key="pg_prompt").proto.max_chars == 120
+    tokens = at.number_input(key="pg_gen_max_new_tokens")
+    assert tokens.max == 20 and tokens.value == 20
+    at.switch_page("routes/ablation.py").run()
+    _ok(at)
+    assert len(at.multiselect(key="ab_langs").value) == 2
+    assert at.number_input(key="ab_tokens").max == 100

@@ -78,6 +78,8 @@ def _optional(value_type: Any) -> bool:
 def validate(instance: Any) -> None:
     """Check every :func:`setting` field of a dataclass instance against its type and range."""
     for f in dataclasses.fields(instance):
+        if "help" not in f.metadata:  # not declared with setting(): the class checks it
+            continue
         value: Any = getattr(instance, f.name)
         if value is None and _optional(f.type):
             continue

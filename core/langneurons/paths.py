@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from importlib import resources
 from pathlib import Path
 
 
@@ -25,12 +25,13 @@ def models_dir() -> Path:
 
 
 def assets_dir() -> Path:
-    """The embedded assets: installed as ``langneurons.assets``, or ``assets/`` of a checkout."""
+    """The embedded assets: installed as ``langneurons.assets`` (a folder without
+    ``__init__.py``, so found through its import locations), or ``assets/`` of a checkout."""
     try:
-        installed = Path(str(resources.files("langneurons.assets")))
-        if (installed / "udhr").is_dir():
-            return installed
-    except (ModuleNotFoundError, TypeError):
-        pass
-    checkout = Path(__file__).resolve().parents[2] / "assets"
-    return checkout
+        spec = importlib.util.find_spec("langneurons.assets")
+    except (ImportError, ValueError):
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / "udhr").is_dir():
+            return Path(location)
+    return Path(__file__).resolve().parents[2] / "assets"

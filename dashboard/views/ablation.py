@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from dashboard import charts, widgets
-from dashboard.state import PageContext, long_job, page_context
 from langneurons.corpus import load_corpus
 from langneurons.evaluation import AblationMatrix, cached_ablation_matrix
 from langneurons.progress import ProgressEvent
+
+from .. import charts, widgets
+from ..state import PageContext, classroom, long_job, page_context
 
 SCALES = {
     "NLL per token": ("nll", ".2f", "NLL per token with a language's neurons off"),
@@ -43,16 +44,25 @@ def _compute(ctx: PageContext, chosen: list[str], max_tokens: int) -> AblationMa
 
 def render(ctx: PageContext) -> None:
     languages = ctx.selection.languages
+    limits = classroom()
+    most_languages = limits.max_ablation_languages if limits else len(languages)
+    most_tokens = limits.max_ablation_tokens if limits else 5000
+    state = st.session_state
+    state.setdefault("ab_langs", languages[: min(6, most_languages)])
+    state["ab_langs"] = [c for c in state["ab_langs"] if c in languages][:most_languages]
+    state.setdefault("ab_tokens", min(300, most_tokens))
+    state["ab_tokens"] = min(max(int(state["ab_tokens"]), 8), most_tokens)
+    limit_note = f" ({most_languages} at most on this server)" if limits else ""
     chosen = st.multiselect(
-        "Languages",
+        f"Languages{limit_note}",
         languages,
-        default=languages[:6],
         key="ab_langs",
         format_func=widgets.language_label,
+        max_selections=most_languages,
     )
     c1, c2 = st.columns(2)
     max_tokens = int(
-        c1.number_input("Held-out tokens per language", 50, 5000, 300, 50, key="ab_tokens")
+        c1.number_input("Held-out tokens per language", 8, most_tokens, step=50, key="ab_tokens")
     )
     scale = c2.radio("Show", list(SCALES), horizontal=True, key="ab_scale") or "NLL per token"
     steps = len(chosen) * (len(chosen) + 1)
@@ -86,4 +96,6 @@ def render(ctx: PageContext) -> None:
     )
 
 
-render(page_context())
+def page() -> None:
+    """Draw the page from the context the app prepared for this run."""
+    render(page_context())

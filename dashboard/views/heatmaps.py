@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from dashboard import charts, widgets
-from dashboard.state import PageContext, page_context, remember, seed
 from langneurons import analysis
+
+from .. import charts, widgets
+from ..state import PageContext, page_context, remember, seed
 
 PROBABILITY = "Activation probability"
 
@@ -59,7 +60,7 @@ def _matrix(ctx: PageContext, metric: str, language: str) -> tuple[np.ndarray, s
 
 def render(ctx: PageContext) -> None:
     if st.session_state.pop("_goto_inspector", False):  # a row or the button picked a neuron
-        st.switch_page("views/inspector.py")
+        st.switch_page("routes/inspector.py")
     lm, selection, stats = ctx.lm, ctx.selection, ctx.result.statistics
     languages = stats.languages
     metrics = [PROBABILITY] + ([f"Score: {selection.score_key}"] if selection.score_key else [])
@@ -135,4 +136,6 @@ def _table(ctx: PageContext) -> None:
     c3.button("Inspect this neuron", key="pick_go", on_click=_inspect, args=(layer, neuron))
 
 
-render(page_context())
+def page() -> None:
+    """Draw the page from the context the app prepared for this run."""
+    render(page_context())

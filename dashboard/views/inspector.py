@@ -8,11 +8,12 @@ import html
 import numpy as np
 import streamlit as st
 
-from dashboard import charts, widgets
-from dashboard.state import PageContext, page_context, remember, seed
 from langneurons import analysis
 from langneurons.corpus import load_corpus
 from langneurons.models import LoadedModel
+
+from .. import charts, widgets
+from ..state import PageContext, page_context, remember, seed
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -59,7 +60,7 @@ def render(ctx: PageContext) -> None:
     owners = ctx.selection.owners(layer, neuron)
     st.markdown(
         f"**Neuron {layer}:{neuron}** — "
-        + (f"selected for **{', '.join(owners)}**" if owners else "not selected")
+        + (f"selected for **{widgets.plain(', '.join(owners))}**" if owners else "not selected")
     )
     profile = analysis.neuron_profile(stats, layer, neuron)
     left, right = st.columns(2)
@@ -82,9 +83,10 @@ def render(ctx: PageContext) -> None:
         passages = analysis.top_passages(activations, neuron, k=5)
         scale = max((p.peak for p in passages), default=1.0)
         for passage in passages:
+            shaded = _shade(passage.tokens, passage.values, scale).replace("\n", "<br>")
             st.markdown(
-                f"<div style='margin-bottom:.6em;line-height:1.7'><b>{passage.language}</b> "
-                f"(peak {passage.peak:.2f}): {_shade(passage.tokens, passage.values, scale)}</div>",
+                f"<div style='margin-bottom:.6em;line-height:1.7'>"
+                f"<b>{html.escape(passage.language)}</b> (peak {passage.peak:.2f}): {shaded}</div>",
                 unsafe_allow_html=True,
             )
         st.caption("Tokens shaded by the neuron's value (first 6 paragraphs per language).")
@@ -103,4 +105,6 @@ def render(ctx: PageContext) -> None:
         st.caption("Down-projection column through the unembedding (direct effect).")
 
 
-render(page_context())
+def page() -> None:
+    """Draw the page from the context the app prepared for this run."""
+    render(page_context())

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from dashboard import charts, widgets
-from dashboard.state import PageContext, page_context
 from langneurons import analysis
+
+from .. import charts, widgets
+from ..state import PageContext, page_context
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -33,7 +34,7 @@ def render(ctx: PageContext) -> None:
             with st.spinner("Fitting UMAP (cached afterwards)..."):
                 coords = _umap(ctx.settings.statistics_key(), limit, points.vectors)
         except ImportError as exc:
-            st.warning(str(exc))
+            widgets.warning(exc)
             return
     figure = charts.neuron_map(
         coords,
@@ -51,4 +52,6 @@ def render(ctx: PageContext) -> None:
     )
 
 
-render(page_context())
+def page() -> None:
+    """Draw the page from the context the app prepared for this run."""
+    render(page_context())

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, widgets
-from dashboard.state import PageContext, page_context
 from langneurons import analysis
 from langneurons.results import corpus_label
 from langneurons.selection import DETECTORS
+
+from .. import charts, widgets
+from ..state import PageContext, page_context
 
 
 def render(ctx: PageContext) -> None:
@@ -18,8 +19,11 @@ def render(ctx: PageContext) -> None:
     languages = selection.languages
     method = DETECTORS[selection.method].title if selection.method in DETECTORS else "imported"
     st.markdown(
-        f"**{lm.name}** · {lm.adapter.name} · {lm.num_layers} layers x {lm.num_neurons} neurons "
-        f"· {lm.dtype} on {lm.device} · corpus {corpus_label(ctx.result.meta)} · {method}"
+        f"**{widgets.plain(lm.name)}** · "
+        + widgets.plain(
+            f"{lm.adapter.name} · {lm.num_layers} layers x {lm.num_neurons} neurons · {lm.dtype} "
+            f"on {lm.device} · corpus {corpus_label(ctx.result.meta)} · {method}"
+        )
     )
     total = lm.num_layers * lm.num_neurons
     cols = st.columns(5)
@@ -61,4 +65,6 @@ def render(ctx: PageContext) -> None:
     )
 
 
-render(page_context())
+def page() -> None:
+    """Draw the page from the context the app prepared for this run."""
+    render(page_context())

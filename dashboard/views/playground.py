@@ -15,8 +15,6 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import traces, widgets
-from dashboard.state import PageContext, forget, page_context, remember, seed
 from langneurons.config import ConfigError
 from langneurons.errors import LangNeuronsError
 from langneurons.generation import GenerationConfig, stream_side_by_side
@@ -24,6 +22,9 @@ from langneurons.interventions import Intervention
 from langneurons.prompts import example_prompts
 from langneurons.trace import TraceSpec
 from langneurons.workflows import NothingToChange, intervention_for
+
+from .. import traces, widgets
+from ..state import PageContext, classroom, forget, page_context, remember, seed
 
 MODES = ("Deactivate", "Steer")
 LIVE_INTERVAL = 0.5  # seconds between live pictures while tokens stream
@@ -77,6 +78,12 @@ def _settle(languages: list[str], num_layers: int) -> dict[str, str]:
     return examples
 
 
+def _prompt_cap() -> int:
+    """The longest prompt: the page's own limit, or a classroom server's lower one."""
+    limits = classroom()
+    return min(MAX_PROMPT_CHARS, limits.max_prompt_chars) if limits else MAX_PROMPT_CHARS
+
+
 def _example_chosen() -> None:
     example = st.session_state["pg_example"]
     examples = st.session_state["_pg_examples"]
@@ -108,9 +115,9 @@ def _controls(ctx: PageContext, examples: dict[str, str]) -> dict[str, Any]:
         format_func=lambda c: c if c == CUSTOM else f"{widgets.language_label(c)}",
         on_change=_example_chosen,
     )
-    c2.text_area(
-        "Prompt", key="pg_prompt", height=68, max_chars=MAX_PROMPT_CHARS, on_change=_prompt_edited
-    )
+    most = _prompt_cap()
+    st.session_state["pg_prompt"] = str(st.session_state["pg_prompt"])[:most]
+    c2.text_area("Prompt", key="pg_prompt", height=68, max_chars=most, on_change=_prompt_edited)
     # One row: the mode, then its controls (a compact page: the outputs stay in view).
     c0, c1, c2, c3 = st.columns([1, 2, 2, 2])
     mode = c0.radio("Intervention", MODES, key="pg_mode")
@@ -182,7 +189,7 @@ class _Outputs:
     def __init__(self, intervention: str) -> None:
         left, right = st.columns(2)
         left.markdown("**Unmodified**")
-        right.markdown(f"**Modified** — {intervention}")
+        right.markdown(f"**Modified** — {widgets.plain(intervention)}")
         self.boxes = (left.empty(), right.empty())
         self.lines = (left.empty(), right.empty())
         self.maps = (left.empty(), right.empty())
@@ -249,7 +256,7 @@ def _generate(
         )
         return
     except LangNeuronsError as exc:
-        st.error(str(exc))
+        widgets.error(exc)
         return
     outputs = _Outputs(_describe(intervention))
     prompt_tokens = len(first.baseline_trace.tokens) if first.baseline_trace else 0
@@ -284,7 +291,11 @@ def render(ctx: PageContext) -> None:
     examples = _settle(ctx.selection.languages, ctx.lm.num_layers)
     choices = _controls(ctx, examples)
     with st.expander("Generation settings"):
-        values = widgets.setting_widgets(GenerationConfig, st, prefix="pg_gen_", numbers=True)
+        limits = classroom()
+        caps = {"max_new_tokens": limits.max_new_tokens} if limits else None
+        values = widgets.setting_widgets(
+            GenerationConfig, st, prefix="pg_gen_", numbers=True, caps=caps
+        )
     languages = ctx.selection.languages
     view = traces.controls(languages, _default_trace_language(choices), "pg")
     b1, b2, _ = st.columns([1, 1, 5])
@@ -298,12 +309,17 @@ def render(ctx: PageContext) -> None:
     if not choices["pg_prompt"].strip():
         st.warning("Write a prompt to continue, or pick an example.")
         return
+    if len(choices["pg_prompt"]) > _prompt_cap():  # a widget limits it; a script might not
+        st.warning(f"The prompt is longer than the {_prompt_cap()} characters allowed.")
+        return
     try:
         config = GenerationConfig(**values)
     except ConfigError as exc:
-        st.error(str(exc))
+        widgets.error(exc)
         return
     _generate(ctx, choices, config, view)
 
 
-render(page_context())
+def page() -> None:
+    """Draw the page from the context the app prepared for this run."""
+    render(page_context())

@@ -6,8 +6,9 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from dashboard.state import PageContext, page_context, write_url
 from langneurons.export import mask_bytes, neurons_csv, neurons_json
+
+from ..state import PageContext, page_context, write_url
 
 
 def _share_link(page: str) -> str:
@@ -79,4 +80,6 @@ def render(ctx: PageContext) -> None:
     )
 
 
-render(page_context())
+def page() -> None:
+    """Draw the page from the context the app prepared for this run."""
+    render(page_context())

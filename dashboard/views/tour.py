@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, widgets
-from dashboard.state import PageContext, page_context
 from langneurons import plots
 from langneurons.generation import GenerationConfig, stream
 from langneurons.interventions import Intervention, deactivate, language_neurons
@@ -13,6 +11,9 @@ from langneurons.langid import detect_language
 from langneurons.prompts import EXAMPLE_PROMPTS, code_switched
 from langneurons.trace import TraceSpec, trace_text
 from langneurons.workflows import intervention_for
+
+from .. import charts, widgets
+from ..state import PageContext, page_context
 
 TOUR = [
     (
@@ -119,7 +120,7 @@ def render(ctx: PageContext) -> None:
     elif step in GENERATION_STEPS:
         needed = {"fr", "ja"} if step == GENERATION_STEPS[0] else {"en", "ja"}
         if not needed <= set(languages):
-            st.warning(f"This step needs {', '.join(sorted(needed))} among the languages.")
+            widgets.warning(f"This step needs {', '.join(sorted(needed))} among the languages.")
         elif st.button("Run it", key=f"tour_run_{step}", type="primary"):
             _run_generation(ctx, step)
     c1, c2, _ = st.columns([1, 1, 6])
@@ -131,4 +132,6 @@ def render(ctx: PageContext) -> None:
         st.rerun()
 
 
-render(page_context())
+def page() -> None:
+    """Draw the page from the context the app prepared for this run."""
+    render(page_context())

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import traces, widgets
-from dashboard.state import PageContext, page_context, remember, seed
 from langneurons import plots
 from langneurons.errors import LangNeuronsError
 from langneurons.prompts import code_switched
 from langneurons.trace import TraceSpec, trace_text
+
+from .. import traces, widgets
+from ..state import PageContext, classroom, page_context, remember, seed
 
 MAX_TEXT_CHARS = 2000
 
@@ -22,8 +23,11 @@ def render(ctx: PageContext) -> None:
         "whose neurons fire most on it, and the charts show every language's neurons token "
         "by token and layer by layer."
     )
+    limits = classroom()
+    most = min(MAX_TEXT_CHARS, limits.max_prompt_chars) if limits else MAX_TEXT_CHARS
     seed("tr_text", code_switched(languages))
-    text = st.text_area("Text", key="tr_text", height=100, max_chars=MAX_TEXT_CHARS)
+    st.session_state["tr_text"] = str(st.session_state["tr_text"])[:most]
+    text = st.text_area("Text", key="tr_text", height=100, max_chars=most)
     remember("tr_text", text)
     if not text.strip():
         st.info("Write or paste some text to trace.")
@@ -32,7 +36,7 @@ def render(ctx: PageContext) -> None:
         with st.spinner("Reading the text..."):
             trace = trace_text(ctx.lm, TraceSpec.from_masks(ctx.selection.masks, languages), text)
     except LangNeuronsError as exc:
-        st.error(str(exc))
+        widgets.error(exc)
         return
     traces.legend(languages)
     st.markdown(
@@ -44,4 +48,6 @@ def render(ctx: PageContext) -> None:
     traces.heatmap(st.container(), "trace_heatmap", trace, view, prompt_tokens=0)
 
 
-render(page_context())
+def page() -> None:
+    """Draw the page from the context the app prepared for this run."""
+    render(page_context())

@@ -13,10 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import LangNeuronsError
-from . import ablation, compute, generate, info, runs, trace
+from . import ablation, compute, dashboard, generate, info, runs, trace
 
 EPILOG = """\
 examples:
+  langneurons dashboard
+  langneurons dashboard --classroom classroom.toml
   langneurons compute --languages en,fr,de,es,zh,ja --out runs/demo
   langneurons compute --model Qwen/Qwen2.5-0.5B --languages en,fr --max-tokens 50000 --out runs/qwen
   langneurons compute --corpus my_texts/ --languages en,sw --out runs/custom
@@ -33,7 +35,7 @@ examples:
   langneurons families
 """
 
-MODULES = (compute, ablation, generate, trace, runs, info)
+MODULES = (dashboard, compute, ablation, generate, trace, runs, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""One tiny script per page, which Streamlit's navigation runs; each calls its view."""

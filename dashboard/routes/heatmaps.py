@@ -1,0 +1,5 @@
+"""The heatmaps page (its code: ``views/heatmaps.py``)."""
+
+from langneurons.dashboard.views import heatmaps
+
+heatmaps.page()

@@ -1,0 +1,5 @@
+"""The inspector page (its code: ``views/inspector.py``)."""
+
+from langneurons.dashboard.views import inspector
+
+inspector.page()

@@ -1,0 +1,5 @@
+"""The overview page (its code: ``views/overview.py``)."""
+
+from langneurons.dashboard.views import overview
+
+overview.page()

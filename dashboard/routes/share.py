@@ -1,0 +1,5 @@
+"""The share page (its code: ``views/share.py``)."""
+
+from langneurons.dashboard.views import share
+
+share.page()

@@ -1,0 +1,5 @@
+"""The tour page (its code: ``views/tour.py``)."""
+
+from langneurons.dashboard.views import tour
+
+tour.page()

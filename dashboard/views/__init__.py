@@ -1,0 +1,1 @@
+"""One module per page: ``render(ctx)`` draws it; the routes call ``page()``."""

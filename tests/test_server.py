@@ -1,0 +1,135 @@
+"""What a dashboard server shares between sessions: the bounded model pool, the queue of
+long jobs, private upload folders, and Markdown-safe text (no browser needed)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from langneurons.dashboard.server import BusyError, JobQueue, ModelPool, UploadFolder
+from langneurons.dashboard.widgets import JOINER, plain
+from langneurons.errors import CorpusError
+
+from .helpers import Upload
+
+
+def test_the_model_pool_keeps_at_most_its_capacity_and_loads_each_model_once():
+    loads = []
+
+    def loader(spec, dtype, device):
+        loads.append(spec)
+        time.sleep(0.05)
+        return object()
+
+    pool = ModelPool(1, loader)
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(pool.get("a", "f", "c"))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loads == ["a"] and len({id(r) for r in results}) == 1  # loaded once, shared
+    pool.get("b", "f", "c")
+    assert list(pool.models) == [("b", "f", "c")]  # the least recently used one let go
+    pool.capacity = 2
+    pool.get("a", "f", "c")
+    pool.get("b", "f", "c")
+    assert loads == ["a", "b", "a"]
+
+
+def test_long_jobs_take_turns_and_show_their_place():
+    queue = JobQueue()
+    order, places = [], []
+    started = threading.Event()
+
+    def first():
+        with queue.turn():
+            started.set()
+            time.sleep(0.6)
+            order.append("first")
+
+    def second():
+        started.wait()
+        with queue.turn(on_wait=places.append):
+            order.append("second")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert order == ["first", "second"]
+    assert places and places[0] == 1  # one job ahead
+
+
+def test_a_job_that_waits_too_long_gives_up_and_leaves_the_queue():
+    queue = JobQueue()
+    hold, done = threading.Event(), threading.Event()
+
+    def holder():
+        with queue.turn():
+            hold.set()
+            done.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    hold.wait(5)
+    with pytest.raises(BusyError, match="The server is busy"), queue.turn(timeout=0.3):
+        pass
+    assert queue.waiting == []
+    done.set()
+    thread.join()
+    with queue.turn(timeout=1):  # free again
+        pass
+
+
+@pytest.mark.parametrize(
+    "name", ["../../x.txt", "/etc/passwd.txt", "german.doc", "fr.txt.exe", "a.txt", "FR.txt"]
+)
+def test_uploads_keep_only_language_named_files_inside_the_session_folder(name, tmp_path):
+    folder = UploadFolder()
+    try:
+        if name in ("../../x.txt", "/etc/passwd.txt"):
+            # The name is cut to its last part: never written outside the folder.
+            with pytest.raises(CorpusError, match="name each file after its language code"):
+                folder.save([Upload(name, b"One.\nTwo.\n")], 1000)
+        else:
+            with pytest.raises(CorpusError, match="name each file after its language code"):
+                folder.save([Upload(name, b"x")], 1000)
+        assert list(folder.path.iterdir()) == []
+    finally:
+        folder.remove()
+
+
+def test_an_upload_folder_is_private_capped_and_removed_with_its_session():
+    folder = UploadFolder()
+    path = folder.path
+    assert path.stat().st_mode & 0o077 == 0  # this session's only
+    saved = folder.save([Upload("fr.txt", b"Un.\nDeux.\n"), Upload("zh-Hant.txt", b"a\nb\n")], 100)
+    assert sorted(p.name for p in Path(saved).iterdir()) == ["fr.txt", "zh-Hant.txt"]
+    with pytest.raises(CorpusError, match=r"the limit is 0\.0001 MB"):
+        folder.save([Upload("de.txt", b"x" * 101)], 100)
+    del folder  # the session's state lets it go
+    gc.collect()
+    assert not path.exists()
+
+
+def test_plain_text_cannot_become_a_link_an_image_or_markup():
+    crafted = "![x](http://evil.example/t.png) [click](http://evil) **bold** $x^2$ <b>"
+    escaped = plain(crafted)
+    for i, char in enumerate(escaped):
+        if char in "![]()*$<>":
+            assert escaped[i - 1] == "\\", escaped[: i + 1]  # every sign escaped
+    assert escaped.replace("\\", "").replace(JOINER, "") == crafted
+    # Bare addresses, which Markdown links even when escaped, are broken up.
+    for address in ("http://a.example/x", "https://a.example", "www.a.example", "me@a.example"):
+        shown = plain(f"see {address} now")
+        assert JOINER in shown and shown.replace("\\", "").replace(JOINER, "") == (
+            f"see {address} now"
+        )
