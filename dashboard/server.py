@@ -118,6 +118,31 @@ class JobQueue:
                 self.condition.notify_all()
 
 
+class LiveStreams:
+    """How many sessions are streaming generation right now: each redraws its live
+    pictures less often when many do, so the server spends its time generating rather
+    than drawing (a class pressing Generate together)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+
+    @contextmanager
+    def streaming(self) -> Iterator[None]:
+        with self._lock:
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def interval(self, base: float, per: int = 2) -> float:
+        """``base`` seconds between pictures, times one for each ``per`` sessions
+        streaming at once (``base`` while at most ``per`` do)."""
+        return base * max(1.0, self.active / per)
+
+
 class UploadFolder:
     """One session's private folder for uploaded ``<code>.txt`` files; removed when the
     session ends (its state, which holds this object, is let go) or the server stops."""

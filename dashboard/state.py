@@ -256,6 +256,12 @@ def job_queue() -> server.JobQueue:
     return server.JobQueue()
 
 
+@st.cache_resource(show_spinner=False)
+def live_streams() -> server.LiveStreams:
+    """The server-wide count of sessions streaming generation."""
+    return server.LiveStreams()
+
+
 @contextmanager
 def long_job(settings: Settings) -> Iterator[None]:
     """Wait for this long job's turn on the server, showing the place in the queue; in

@@ -1,6 +1,6 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright).
 
-Starts ``streamlit run dashboard/app.py`` on a free local port with an empty
+Starts ``langneurons dashboard`` on a free local port with an empty
 statistics cache, computes on the embedded default model, visits every view, and
 saves a screenshot of each into ``test-artifacts/screenshots/``.  In CI a missing
 browser fails the run; elsewhere the module is skipped with the install command.
@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("LANGNEURONS_CHROMIUM", "/usr/bin/chromium")
@@ -33,52 +30,28 @@ if not Path(CHROMIUM).exists():
 from playwright import sync_api as playwright_api  # noqa: E402 - after the browser check
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _script(name: str):
+    """A script of ``scripts/`` as a module (its functions drive the browser here too)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+load_test = _script("load_test")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from langneurons.paths import models_dir
-
-    port = _free_port()
+    """``langneurons dashboard`` on a free port with an empty statistics cache."""
     cache = tmp_path_factory.mktemp("browser-cache")
-    env = {**os.environ, "LANGNEURONS_CACHE": str(cache), "LANGNEURONS_MODELS": str(models_dir())}
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "dashboard" / "app.py"),
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail("the dashboard did not start within 60 s")
-    yield {"url": url, "cache": cache}
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    log = tmp_path_factory.mktemp("log") / "dashboard.log"
+    with load_test.dashboard(cache, log) as server:
+        yield {"url": server.url, "pid": server.pid, "cache": cache}
 
 
 @pytest.fixture(scope="module")
@@ -266,44 +239,59 @@ def test_playground_modes_and_reset_in_a_real_browser(server, browser):
     page.close()
 
 
-def test_two_sessions_at_once_get_their_own_results(server, browser):
-    """Two sessions share one model; each generates with its own intervention."""
+def test_a_class_at_once_gets_what_each_would_get_alone(server, browser, monkeypatch, tmp_path):
+    """Four sessions generate with four interventions while a fifth counts statistics
+    for other languages, all on one loaded model; each gets what it would get alone."""
     from langneurons.generation import GenerationConfig, generate
-    from langneurons.interventions import deactivate, language_neurons
     from langneurons.models import load_model
     from langneurons.pipeline import compute
+    from langneurons.stats import StatsCache
+    from langneurons.workflows import intervention_for
 
-    a = _page(browser, f"{server['url']}/playground?langs=en,fr,ja&budget=400")
-    b = _page(browser, f"{server['url']}/playground?langs=en,de,ja&budget=400&off=en")
-    for page in (a, b):
-        page.get_by_text("Deactivate the neurons of").first.wait_for()
-        _settle(page)
-    a.get_by_role("button", name="Generate", exact=True).click()
-    b.get_by_role("button", name="Generate", exact=True).click()
-    got_a, got_b = _outputs(a), _outputs(b)
-    _shot(a, "9-session-a")
-    _shot(b, "9-session-b")
+    budget = 1200
+    report = load_test.measure(browser, server["url"], 4, budget, server["pid"])
+    assert report["computing_alongside"] and report["sessions"] == 4
 
-    # The same jobs one after the other, in this process, from the same cache.
-    os.environ["LANGNEURONS_CACHE"] = str(server["cache"])
+    # The same jobs alone, one after the other, in this process.
+    monkeypatch.setenv("LANGNEURONS_CACHE", str(server["cache"]))
     lm = load_model()
+    languages = load_test.LANGUAGES
+    shared = compute(lm, languages, max_tokens=load_test.BUDGET)
     config = GenerationConfig()
-    for got, langs, off, prompt in (
-        (
-            got_a,
-            ["en", "fr", "ja"],
-            "fr",
-            "La Déclaration universelle des droits de l'homme affirme que",
-        ),
-        (got_b, ["en", "de", "ja"], "en", "Das Wetter heute ist"),
-    ):
-        selection = compute(lm, langs, max_tokens=400).selection
-        intervention = deactivate(language_neurons(selection.masks, langs, [off]), off)
+    for timing in report["per_session"]:
+        variant = load_test.VARIANTS[timing["variant"]]
+        prompt = variant["prompt"]
+        intervention = intervention_for(
+            lm,
+            shared.selection.masks,
+            languages,
+            shared.statistics,
+            deactivate_languages=variant.get("off", []),
+            steer_language=variant.get("steer"),
+            strength=variant.get("strength", 1.0),
+            prompt=prompt,
+        )
+        described = ", ".join(f"{k} {v}" for k, v in intervention.describe().items())
+        assert timing["intervention"] == described
         expected = [generate(lm, prompt, config), generate(lm, prompt, config, intervention)]
-        for box, text in zip(got, expected, strict=True):
-            assert " ".join((prompt + text).split()) in box
-    a.close()
-    b.close()
+        for box, text in zip(timing["outputs"], expected, strict=True):
+            assert " ".join((prompt + text).split()) in box, (box, text)
+        assert 0 < timing["first_token_s"] <= timing["done_s"]
+
+    # The statistics counted meanwhile (read back from the server's cache) equal those
+    # counted alone.
+    counted = load_test.COMPUTING["languages"]
+    events = []
+    served = compute(lm, counted, max_tokens=budget, progress=events.append)
+    assert not [e for e in events if e.stage == "count"]  # all read from the server's cache
+    alone = compute(lm, counted, max_tokens=budget, cache=StatsCache(tmp_path / "alone"))
+    assert alone.meta["cache_keys"] == served.meta["cache_keys"]
+    assert torch.equal(served.statistics.tokens, alone.statistics.tokens)
+    assert torch.equal(served.statistics.over_zero, alone.statistics.over_zero)
+    for name in ("activation_sum", "activation_sq_sum"):
+        assert torch.allclose(
+            getattr(served.statistics, name), getattr(alone.statistics, name), rtol=1e-4
+        )
 
 
 def test_a_run_folder_opens_from_a_link(server, browser, tmp_path):

@@ -133,3 +133,18 @@ def test_plain_text_cannot_become_a_link_an_image_or_markup():
         assert JOINER in shown and shown.replace("\\", "").replace(JOINER, "") == (
             f"see {address} now"
         )
+
+
+def test_live_pictures_come_less_often_while_many_sessions_stream():
+    from langneurons.dashboard.server import LiveStreams
+
+    streams = LiveStreams()
+    assert streams.interval(0.5) == 0.5
+    with streams.streaming(), streams.streaming():
+        assert streams.interval(0.5) == 0.5  # two at once: as often as alone
+        with streams.streaming(), streams.streaming():
+            assert streams.active == 4 and streams.interval(0.5) == 1.0
+    assert streams.active == 0
+    with pytest.raises(RuntimeError), streams.streaming():
+        raise RuntimeError("a failed stream still leaves the count")
+    assert streams.active == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import streamlit as st
@@ -24,7 +25,16 @@ from langneurons.trace import TraceSpec
 from langneurons.workflows import NothingToChange, intervention_for
 
 from .. import traces, widgets
-from ..state import PageContext, classroom, forget, page_context, remember, seed
+from ..server import LiveStreams
+from ..state import (
+    PageContext,
+    classroom,
+    forget,
+    live_streams,
+    page_context,
+    remember,
+    seed,
+)
 
 MODES = ("Deactivate", "Steer")
 LIVE_INTERVAL = 0.5  # seconds between live pictures while tokens stream
@@ -260,8 +270,30 @@ def _generate(
         return
     outputs = _Outputs(_describe(intervention))
     prompt_tokens = len(first.baseline_trace.tokens) if first.baseline_trace else 0
+    streams = live_streams()
+    with streams.streaming():
+        pair = _stream(
+            ctx, prompt, prompt_tokens, intervention, first, steps, outputs, view, streams
+        )
+    st.session_state["pg_last"] = pair
+
+
+def _stream(
+    ctx: PageContext,
+    prompt: str,
+    prompt_tokens: int,
+    intervention: Intervention,
+    first: Any,
+    steps: Iterator[Any],
+    outputs: _Outputs,
+    view: traces.TraceView,
+    streams: LiveStreams,
+) -> dict[str, Any]:
+    """Draw the pair as it streams: a few pictures a second (fewer while many sessions
+    stream at once), the whole picture at the end."""
     pair: dict[str, Any] = {}
     drawn = 0.0
+    shown_text = False
     for state in itertools.chain([first], steps):  # lazily: each step as it comes
         pair = {
             "prompt": prompt,
@@ -276,10 +308,17 @@ def _generate(
         }
         # A few pictures a second while tokens stream (lighter ones: no hover details),
         # the whole picture at the end: the browser keeps up, generation is not slowed.
-        if state.done or time.perf_counter() - drawn > LIVE_INTERVAL:
+        # The first words at once, whatever the load: a wait shows it has begun.
+        first_words = not shown_text and bool(state.baseline or state.modified)
+        if (
+            state.done
+            or first_words
+            or time.perf_counter() - drawn > streams.interval(LIVE_INTERVAL)
+        ):
             outputs.draw(ctx, pair, view, waiting=not state.done, details=state.done)
             drawn = time.perf_counter()
-    st.session_state["pg_last"] = pair
+            shown_text = shown_text or first_words
+    return pair
 
 
 def _show(ctx: PageContext, pair: dict[str, Any], view: traces.TraceView) -> None:
