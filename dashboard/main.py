@@ -27,6 +27,7 @@ PAGES = {
     "neuron_map": ("Neuron map", ":material/scatter_plot:"),
     "playground": ("Playground", ":material/tune:"),
     "trace": ("Trace", ":material/timeline:"),
+    "steering": ("Steering lab", ":material/science:"),
     "ablation": ("Ablation", ":material/table_chart:"),
     "tour": ("Tour", ":material/school:"),
     "share": ("Share", ":material/share:"),

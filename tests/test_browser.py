@@ -175,6 +175,9 @@ def test_every_page_in_a_real_browser(server, browser, tmp_path):
     assert page.locator(".ln-token[data-lang=ja]").count() > 3
     _shot(page, "5d-trace")
 
+    _view(page, "Steering lab", "Steer towards")
+    _check_steering_lab(page)
+
     _view(page, "Ablation", "Held-out tokens per language")
     page.get_by_role("button", name="Compute the matrix").click()
     page.get_by_text("NLL per token with a language's neurons off").first.wait_for()
@@ -190,6 +193,27 @@ def test_every_page_in_a_real_browser(server, browser, tmp_path):
     _shot(page, "8-share")
     _check_downloads(page, tmp_path)
     page.close()
+
+
+def _check_steering_lab(page) -> None:
+    """A small sweep; a click on a point of the curves shows the outputs behind it."""
+    count = page.get_by_label(re.compile("How many")).first
+    count.fill("2")
+    count.press("Enter")
+    _settle(page)
+    page.get_by_role("button", name="Run the sweep").click()
+    page.get_by_text("Recommended: the strength").first.wait_for()
+    _settle(page)
+    _shot(page, "5e-steering-lab")
+    assert "outputs towards fr at strength 0:" in page.locator("body").inner_text()
+    # The success curve's last point (the strongest steering of the first target).
+    point = page.locator(".js-plotly-plot .scatterlayer .trace").first.locator(".point").last
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()  # Plotly takes clicks on its drag layer, at the point
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_text("outputs towards fr at strength 4:").first.wait_for()
+    _settle(page)
+    _shot(page, "5f-steering-lab-point")
 
 
 def _check_downloads(page, folder: Path) -> None:

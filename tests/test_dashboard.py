@@ -269,6 +269,30 @@ def test_ablation_matrix_computes_and_caches():
     assert len(_charts(at)) == 1
 
 
+def test_steering_lab_sweeps_shows_curves_and_the_outputs_behind_a_point():
+    at = _app("steering")
+    _ok(at)
+    assert any("run the sweep" in i.value for i in at.info)
+    at.multiselect(key="sl_targets").set_value(["fr"])
+    at.multiselect(key="sl_strengths").set_value([1.0])
+    at.number_input(key="sl_count").set_value(3)
+    at.number_input(key="sl_tokens").set_value(8)
+    at.button(key="sl_go").click().run()
+    _ok(at)
+    assert len(_charts(at)) == 1
+    table = at.dataframe[-1].value
+    assert len(table) == 3 and set(table.columns) >= {"prompt", "continuation", "detected"}
+    assert any("Recommended" in c.value for c in at.caption)
+    at.selectbox(key="sl_pick_strength").set_value(1.0).run()
+    _ok(at)
+    steered = at.dataframe[-1].value
+    assert list(steered["prompt"]) == list(table["prompt"])
+    assert list(steered["continuation"]) != list(table["continuation"])
+    # Other choices mark the curves out of date until the sweep runs again.
+    at.number_input(key="sl_tokens").set_value(9).run()
+    assert any("Out of date" in w.value for w in at.warning)
+
+
 def test_guided_tour_steps_through_and_generates():
     at = _app("tour")
     _ok(at)

@@ -161,3 +161,27 @@ def test_trace_and_generate_trace_on_the_command_line(default_run, capsys):
     assert "activity_after" in result["modified"]["trace"]
     assert main([*args, "fr", "--max-new-tokens", "6", "--trace"]) == 0
     assert "trace: Il[fr]" in capsys.readouterr().out
+
+
+def test_steer_eval_measures_that_steering_to_french_works(
+    default_run, module_cache, monkeypatch, capsys
+):
+    """The embedded English openings: steered towards French at strength 1 they turn
+    French on a clear majority; unmodified they do not.  Then the same from the cache."""
+    monkeypatch.setenv("LANGNEURONS_CACHE", str(module_cache))
+    argv = ["steer-eval", "--run", str(default_run), "--targets", "fr", "--strengths", "0,1"]
+    argv += ["--max-new-tokens", "24", "--json"]
+    assert main(argv) == 0
+    document = json.loads(capsys.readouterr().out)
+    rows = {row["strength"]: row for row in document["rows"]}
+    assert rows[0.0]["n"] == rows[1.0]["n"] >= 20
+    assert rows[1.0]["success"] >= 0.6 and rows[0.0]["success"] <= 0.2, rows
+    assert rows[1.0]["line_pass_rate"] >= 0.5
+    assert document["recommended"]["fr"]["strength"] == 1.0
+    assert main([*argv[:-1], "--outputs", "--json"]) == 0  # from the cache
+    again = json.loads(capsys.readouterr().out)
+    assert again["rows"] == document["rows"]
+    outputs = {c["strength"]: c["outputs"] for c in again["outputs"]}
+    assert sum(o["language"] == "fr" for o in outputs[1.0]) == round(
+        rows[1.0]["success"] * rows[1.0]["n"]
+    )

@@ -57,6 +57,8 @@ def test_the_wheel_holds_the_dashboard_and_the_embedded_corpus(wheel):
         "langneurons/dashboard/views/playground.py",
         "langneurons/assets/udhr/en.txt",
         "langneurons/assets/udhr/fr.txt",
+        "langneurons/assets/prompts/en.txt",
+        "langneurons/dashboard/views/steering.py",
     ):
         assert needed in names, needed
     assert not any(n.startswith(("tests/", "scripts/")) or "__pycache__" in n for n in names)

@@ -19,6 +19,7 @@ variable ``LANGNEURONS_CLASSROOM``), never in a link.  Every key is optional:
     max_budget_tokens = 5000        # token budget per language when counting
     max_ablation_languages = 4
     max_ablation_tokens = 300
+    max_steering_prompts = 8        # prompts per steering sweep (targets: max_ablation_languages)
     max_loaded_models = 1
     job_timeout_s = 300             # a long job waits at most this long for its turn
     address = "0.0.0.0"             # where the server listens (all interfaces)
@@ -60,6 +61,7 @@ class ClassroomConfig:
     max_budget_tokens: int = setting(5000, "largest token budget per language", minimum=32)
     max_ablation_languages: int = setting(4, "most languages in an ablation matrix", minimum=2)
     max_ablation_tokens: int = setting(300, "most held-out tokens per language", minimum=8)
+    max_steering_prompts: int = setting(8, "most prompts in a steering sweep", minimum=1)
     max_loaded_models: int = setting(1, "models held in memory at once", minimum=1)
     job_timeout_s: float = setting(300.0, "longest wait for a long job's turn, s", above=0.0)
     address: str = setting("0.0.0.0", "the address the server listens on")

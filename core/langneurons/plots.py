@@ -207,3 +207,77 @@ def legend_html(languages: list[str]) -> str:
 def _rgba(color: str, alpha: float) -> str:
     red, green, blue = (int(color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({red},{green},{blue},{alpha:.2f})"
+
+
+def steering_curves(sweep: Any, colors: dict[str, str] | None = None) -> Any:
+    """A steering sweep (:class:`~langneurons.steering.SteeringSweep`) as curves against
+    strength, one line per target (and layer range): success on the left, fluency (NLL
+    of the outputs under the unmodified model) in the middle, distinct bigrams on the
+    right; each target's recommended strength ringed.  Points carry
+    ``customdata = [target, strength, layers]`` so a click can show their outputs."""
+    go = _go()
+    from plotly.subplots import make_subplots
+
+    frame = sweep.to_frame()
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=(
+            "Success (output in the target language)",
+            "NLL per token (lower: more fluent)",
+            "Distinct bigrams (lower: repetition)",
+        ),
+        horizontal_spacing=0.08,
+    )
+    targets = list(dict.fromkeys(frame["target"]))
+    recommended = sweep.recommended()
+    for t, target in enumerate(targets):
+        for layers in dict.fromkeys(frame.loc[frame["target"] == target, "layers"]):
+            part = frame[(frame["target"] == target) & (frame["layers"] == layers)]
+            part = part.sort_values("strength")
+            name = target if layers == "all" else f"{target} (layers {layers})"
+            color = (colors or {}).get(target, language_color(t))
+            dash = "solid" if layers == "all" else "dot"
+            custom = [[target, float(s), layers] for s in part["strength"]]
+            for col, metric in enumerate(("success", "nll", "distinct2"), start=1):
+                fig.add_trace(
+                    go.Scatter(
+                        x=part["strength"],
+                        y=part[metric],
+                        mode="lines+markers",
+                        name=name,
+                        legendgroup=name,
+                        showlegend=col == 1,
+                        line={"color": color, "dash": dash},
+                        marker={"size": 9},
+                        customdata=custom,
+                        hovertemplate=f"{name} x%{{x}}: {metric} %{{y:.2f}}<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
+            choice = recommended.get(target)
+            if choice is not None and choice["layers"] == layers:
+                row = part[part["strength"] == choice["strength"]].iloc[0]
+                fig.add_trace(
+                    go.Scatter(
+                        x=[row["strength"]],
+                        y=[row["success"]],
+                        mode="markers",
+                        marker={
+                            "size": 18,
+                            "color": "rgba(0,0,0,0)",
+                            "line": {"color": color, "width": 2},
+                        },
+                        name=f"{target}: recommended",
+                        showlegend=False,
+                        hovertemplate=f"recommended for {target}: x%{{x}}<extra></extra>",
+                    ),
+                    row=1,
+                    col=1,
+                )
+    fig.update_yaxes(range=[-0.03, 1.03], row=1, col=1)
+    fig.update_yaxes(range=[-0.03, 1.03], row=1, col=3)
+    fig.update_xaxes(title_text="strength (x mean activation)")
+    layout(fig, "Steering towards each language: success and fluency by strength", height=420)
+    return fig

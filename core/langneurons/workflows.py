@@ -172,6 +172,7 @@ def intervention_for(
     neurons: str | None = None,
     prompt: str | None = None,
     where: str = "these results",
+    mode: str = "set",
 ) -> Intervention:
     """The intervention the CLI and the playground describe in words.
 
@@ -179,7 +180,8 @@ def intervention_for(
     with ``steer_language`` its neurons are set to ``strength x`` their mean activation
     on that language (from ``statistics``), and, unless other languages to deactivate
     were given, the neurons of the prompt's own language (detected) are switched off
-    first.  ``layers`` (``"A-B"``) limits the language neuron sets.
+    first.  ``layers`` (``"A-B"``) limits the language neuron sets.  ``mode="add"`` adds
+    the steering value to what the neurons compute instead of setting them to it.
     """
     layer_range = parse_layers(layers, lm.num_layers) if layers else None
     off = [code for code in deactivate_languages if code != steer_language]
@@ -208,7 +210,7 @@ def intervention_for(
         assert statistics is not None
         mean = statistics.mean_activation()[..., statistics.index(steer_language)]
         target = language_neurons(masks, languages, [steer_language], layer_range)
-        intervention += steer(mean, target, strength, label=steer_language)
+        intervention += steer(mean, target, strength, mode=mode, label=steer_language)
     if layers:
         intervention = Intervention(
             intervention.edits, (*intervention.description, ("layers", layers))

@@ -1,0 +1,158 @@
+"""``langneurons steer-eval``: steering measured over many prompts, targets and strengths."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..config import add_arguments, from_args
+from .common import ProgressPrinter, add_model_options, add_run_option, finite_float, load_for
+
+DESCRIPTION = (
+    "Steer a set of prompts towards each target language at each strength (strength 0: the "
+    "unmodified model) and measure, per target, strength and layer range: success (share of "
+    "outputs identified as the target), line_pass_rate (every line identified as the target), "
+    "nll (mean NLL per token of the outputs under the unmodified model: fluency), distinct2 "
+    "(distinct token bigrams: against repetition) and n. Cached and resumable; the "
+    "recommended strength per target is the most successful one that keeps fluency."
+)
+
+
+def _strengths(value: str) -> list[float]:
+    try:
+        numbers = [finite_float(part) for part in value.split(",") if part.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"--strengths: {exc}") from None
+    if not numbers or any(n < 0 for n in numbers):
+        raise argparse.ArgumentTypeError("expected numbers of 0 or more, like 0,1,2,4")
+    return numbers
+
+
+def register(sub: Any) -> None:
+    from ..steering import STEER_MODES, SteeringConfig
+
+    parser = sub.add_parser(
+        "steer-eval",
+        help="measure steering: success and fluency per target language and strength",
+        description=DESCRIPTION,
+    )
+    add_run_option(parser)
+    add_model_options(parser, default_help="the model the run was computed with")
+    parser.add_argument("--targets", required=True, help="languages to steer towards: fr,ja,...")
+    parser.add_argument(
+        "--strengths", type=_strengths, default=[0.0, 1.0, 2.0, 4.0], help="default: 0,1,2,4"
+    )
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=None,
+        metavar="A-B",
+        help="steer only in these layers (several ranges: one row each; default: all)",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--prompts", default=None, metavar="FILE", help="one prompt per line")
+    source.add_argument(
+        "--prompt-language",
+        default="en",
+        help="the embedded everyday openings of this language (default: en)",
+    )
+    options = parser.add_argument_group("steering and generation")
+    add_arguments(options, SteeringConfig, skip=("deactivate_source", "mode"))
+    options.add_argument("--mode", choices=STEER_MODES, default="set", help="default: set")
+    options.add_argument(
+        "--keep-source",
+        action="store_true",
+        help="do not switch off the prompt language's neurons while steering",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="generate every cell again")
+    parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
+    parser.add_argument("--outputs", action="store_true", help="include every output in the JSON")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..corpus import parse_languages
+    from ..interventions import parse_layers
+    from ..results import check_output_file, read_run
+    from ..steering import (
+        SteeringConfig,
+        check_sweep,
+        embedded_prompts,
+        read_prompts,
+        steering_sweep,
+    )
+
+    config = from_args(SteeringConfig, args, "Steering")
+    config = SteeringConfig(
+        **{**config.__dict__, "mode": args.mode, "deactivate_source": not args.keep_source}
+    )
+    out = check_output_file(args.out) if args.out else None
+    targets = parse_languages(args.targets)
+    prompts = read_prompts(args.prompts) if args.prompts else embedded_prompts(args.prompt_language)
+    run_folder = read_run(args.run)
+    check_sweep(run_folder.languages, run_folder.statistics, targets, args.strengths, prompts)
+    layers = args.layers or [None]
+    for spec in layers:
+        if spec is not None:
+            parse_layers(spec, int(run_folder.meta["layers"]))
+    progress = None if args.json else ProgressPrinter(False)
+    lm = load_for(args, run_folder, progress)
+    from ..workflows import check_model_matches
+
+    check_model_matches(lm, run_folder)
+    sweep = steering_sweep(
+        lm,
+        run_folder.masks,
+        run_folder.languages,
+        run_folder.statistics,
+        targets,
+        prompts=prompts,
+        strengths=args.strengths,
+        layers=layers,
+        config=config,
+        use_cache=not args.no_cache,
+        progress=progress,
+    )
+    if progress is not None:
+        progress.close()
+    document = sweep.to_json(outputs=args.outputs)
+    document["settings"]["run"] = str(run_folder.path)
+    if out is not None:
+        from ..workflows import write_json_atomic
+
+        write_json_atomic(out, document)
+    if args.json:
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return 0
+    _print_table(document)
+    if out is not None:
+        print(f"written: {Path(out)}")
+    return 0
+
+
+def _print_table(document: dict[str, Any]) -> None:
+    print(
+        f"{'target':>6} {'strength':>8} {'layers':>7} {'success':>7} {'lines':>6} "
+        f"{'nll':>6} {'dist2':>6} {'n':>4}"
+    )
+    for row in document["rows"]:
+        nll = "-" if math.isnan(row["nll"]) else f"{row['nll']:.2f}"
+        print(
+            f"{row['target']:>6} {row['strength']:>8g} {row['layers']:>7} {row['success']:>7.2f} "
+            f"{row['line_pass_rate']:>6.2f} {nll:>6} {row['distinct2']:>6.2f} {row['n']:>4}"
+        )
+    for target, choice in document["recommended"].items():
+        if choice is None:
+            print(
+                f"recommended for {target}: none (no strength beat the unmodified model "
+                "while keeping fluency)"
+            )
+        else:
+            print(
+                f"recommended for {target}: strength {choice['strength']:g}, layers "
+                f"{choice['layers']} (success {choice['success']:.2f})"
+            )

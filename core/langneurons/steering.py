@@ -1,0 +1,499 @@
+"""Steering, measured: how often steering towards a language gives that language, and
+what it costs in fluency.
+
+:func:`steering_sweep` continues a set of prompts (everyday sentence openings shipped in
+``assets/prompts/<code>.txt``, or your own) with each target language's neurons set to
+``strength x`` their mean activation on that language, for each strength and layer
+range, and scores every cell (target, strength, layers):
+
+- ``success``: share of outputs identified as the target language (py3langid, all its
+  languages; the whole continuation);
+- ``line_pass_rate``: share of outputs whose every line is identified as the target (the
+  Language Confusion Benchmark's line-level pass rate; lines shorter than
+  :data:`MIN_LINE_WORDS` words and :data:`MIN_LINE_CHARS` characters are skipped);
+- ``nll``: mean negative log-likelihood per token of the outputs under the unmodified
+  model, each scored on its own after BOS (not after its prompt, so a switch of language
+  is not counted as disfluency): a fluency proxy;
+- ``distinct2``: share of distinct token bigrams among all bigrams of the outputs (falls
+  when the text collapses into repetition);
+- ``n``: the number of outputs.
+
+Strength 0 is the unmodified model, so every target has a baseline row.  Cells are
+cached on disk (JSON, keyed by the weights, the neurons, their mean activations, the
+prompts and the settings), written one by one as they finish, so an interrupted sweep
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ConfigError, setting, validate
+from .corpus import bos_windows
+from .errors import LangNeuronsError
+from .evaluation import mean_nll
+from .generation import Continuation, GenerationConfig, generate_batch
+from .interventions import Intervention, language_neurons, parse_layers
+from .langid import detect_language, supported_languages
+from .models import LoadedModel
+from .paths import assets_dir, cache_dir
+from .progress import ProgressCallback, emit
+from .stats import Statistics
+from .workflows import NothingToChange, intervention_for
+
+STEER_MODES = ("set", "add")
+MIN_LINE_WORDS = 5
+MIN_LINE_CHARS = 15
+FLUENCY_NLL_RISE = 1.0
+"""A strength keeps fluency while its outputs' NLL stays within this many nats per token
+of the unmodified outputs' ..."""
+DISTINCT_KEEP = 0.75
+"""... and their distinct-bigram share at this fraction of the unmodified outputs' or more."""
+MIN_GAIN = 0.05
+"""A strength is recommended only if its success is this much above the baseline's."""
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """How a sweep steers and generates."""
+
+    max_new_tokens: int = setting(40, "tokens generated per prompt", minimum=1, maximum=1024)
+    batch_size: int = setting(8, "prompts continued at once", minimum=1, maximum=256)
+    deactivate_source: bool = setting(
+        True, "switch off the prompt language's neurons while steering"
+    )
+    repetition_penalty: float = setting(1.1, "penalty on tokens already seen", above=0.0)
+    mode: str = "set"
+    """``set``: the target's neurons take ``strength x`` their mean activation; ``add``:
+    that is added to what they compute."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.mode not in STEER_MODES:
+            raise ConfigError(f"mode must be one of {', '.join(STEER_MODES)}, got {self.mode!r}.")
+
+    def generation(self) -> GenerationConfig:
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty
+        )
+
+
+@cache
+def prompt_languages() -> tuple[str, ...]:
+    """Codes of the embedded prompt sets."""
+    return tuple(sorted(p.stem for p in (assets_dir() / "prompts").glob("*.txt")))
+
+
+def embedded_prompts(language: str = "en") -> list[str]:
+    """The embedded everyday sentence openings of ``language`` (22 per language)."""
+    if language not in prompt_languages():
+        raise LangNeuronsError(
+            f"No embedded prompts for {language!r}; there are: {', '.join(prompt_languages())}. "
+            "Or give a file with one prompt per line (--prompts FILE)."
+        )
+    return read_prompts(assets_dir() / "prompts" / f"{language}.txt")
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per line (blank lines and lines starting with ``#`` skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LangNeuronsError(
+            f"Cannot read prompts from {str(path)!r}: {exc}. Give a UTF-8 text file with one "
+            "prompt per line."
+        ) from exc
+    prompts = [line.strip() for line in text.splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise LangNeuronsError(f"{str(path)!r} holds no prompt: write one prompt per line.")
+    return prompts
+
+
+def identified_as(text: str, target: str) -> bool:
+    """Whether ``text`` as a whole is identified as ``target``."""
+    code, _ = detect_language(text)
+    return code == target
+
+
+def passes_lines(text: str, target: str) -> bool:
+    """Every line long enough to judge is identified as ``target`` (the whole text when
+    no line is long enough); empty text fails."""
+    lines = [line.strip() for line in text.splitlines()]
+    judged = [
+        line for line in lines if len(line.split()) >= MIN_LINE_WORDS or len(line) >= MIN_LINE_CHARS
+    ]
+    if not judged:
+        judged = [text.strip()] if text.strip() else []
+    return bool(judged) and all(identified_as(line, target) for line in judged)
+
+
+def distinct_bigrams(sequences: Sequence[Sequence[int]]) -> float:
+    """Distinct token bigrams over all bigrams of ``sequences`` (0 when there are none)."""
+    pairs = [tuple(s[i : i + 2]) for s in sequences for i in range(len(s) - 1)]
+    return len(set(pairs)) / len(pairs) if pairs else 0.0
+
+
+@dataclass
+class SteeringCell:
+    """One (target, strength, layers) of a sweep: the outputs and their scores."""
+
+    target: str
+    strength: float
+    layers: str
+    success: float
+    line_pass_rate: float
+    nll: float
+    distinct2: float
+    n: int
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "outputs"}
+
+
+@dataclass
+class SteeringSweep:
+    """The cells of a sweep and what produced them (JSON: ``{"rows", "settings"}``)."""
+
+    cells: list[SteeringCell]
+    settings: dict[str, Any]
+
+    def to_frame(self) -> Any:
+        """One row per cell: target, strength, layers, success, line_pass_rate, nll,
+        distinct2, n (a pandas DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame([c.row() for c in self.cells])
+
+    def to_json(self, outputs: bool = False) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "rows": [c.row() for c in self.cells],
+            "settings": self.settings,
+            "recommended": self.recommended(),
+        }
+        if outputs:
+            document["outputs"] = [
+                {
+                    "target": c.target,
+                    "strength": c.strength,
+                    "layers": c.layers,
+                    "outputs": c.outputs,
+                }
+                for c in self.cells
+            ]
+        return document
+
+    def cell(self, target: str, strength: float, layers: str = "all") -> SteeringCell:
+        for c in self.cells:
+            if (c.target, c.strength, c.layers) == (target, strength, layers):
+                return c
+        raise KeyError((target, strength, layers))
+
+    def recommended(self) -> dict[str, dict[str, Any] | None]:
+        """Per target: the strength (and layers) with the highest success among those that
+        keep fluency (NLL within :data:`FLUENCY_NLL_RISE` of the unmodified outputs',
+        distinct bigrams at :data:`DISTINCT_KEEP` of theirs or more), the lowest strength
+        on a tie; ``None`` when no strength beats the baseline by :data:`MIN_GAIN`."""
+        chosen: dict[str, dict[str, Any] | None] = {}
+        for target in dict.fromkeys(c.target for c in self.cells):
+            cells = [c for c in self.cells if c.target == target]
+            base = next((c for c in cells if c.strength == 0), None)
+            best: SteeringCell | None = None
+            for c in sorted(cells, key=lambda c: c.strength):
+                if c.strength == 0 or base is None or not _fluent(c, base):
+                    continue
+                if c.success >= base.success + MIN_GAIN and (
+                    best is None or c.success > best.success
+                ):
+                    best = c
+            chosen[target] = (
+                None
+                if best is None
+                else {"strength": best.strength, "layers": best.layers, "success": best.success}
+            )
+        return chosen
+
+
+def _fluent(cell: SteeringCell, base: SteeringCell) -> bool:
+    return (
+        cell.nll <= base.nll + FLUENCY_NLL_RISE and cell.distinct2 >= DISTINCT_KEEP * base.distinct2
+    )
+
+
+def _digest(
+    lm: LoadedModel,
+    masks: Sequence[Sequence[torch.Tensor]],
+    languages: Sequence[str],
+    statistics: Statistics,
+    prompts: Sequence[str],
+    config: SteeringConfig,
+) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{lm.fingerprint}|{lm.dtype}|{list(languages)}|{asdict(config)}".encode())
+    for per_layer in masks:
+        for idx in per_layer:
+            digest.update(len(idx).to_bytes(4, "little"))
+            digest.update(torch.as_tensor(idx, dtype=torch.int64).numpy().tobytes())
+    digest.update(statistics.mean_activation().to(torch.float32).numpy().tobytes())
+    digest.update("\n".join(prompts).encode())
+    return digest.hexdigest()[:32]
+
+
+def _write(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, ensure_ascii=False)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return document if isinstance(document, dict) and "outputs" in document else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # unreadable: computed again and overwritten
+
+
+def _continue(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    config: SteeringConfig,
+    intervention_of: Callable[[str], Intervention | None],
+) -> dict[str, Any]:
+    """Continue ``prompts`` (grouped by the intervention each gets, in batches) and
+    score their fluency; the cell's document for the cache."""
+    generation = config.generation()
+    groups: dict[int, tuple[Intervention | None, list[int]]] = {}
+    for i, prompt in enumerate(prompts):
+        intervention = intervention_of(prompt)
+        key = id(intervention) if intervention is not None else 0
+        groups.setdefault(key, (intervention, []))[1].append(i)
+    results: dict[int, Continuation] = {}
+    for intervention, indices in groups.values():
+        for start in range(0, len(indices), config.batch_size):
+            chunk = indices[start : start + config.batch_size]
+            outs = generate_batch(lm, [prompts[i] for i in chunk], generation, intervention)
+            results.update(zip(chunk, outs, strict=True))
+    ordered = [results[i] for i in range(len(prompts))]
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    windows = [
+        w for c in ordered if c.token_ids for w in bos_windows(torch.tensor(c.token_ids), bos, 4096)
+    ]
+    nll = mean_nll(lm, windows) if windows else float("nan")
+    return {
+        "outputs": [
+            {"prompt": c.prompt, "text": c.text, "tokens": list(c.token_ids)} for c in ordered
+        ],
+        "nll": nll,
+    }
+
+
+def _score(target: str, strength: float, layers: str, document: dict[str, Any]) -> SteeringCell:
+    outputs = []
+    for item in document["outputs"]:
+        code, probability = detect_language(item["text"])
+        outputs.append(
+            {
+                "prompt": item["prompt"],
+                "text": item["text"],
+                "language": code,
+                "probability": round(probability, 3),
+                "lines_pass": passes_lines(item["text"], target),
+            }
+        )
+    n = len(outputs)
+    return SteeringCell(
+        target=target,
+        strength=strength,
+        layers=layers,
+        success=sum(o["language"] == target for o in outputs) / n if n else 0.0,
+        line_pass_rate=sum(o["lines_pass"] for o in outputs) / n if n else 0.0,
+        nll=float(document["nll"]),
+        distinct2=distinct_bigrams([item["tokens"] for item in document["outputs"]]),
+        n=n,
+        outputs=outputs,
+    )
+
+
+def steering_sweep(
+    lm: LoadedModel,
+    masks: Sequence[Sequence[torch.Tensor]],
+    languages: Sequence[str],
+    statistics: Statistics | None,
+    targets: Sequence[str],
+    *,
+    prompts: Sequence[str] | None = None,
+    strengths: Sequence[float] = (0.0, 1.0, 2.0, 4.0),
+    layers: Sequence[str | None] = (None,),
+    config: SteeringConfig | None = None,
+    use_cache: bool = True,
+    progress: ProgressCallback | None = None,
+) -> SteeringSweep:
+    """Steer ``prompts`` (default: the embedded English openings) towards each of
+    ``targets`` at each of ``strengths`` and ``layers`` (``"A-B"`` or ``None`` for all)
+    and score each cell (see the module's docstring)."""
+    config = config or SteeringConfig()
+    prompts = list(prompts) if prompts is not None else embedded_prompts("en")
+    check_sweep(languages, statistics, targets, strengths, prompts)
+    assert statistics is not None
+    known = supported_languages()
+    for target in targets:
+        if target not in known:
+            raise LangNeuronsError(
+                f"Cannot measure steering towards {target!r}: the language identifier does "
+                "not know it, so success cannot be judged."
+            )
+    strengths = sorted({float(s) for s in strengths})
+    layer_names = [spec or "all" for spec in layers]
+    for spec in layer_names:
+        span = None if spec == "all" else parse_layers(spec, lm.num_layers)
+        for target in targets:
+            if not sum(len(i) for i in language_neurons(masks, languages, [target], span).values()):
+                where = "any layer" if spec == "all" else f"layers {spec}"
+                raise LangNeuronsError(
+                    f"{target} has no selected neurons in {where}: nothing to steer. Choose "
+                    "other layers, or select more neurons (a higher top rate)."
+                )
+    folder = cache_dir() / "steering" / _digest(lm, masks, languages, statistics, prompts, config)
+    plan = [("baseline", 0.0, "all")] + [
+        (t, s, ln) for t in targets for s in strengths if s != 0 for ln in layer_names
+    ]
+    documents: dict[tuple[str, float, str], dict[str, Any]] = {}
+    for done, (target, strength, layer_name) in enumerate(plan):
+        path = folder / f"{target}_{strength:g}_{layer_name}.json"
+        found = _read(path) if use_cache else None
+        label = "unmodified" if target == "baseline" else f"{target} x{strength:g} ({layer_name})"
+        if found is not None:
+            emit(progress, "cache", f"{label}: found in the cache", done=done + 1, total=len(plan))
+            documents[(target, strength, layer_name)] = found
+            continue
+        emit(progress, "steer", f"{label}: generating", done=done, total=len(plan))
+        make = None
+        if target != "baseline":
+            make = functools.partial(
+                _steering,
+                lm,
+                masks,
+                languages,
+                statistics,
+                target,
+                strength,
+                layer_name,
+                config=config,
+            )
+        document = _continue(lm, prompts, config, _Memo(make))
+        _write(path, document)
+        documents[(target, strength, layer_name)] = document
+        emit(progress, "steer", f"{label}: done", done=done + 1, total=len(plan))
+    cells = []
+    for target in targets:
+        for layer_name in layer_names:
+            cells.append(_score(target, 0.0, layer_name, documents[("baseline", 0.0, "all")]))
+            for strength in strengths:
+                if strength != 0:
+                    cells.append(
+                        _score(
+                            target, strength, layer_name, documents[(target, strength, layer_name)]
+                        )
+                    )
+    settings = {
+        **asdict(config),
+        "targets": list(targets),
+        "strengths": strengths,
+        "layers": layer_names,
+        "prompts": len(prompts),
+        "model": lm.name,
+        "languages": list(languages),
+        "cache": str(folder),
+    }
+    return SteeringSweep(cells, settings)
+
+
+class _Memo:
+    """One intervention per distinct value (the prompt's detected language decides it),
+    so prompts that share it are batched together."""
+
+    def __init__(self, make: Callable[[str], Intervention | None] | None) -> None:
+        self.make = make
+        self.made: dict[Any, Intervention] = {}
+
+    def __call__(self, prompt: str) -> Intervention | None:
+        intervention = self.make(prompt) if self.make is not None else None
+        if intervention is None:
+            return None
+        key = tuple(sorted(intervention.describe().items()))
+        return self.made.setdefault(key, intervention)
+
+
+def _steering(
+    lm: LoadedModel,
+    masks: Sequence[Sequence[torch.Tensor]],
+    languages: Sequence[str],
+    statistics: Statistics,
+    target: str,
+    strength: float,
+    layer_name: str,
+    prompt: str,
+    *,
+    config: SteeringConfig,
+) -> Intervention | None:
+    try:
+        return intervention_for(
+            lm,
+            masks,
+            languages,
+            statistics,
+            steer_language=target,
+            strength=strength,
+            layers=None if layer_name == "all" else layer_name,
+            prompt=prompt if config.deactivate_source else None,
+            mode=config.mode,
+        )
+    except NothingToChange:
+        return None
+
+
+def check_sweep(
+    languages: Sequence[str],
+    statistics: Statistics | None,
+    targets: Sequence[str],
+    strengths: Sequence[float],
+    prompts: Sequence[str],
+) -> None:
+    """Refuse a sweep that cannot run, before any model work."""
+    if statistics is None:
+        raise LangNeuronsError(
+            "Steering needs the run's statistics (mean activations); this run holds imported "
+            "masks only. Run `langneurons compute` for these languages first."
+        )
+    if not targets:
+        raise ConfigError("Name at least one target language (--targets fr,ja).")
+    missing = [t for t in targets if t not in languages]
+    if missing:
+        raise LangNeuronsError(
+            f"Cannot steer towards {', '.join(missing)}: the run covers {', '.join(languages)}."
+        )
+    bad = [s for s in strengths if not (s == s and abs(s) != float("inf")) or s < 0]
+    if bad or not strengths:
+        raise ConfigError("Strengths must be finite numbers of 0 or more (--strengths 0,1,2,4).")
+    if not prompts:
+        raise ConfigError("Give at least one prompt.")

@@ -1,0 +1,190 @@
+"""Steering measured: batched generation, the sweep's rows, its cache and resumption,
+the scores on hand-made texts, and bad input refused before any model work."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from langneurons.config import ConfigError
+from langneurons.errors import LangNeuronsError
+from langneurons.generation import GenerationConfig, generate, generate_batch
+from langneurons.interventions import scale
+from langneurons.pipeline import compute
+from langneurons.steering import (
+    SteeringCell,
+    SteeringConfig,
+    SteeringSweep,
+    distinct_bigrams,
+    embedded_prompts,
+    passes_lines,
+    prompt_languages,
+    read_prompts,
+    steering_sweep,
+)
+
+from .conftest import FAMILY_TYPES
+
+PROMPTS = ["The weather today is", "Hi", "Every child has the right to learn and to play"]
+
+
+@pytest.mark.parametrize("family", FAMILY_TYPES)
+def test_batched_generation_equals_one_prompt_at_a_time(make_tiny_model, family):
+    lm = make_tiny_model(family)
+    config = GenerationConfig(max_new_tokens=12)
+    for continuation in generate_batch(lm, PROMPTS, config):
+        assert continuation.text == generate(lm, continuation.prompt, config), family
+        assert len(continuation.token_ids) <= 12
+
+
+def test_batched_generation_applies_the_intervention_to_every_row(tiny_model):
+    neurons = {0: torch.arange(0, 48), 1: torch.arange(0, 48)}
+    change = scale(neurons, 40.0, "all")
+    config = GenerationConfig(max_new_tokens=10)
+    batch = generate_batch(tiny_model, PROMPTS, config, change)
+    alone = [generate(tiny_model, p, config, change) for p in PROMPTS]
+    assert [c.text for c in batch] == alone
+    assert [c.text for c in batch] != [generate(tiny_model, p, config) for p in PROMPTS]
+
+
+def test_the_scores_on_texts_whose_answer_is_known():
+    assert distinct_bigrams([[1, 2, 3, 4]]) == 1.0
+    assert distinct_bigrams([[5, 5, 5, 5, 5]]) == 0.25  # one bigram, four times
+    assert distinct_bigrams([[], [7]]) == 0.0
+    french = "Il fait beau aujourd'hui et nous allons nous promener dans le parc."
+    english = "It is a lovely day and we are going for a walk in the park today."
+    assert passes_lines(french, "fr") and not passes_lines(french, "en")
+    assert not passes_lines(f"{french}\n{english}", "fr")  # one English line fails it
+    assert passes_lines(f"{french}\nOui.", "fr")  # too short to judge: skipped
+    assert not passes_lines("", "fr")
+
+
+def test_embedded_prompts_are_everyday_openings_in_several_languages(tmp_path):
+    assert {"en", "fr", "de", "es", "ru", "zh", "ja"} <= set(prompt_languages())
+    for code in prompt_languages():
+        prompts = embedded_prompts(code)
+        assert len(prompts) >= 20 and len(set(prompts)) == len(prompts), code
+    with pytest.raises(LangNeuronsError, match="No embedded prompts for 'xx'"):
+        embedded_prompts("xx")
+    path = tmp_path / "p.txt"
+    path.write_text("# mine\nOne\n\n  Two  \n", encoding="utf-8")
+    assert read_prompts(path) == ["One", "Two"]
+    path.write_text("\n# nothing\n", encoding="utf-8")
+    with pytest.raises(LangNeuronsError, match="holds no prompt"):
+        read_prompts(path)
+
+
+@pytest.fixture
+def tiny_run(tiny_model):
+    return compute(tiny_model, ["en", "fr", "de"], max_tokens=300)
+
+
+# A random model's LAPE finds almost no neurons: a third of each layer per language here.
+MASKS = [[torch.arange(k * 16, (k + 1) * 16)] * 2 for k in range(3)]
+
+
+def _sweep(lm, run, masks=MASKS, **kwargs):
+    config = SteeringConfig(max_new_tokens=6, batch_size=2)
+    return steering_sweep(
+        lm,
+        masks,
+        run.selection.languages,
+        run.statistics,
+        kwargs.pop("targets", ["fr", "de"]),
+        prompts=PROMPTS,
+        config=config,
+        **kwargs,
+    )
+
+
+def test_a_sweep_has_a_row_per_target_strength_and_layers(tiny_model, tiny_run):
+    sweep = _sweep(tiny_model, tiny_run, strengths=[0, 1, 500], layers=[None, "1-1"])
+    frame = sweep.to_frame()
+    assert list(frame.columns) == [
+        "target", "strength", "layers", "success", "line_pass_rate", "nll", "distinct2", "n",
+    ]  # fmt: skip
+    assert len(frame) == 2 * 3 * 2
+    assert set(frame["n"]) == {len(PROMPTS)}
+    assert (
+        frame[["success", "line_pass_rate", "distinct2"]]
+        .apply(lambda c: c.between(0, 1))
+        .all()
+        .all()
+    )
+    assert all(math.isfinite(v) and v > 0 for v in frame["nll"])
+    # Strength 0 is the same unmodified outputs for every target and layer range.
+    base = [sweep.cell(t, 0.0, layers).outputs for t in ("fr", "de") for layers in ("all", "1-1")]
+    assert all([o["text"] for o in b] == [o["text"] for o in base[0]] for b in base)
+    # A random model's activations are about 0.01: a large strength makes them count.
+    steered = sweep.cell("fr", 500.0, "all").outputs
+    assert [o["text"] for o in steered] != [o["text"] for o in base[0]]
+    document = json.loads(json.dumps(sweep.to_json()))
+    assert set(document) == {"rows", "settings", "recommended"}
+    assert set(document["rows"][0]) == {
+        "target", "strength", "layers", "success", "line_pass_rate", "nll", "distinct2", "n",
+    }  # fmt: skip
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_sweep_is_cached_cell_by_cell_and_resumes(tiny_model, tiny_run):
+    seen = []
+
+    def stop_after_two(event):
+        seen.append(event)
+        if event.stage == "steer" and event.message.endswith("done") and event.done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _sweep(tiny_model, tiny_run, strengths=[0, 1, 2], progress=stop_after_two)
+    events = []
+    whole = _sweep(tiny_model, tiny_run, strengths=[0, 1, 2], progress=events.append)
+    found = [e for e in events if e.stage == "cache"]
+    generated = [e for e in events if e.stage == "steer" and e.message.endswith("done")]
+    assert len(found) == 2 and len(generated) == 3  # 1 baseline + 2 targets x 2 strengths
+    events.clear()
+    again = _sweep(tiny_model, tiny_run, strengths=[0, 1, 2], progress=events.append)
+    assert {e.stage for e in events} == {"cache"}
+    assert again.to_json() == whole.to_json()
+    fresh = _sweep(tiny_model, tiny_run, strengths=[0, 1, 2], use_cache=False)
+    assert fresh.to_json()["rows"] == whole.to_json()["rows"]
+
+
+def test_a_bad_sweep_is_refused_before_any_generation(tiny_model, tiny_run):
+    with pytest.raises(LangNeuronsError, match="Cannot steer towards ja"):
+        _sweep(tiny_model, tiny_run, targets=["ja"])
+    with pytest.raises(ConfigError, match="Strengths must be finite"):
+        _sweep(tiny_model, tiny_run, strengths=[1, float("nan")])
+    with pytest.raises(ConfigError, match="at least one target"):
+        _sweep(tiny_model, tiny_run, targets=[])
+    with pytest.raises(LangNeuronsError, match="statistics"):
+        steering_sweep(tiny_model, tiny_run.selection.masks, ["en", "fr", "de"], None, ["fr"])
+    with pytest.raises(LangNeuronsError, match="fr has no selected neurons in any layer"):
+        _sweep(tiny_model, tiny_run, masks=tiny_run.selection.masks)
+    with pytest.raises(ConfigError, match="mode must be one of set, add"):
+        SteeringConfig(mode="replace")
+
+
+def _cell(strength, success, nll, distinct2):
+    return SteeringCell("ja", strength, "all", success, success, nll, distinct2, 20)
+
+
+def test_the_recommended_strength_is_the_most_successful_that_stays_fluent():
+    sweep = SteeringSweep(
+        [
+            _cell(0, 0.0, 2.0, 0.9),
+            _cell(1, 0.5, 2.4, 0.9),
+            _cell(2, 0.8, 2.9, 0.8),
+            _cell(4, 0.95, 4.5, 0.9),  # more successful, but NLL rose by 2.5
+            _cell(8, 1.0, 2.5, 0.3),  # collapsed into repetition
+        ],
+        {},
+    )
+    assert sweep.recommended() == {"ja": {"strength": 2, "layers": "all", "success": 0.8}}
+    flat = SteeringSweep([_cell(0, 0.5, 2.0, 0.9), _cell(1, 0.52, 2.0, 0.9)], {})
+    assert flat.recommended() == {"ja": None}  # no real gain over the unmodified model
