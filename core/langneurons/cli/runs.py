@@ -12,12 +12,23 @@ from .common import ProgressPrinter, add_model_options, load_for, summary_lines
 def register(sub: Any) -> None:
     show = sub.add_parser(
         "show",
-        help="summarise a run folder",
+        help="summarise a run folder or a published mask file",
         description="Print what a run folder holds: its model, languages, tokens counted, "
         "neurons per language and the layers that hold most of them, the corpus and how "
-        "many processes counted it.",
+        "many processes counted it. Given a reference-format mask file (.pth) and its "
+        "languages, the same summary without any model (the neuron range from --config "
+        "when given, else the largest index).",
     )
-    show.add_argument("run", help="a run folder written by compute, merge or import-mask")
+    show.add_argument(
+        "run", help="a run folder written by compute, merge or import-mask, or a .pth mask"
+    )
+    show.add_argument("--languages", default=None, help="a mask file's codes, in its order")
+    show.add_argument(
+        "--config",
+        default=None,
+        metavar="CONFIG",
+        help="a mask's model config.json (or its folder; no weights needed) to check it",
+    )
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(handler=run_show)
 
@@ -66,9 +77,33 @@ def summary_document(run: Any) -> dict[str, Any]:
     }
 
 
+def _show_mask(args: argparse.Namespace) -> int:
+    from ..corpus import parse_languages
+    from ..errors import LangNeuronsError
+    from ..maskfile import read_mask_file
+
+    if not args.languages:
+        raise LangNeuronsError(
+            f"{args.run!r} is a mask file: name its languages in order (--languages en,zh,fr)."
+        )
+    mask = read_mask_file(args.run, parse_languages(args.languages), args.config)
+    if args.json:
+        print(json.dumps(mask.summary(), indent=2))
+        return 0
+    for line in summary_lines(mask.meta(), mask.masks, None):
+        print(line)
+    width = "from the config" if mask.width_known else "at least, from the largest index"
+    print(f"published mask; {mask.num_neurons} neurons per layer {width}; no statistics")
+    return 0
+
+
 def run_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..results import corpus_label, read_run
 
+    if Path(args.run).is_file():
+        return _show_mask(args)
     run = read_run(args.run)
     if args.json:
         print(json.dumps(summary_document(run), indent=2))

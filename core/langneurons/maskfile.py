@@ -1,0 +1,191 @@
+"""Published neuron masks without their model.
+
+The LAPE authors released masks for several 7B-class models (``*.neuron.pth``: a list
+over languages of lists over layers of index tensors).  Reading one needs no model:
+the number of layers is the mask's, and the neuron range is the largest index it holds
+(a lower bound), or the model's width when its ``config.json`` is given (read alone, no
+weights).  :func:`read_mask_file` returns what needs no model: counts per layer and
+language, the distinct neurons, and the overlap between languages.
+
+>>> import torch
+>>> mask = MaskFile.from_masks([[torch.tensor([1, 5])], [torch.tensor([5])]], ["fr", "es"])
+>>> mask.counts().tolist(), mask.distinct_neurons
+([[2, 1]], 2)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ResultsError
+from .results import read_mask
+
+# Where families' configs name their number of layers and their MLP width.
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+WIDTH_KEYS = ("intermediate_size", "n_inner", "ffn_dim")
+HIDDEN_KEYS = ("hidden_size", "n_embd")
+
+
+def config_shape(path: str | Path) -> tuple[int, int]:
+    """``(layers, neurons per layer)`` from a model's ``config.json`` (or its folder),
+    without loading weights.  MLPs without an explicit width are 4 x hidden (GPT-2, BLOOM)."""
+    source = Path(path)
+    if source.is_dir():
+        source = source / "config.json"
+    try:
+        config = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultsError(
+            f"Cannot read the model configuration {str(source)!r}: {exc}. Give a config.json "
+            "or the folder holding it."
+        ) from exc
+    if isinstance(config.get("text_config"), dict):  # multimodal wrappers (Gemma 3)
+        config = {**config, **config["text_config"]}
+    layers = next((config[k] for k in LAYER_KEYS if isinstance(config.get(k), int)), None)
+    width = next((config[k] for k in WIDTH_KEYS if isinstance(config.get(k), int)), None)
+    if width is None:
+        hidden = next((config[k] for k in HIDDEN_KEYS if isinstance(config.get(k), int)), None)
+        width = 4 * hidden if hidden else None
+    if layers is None or width is None:
+        raise ResultsError(
+            f"{str(source)!r} names no number of layers ({', '.join(LAYER_KEYS)}) or MLP "
+            f"width ({', '.join(WIDTH_KEYS)}): is it a causal LM's config.json?"
+        )
+    return int(layers), int(width)
+
+
+@dataclass
+class MaskFile:
+    """A neuron mask read without its model: per language, per layer, the neurons."""
+
+    masks: list[list[torch.Tensor]]
+    languages: list[str]
+    num_layers: int
+    num_neurons: int
+    width_known: bool = False
+    source: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_masks(
+        cls,
+        masks: Sequence[Sequence[torch.Tensor]],
+        languages: Sequence[str],
+        shape: tuple[int, int] | None = None,
+        source: str = "",
+    ) -> MaskFile:
+        """Check ``masks`` against ``languages`` (and ``shape``, ``(layers, neurons)``, when
+        known) and wrap them."""
+        where = source or "the mask"
+        checked = [[torch.as_tensor(i, dtype=torch.int64).flatten() for i in m] for m in masks]
+        if len(checked) != len(languages):
+            raise ResultsError(
+                f"{where} holds {len(checked)} languages but {len(languages)} codes were given "
+                f"({', '.join(languages)}): name one code per language, in the mask's order."
+            )
+        if len(set(languages)) != len(languages):
+            raise ResultsError(f"Language codes repeat: {', '.join(languages)}.")
+        layers = {len(m) for m in checked}
+        if len(layers) != 1 or not checked or not checked[0]:
+            raise ResultsError(f"{where}: its languages have different numbers of layers.")
+        num_layers = layers.pop()
+        largest = max((int(i.max()) for m in checked for i in m if i.numel()), default=-1)
+        if any(int(i.min()) < 0 for m in checked for i in m if i.numel()):
+            raise ResultsError(f"{where} holds negative neuron indices.")
+        if shape is not None:
+            if shape[0] != num_layers:
+                raise ResultsError(
+                    f"{where} has {num_layers} layers but the model's configuration has "
+                    f"{shape[0]}: is it the mask of another model?"
+                )
+            if largest >= shape[1]:
+                raise ResultsError(
+                    f"{where} names neuron {largest}, but the model's layers have {shape[1]} "
+                    "neurons: is it the mask of another model?"
+                )
+        return cls(
+            masks=checked,
+            languages=list(languages),
+            num_layers=num_layers,
+            num_neurons=shape[1] if shape is not None else largest + 1,
+            width_known=shape is not None,
+            source=source,
+        )
+
+    def counts(self) -> torch.Tensor:
+        """``[layers, languages]``: how many neurons each language has in each layer."""
+        return torch.tensor(
+            [
+                [len(self.masks[k][layer]) for k in range(len(self.languages))]
+                for layer in range(self.num_layers)
+            ]
+        )
+
+    def neuron_sets(self) -> dict[str, set[tuple[int, int]]]:
+        return {
+            code: {(layer, int(i)) for layer, idx in enumerate(self.masks[k]) for i in idx}
+            for k, code in enumerate(self.languages)
+        }
+
+    @property
+    def distinct_neurons(self) -> int:
+        return len(set().union(*self.neuron_sets().values()))
+
+    def overlap(self) -> Any:
+        """Jaccard overlap between languages' neuron sets (a pandas DataFrame)."""
+        import pandas as pd
+
+        sets = self.neuron_sets()
+        return pd.DataFrame(
+            [
+                [
+                    len(sets[a] & sets[b]) / len(sets[a] | sets[b]) if sets[a] | sets[b] else 0.0
+                    for b in self.languages
+                ]
+                for a in self.languages
+            ],
+            index=self.languages,
+            columns=self.languages,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What ``show FILE.pth --json`` prints."""
+        counts = self.counts()
+        return {
+            "path": self.source,
+            "languages": self.languages,
+            "layers": self.num_layers,
+            "neurons_per_layer": self.num_neurons,
+            "neurons_per_layer_from": "config" if self.width_known else "largest index",
+            "neurons": {c: int(counts[:, k].sum()) for k, c in enumerate(self.languages)},
+            "per_layer": {c: counts[:, k].tolist() for k, c in enumerate(self.languages)},
+            "distinct_neurons": self.distinct_neurons,
+            "selected_share": self.distinct_neurons / (self.num_layers * self.num_neurons)
+            if self.width_known
+            else None,
+        }
+
+    def meta(self) -> dict[str, Any]:
+        """The fields of a run's ``meta.json`` that describe these masks (for summaries)."""
+        return {
+            "model": {"name": Path(self.source).name or "mask"},
+            "layers": self.num_layers,
+            "neurons": self.num_neurons if self.width_known else f">={self.num_neurons}",
+            "languages": self.languages,
+            "selection": {"method": "published mask"},
+        }
+
+
+def read_mask_file(
+    path: str | Path, languages: Sequence[str], config: str | Path | None = None
+) -> MaskFile:
+    """Read a reference-format mask (safely, no pickle) with the codes of its languages,
+    checked against a model's ``config.json`` when given."""
+    shape = config_shape(config) if config is not None else None
+    return MaskFile.from_masks(read_mask(path), languages, shape, source=str(path))
