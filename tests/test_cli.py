@@ -59,6 +59,12 @@ def test_compute_with_custom_thresholds_and_method(tiny_model_dir, tmp_path):
     assert doc["settings"] == {"top_rate": 0.05, "filter_rate": 0.9, "activation_bar_ratio": 0.85}
     assert _compute(tiny_model_dir, tmp_path / "b", "--method", "mean-diff") == 0
     assert json.loads((tmp_path / "b" / "neurons.json").read_text())["method"] == "mean-diff"
+    argv = ["--method", "three-way", "--top-rate", "0.05", "--fixed-weight", "--weight", "0.1"]
+    assert _compute(tiny_model_dir, tmp_path / "c", *argv) == 0
+    doc = json.loads((tmp_path / "c" / "neurons.json").read_text())
+    assert doc["method"] == "three-way"
+    assert doc["settings"]["weight"] == 0.1 and doc["settings"]["fixed_weight"] is True
+    assert doc["thresholds"]["weight"] == 0.1
 
 
 def test_folder_corpus_through_the_cli(tiny_model_dir, tmp_path):

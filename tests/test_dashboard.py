@@ -68,6 +68,11 @@ def test_overview_reselects_and_switches_detector_without_recounting(monkeypatch
     _ok(at)
     assert any("Mean difference" in m.value for m in at.markdown)
     assert at.query_params["method"] == "mean-diff"
+    at.session_state["method"] = "three-way"
+    at.run()
+    _ok(at)
+    assert any("Specific / related / general" in m.value for m in at.markdown)
+    assert int(_metrics(at)["Language neurons"]) > 0
 
 
 def test_a_link_restores_settings_and_ignores_invalid_values():

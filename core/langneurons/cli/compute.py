@@ -85,12 +85,20 @@ def _add_selection_options(parser: argparse.ArgumentParser) -> None:
     )
     seen: dict[str, list[str]] = {}
     parsers: dict[str, Any] = {}
+    switches: set[str] = set()
     for found in DETECTORS.values():
         limits = ranges(found.config_type)
         for info in describe(found.config_type):
             seen.setdefault(info.name, []).append(f"{found.name}: {info.help} ({info.default})")
             parsers.setdefault(info.name, parse_setting(info, limits[info.name]))
+            if info.kind is bool:
+                switches.add(info.name)
     for name, helps in seen.items():
+        if name in switches:  # a flag: given or not
+            group.add_argument(
+                flag(name), action="store_true", default=argparse.SUPPRESS, help="; ".join(helps)
+            )
+            continue
         group.add_argument(
             flag(name),
             type=parsers[name],

@@ -8,10 +8,12 @@ a method name to both; the command line, the dashboard and :func:`select` read i
 a new detector is one module plus one entry below.
 
 - ``lape``: :func:`lape_select`, LAPE exactly as the reference computes it;
-- ``mean-diff``: :func:`mean_difference_select`, standardised mean differences.
+- ``mean-diff``: :func:`mean_difference_select`, standardised mean differences;
+- ``three-way``: :func:`three_way_select`, language-specific, related and general
+  neurons with the weight of the score searched automatically.
 
 >>> sorted(DETECTORS)
-['lape', 'mean-diff']
+['lape', 'mean-diff', 'three-way']
 >>> type(make_config("mean-diff", {"min_effect": 1.0})).__name__
 'MeanDiffConfig'
 """
@@ -28,8 +30,9 @@ from ..stats import Statistics
 from .base import Selection, masks_from_members
 from .lape import LapeConfig, lape_entropy, lape_from_statistics, lape_select
 from .mean_diff import MeanDiffConfig, mean_difference_select
+from .three_way import ThreeWayConfig, three_way_from_statistics, three_way_select
 
-SelectionConfig = LapeConfig | MeanDiffConfig
+SelectionConfig = LapeConfig | MeanDiffConfig | ThreeWayConfig
 """The settings of any detector; its type names the method."""
 
 
@@ -62,6 +65,15 @@ DETECTORS: dict[str, Detector] = {
             "languages' (standardised effect size).",
             MeanDiffConfig,
             mean_difference_select,
+        ),
+        Detector(
+            "three-way",
+            "Specific / related / general (Zhang et al. 2026)",
+            "Low-entropy neurons with a weighted bonus for firing often, the weight searched "
+            "so that no selected neuron fires for every language; split into neurons of one "
+            "language, of several, and general ones.",
+            ThreeWayConfig,
+            three_way_from_statistics,
         ),
     )
 }
@@ -117,6 +129,7 @@ __all__ = [
     "MeanDiffConfig",
     "Selection",
     "SelectionConfig",
+    "ThreeWayConfig",
     "detector",
     "detector_for",
     "lape_entropy",
@@ -125,4 +138,5 @@ __all__ = [
     "masks_from_members",
     "mean_difference_select",
     "select",
+    "three_way_select",
 ]
