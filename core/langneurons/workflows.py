@@ -18,7 +18,7 @@ import torch
 
 from .corpus import Corpus, load_corpus, parse_languages
 from .errors import CorpusError, LangNeuronsError, ResultsError
-from .evaluation import AblationMatrix, ablation_matrix
+from .evaluation import AblationMatrix, ablation_matrix, cached_ablation_matrix
 from .generation import GenerationConfig, compare
 from .interventions import (
     Intervention,
@@ -82,8 +82,12 @@ def run_ablation_matrix(
     *,
     max_tokens: int | None = None,
     progress: ProgressCallback | None = None,
+    masks: Sequence[Sequence[torch.Tensor]] | None = None,
+    cache: bool = False,
 ) -> AblationMatrix:
-    """The ablation matrix (deactivation x evaluation NLL) on the run's held-out texts."""
+    """The ablation matrix (deactivation x evaluation NLL) on the run's held-out texts,
+    for the run's neurons or ``masks`` of the same languages (another detector's); with
+    ``cache``, stored on disk and reused (local corpora)."""
     check_model_matches(lm, run)
     codes = run_corpus_languages(run, languages)
     corpus_meta = run.meta.get("corpus")
@@ -111,11 +115,15 @@ def run_ablation_matrix(
                     f"The held-out {code} text of {corpus_meta['name']!r} changed since the run "
                     "was computed. Recompute the run on the current corpus."
                 )
-    result = ablation_matrix(
+    neurons = run.masks if masks is None else masks
+    compute_matrix = (
+        cached_ablation_matrix if cache and isinstance(corpus, Corpus) else ablation_matrix
+    )
+    result = compute_matrix(
         lm,
-        run.masks,
+        neurons,
         run.languages,
-        corpus,
+        corpus,  # type: ignore[arg-type]
         languages=codes,
         eval_fraction=eval_fraction,
         max_tokens=max_tokens,

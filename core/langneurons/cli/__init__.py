@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import LangNeuronsError
-from . import ablation, compute, dashboard, generate, info, runs, steer, trace
+from . import ablation, compare, compute, dashboard, generate, info, runs, steer, trace
 
 EPILOG = """\
 examples:
@@ -28,6 +28,7 @@ examples:
   langneurons generate --run runs/demo --prompt "Le temps aujourd'hui est" --deactivate fr
   langneurons generate --run runs/demo --prompt "The weather today is" --steer ja
   langneurons steer-eval --run runs/demo --targets fr,ja --strengths 0,1,2,4
+  langneurons compare-detectors --run runs/demo
   langneurons trace --run runs/demo --text "Le temps est beau. 今日はいい天気です。"
   langneurons generate --run runs/demo --prompt "Le temps" --deactivate fr --trace
   langneurons show runs/demo
@@ -36,7 +37,7 @@ examples:
   langneurons families
 """
 
-MODULES = (dashboard, compute, ablation, generate, steer, trace, runs, info)
+MODULES = (dashboard, compute, ablation, generate, steer, compare, trace, runs, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,106 @@
+"""Detectors side by side: selections, overlap, and their neurons' measured effects."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from langneurons.comparison import compare_detectors, jaccard
+from langneurons.errors import LangNeuronsError
+from langneurons.pipeline import compute
+from langneurons.results import read_run
+from langneurons.selection import METHODS, select
+
+
+@pytest.fixture
+def tiny_folder(tiny_model, tmp_path):
+    compute(tiny_model, ["en", "fr", "de"], max_tokens=400, out_dir=tmp_path / "run")
+    return read_run(tmp_path / "run")
+
+
+def test_selections_alone_need_no_model(tiny_folder):
+    comparison = compare_detectors(None, tiny_folder, effects=False)
+    assert comparison.methods == list(METHODS)
+    counts = comparison.neurons()
+    assert list(counts.columns) == ["en", "fr", "de", "distinct"]
+    for method in METHODS:
+        expected = select(tiny_folder.statistics, method)
+        assert counts.loc[method, "fr"] == expected.language_total("fr")
+        assert counts.loc[method, "distinct"] == expected.union_size()
+    overlap = comparison.overlap()
+    assert len(overlap) == 3 * 3  # three pairs of methods, three languages
+    assert overlap["jaccard"].between(0, 1).all()
+    per_layer = comparison.per_layer()
+    assert (
+        per_layer.groupby(["method", "language"])["neurons"].sum().loc["lape", "fr"]
+        == (counts.loc["lape", "fr"])
+    )
+    assert math.isnan(comparison.effects()["own_nll_increase"].iloc[0])
+
+
+def test_effects_are_measured_per_method_and_cached(tiny_model, tiny_folder):
+    events = []
+    comparison = compare_detectors(
+        tiny_model,
+        tiny_folder,
+        ["lape", "mean-diff"],
+        max_tokens=40,
+        prompts=["The weather today is", "Every child has"],
+        max_new_tokens=4,
+        progress=events.append,
+    )
+    effects = comparison.effects()
+    assert list(effects.columns) == [
+        "method", "language", "neurons", "own_nll_increase", "diagonal_ratio", "steering_success",
+    ]  # fmt: skip
+    assert len(effects) == 2 * 3
+    for method in ("lape", "mean-diff"):
+        matrix = comparison.ablations[method]
+        row = effects[(effects["method"] == method) & (effects["language"] == "fr")].iloc[0]
+        assert row["own_nll_increase"] == pytest.approx(
+            matrix.deactivated["fr"]["fr"] - matrix.base["fr"]
+        )
+        assert row["diagonal_ratio"] == pytest.approx(matrix.diagonal_ratio(), nan_ok=True)
+    # Steered: every language but the prompts' own (English) that has neurons.
+    for row in effects.itertuples():
+        steered = row.language != "en" and row.neurons > 0
+        assert math.isnan(row.steering_success) != steered, row
+        if steered:
+            assert 0 <= row.steering_success <= 1
+    assert effects["steering_success"].notna().sum() >= 1  # something was steered
+    document = json.loads(json.dumps(comparison.to_json()))
+    assert set(document) >= {"methods", "neurons", "overlap", "effects", "per_layer"}
+    events.clear()
+    compare_detectors(
+        tiny_model,
+        tiny_folder,
+        ["lape", "mean-diff"],
+        max_tokens=40,
+        prompts=["The weather today is", "Every child has"],
+        max_new_tokens=4,
+        progress=events.append,
+    )
+    assert {e.stage for e in events} <= {"cache", "evaluate", "steer"}
+    assert not [e for e in events if e.stage == "steer" and e.message.endswith("generating")]
+
+
+def test_bad_requests_are_refused(tiny_folder):
+    with pytest.raises(LangNeuronsError, match="Unknown selection method 'lapee'"):
+        compare_detectors(None, tiny_folder, ["lapee"], effects=False)
+    with pytest.raises(LangNeuronsError, match="needs the model"):
+        compare_detectors(None, tiny_folder)
+    assert jaccard(set(), set()) == 1.0 and jaccard({1, 2}, {2, 3}) == pytest.approx(1 / 3)
+
+
+def test_the_command_compares_without_the_model(tiny_folder, capsys):
+    from langneurons.cli import main
+
+    assert main(["compare-detectors", "--run", str(tiny_folder.path), "--no-effects"]) == 0
+    out = capsys.readouterr().out
+    assert "neurons per language" in out and "three-way" in out and "Jaccard" in out
+    argv = ["compare-detectors", "--run", str(tiny_folder.path), "--no-effects", "--json"]
+    assert main([*argv, "--methods", "lape,three-way"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["methods"] == ["lape", "three-way"]
