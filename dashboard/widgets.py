@@ -4,10 +4,11 @@ classes, and the progress bar of a computation."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import streamlit as st
@@ -145,6 +146,22 @@ def setting_widgets(
             )
         remember(key, values[info.name])
     return values
+
+
+@contextlib.contextmanager
+def event_bar(text: str) -> Iterator[Callable[[ProgressEvent], None]]:
+    """A progress bar fed by the library's progress events (done of total, with the
+    event's message) while the block runs; removed after it."""
+    bar = st.progress(0.0, text=text)
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.total:
+            bar.progress(min(event.done / event.total, 1.0), text=event.message or text)
+
+    try:
+        yield on_progress
+    finally:
+        bar.empty()
 
 
 class ComputeBar:

@@ -42,15 +42,9 @@ def test_selections_alone_need_no_model(tiny_folder):
 
 def test_effects_are_measured_per_method_and_cached(tiny_model, tiny_folder):
     events = []
-    comparison = compare_detectors(
-        tiny_model,
-        tiny_folder,
-        ["lape", "mean-diff"],
-        max_tokens=40,
-        prompts=["The weather today is", "Every child has"],
-        max_new_tokens=4,
-        progress=events.append,
-    )
+    small = {"max_tokens": 40, "prompts": ["The weather today is", "Every child has"]}
+    small |= {"max_new_tokens": 4, "progress": events.append}
+    comparison = compare_detectors(tiny_model, tiny_folder, ["lape", "mean-diff"], **small)
     effects = comparison.effects()
     assert list(effects.columns) == [
         "method", "language", "neurons", "own_nll_increase", "diagonal_ratio", "steering_success",
@@ -73,15 +67,7 @@ def test_effects_are_measured_per_method_and_cached(tiny_model, tiny_folder):
     document = json.loads(json.dumps(comparison.to_json()))
     assert set(document) >= {"methods", "neurons", "overlap", "effects", "per_layer"}
     events.clear()
-    compare_detectors(
-        tiny_model,
-        tiny_folder,
-        ["lape", "mean-diff"],
-        max_tokens=40,
-        prompts=["The weather today is", "Every child has"],
-        max_new_tokens=4,
-        progress=events.append,
-    )
+    compare_detectors(tiny_model, tiny_folder, ["lape", "mean-diff"], **small)
     assert {e.stage for e in events} <= {"cache", "evaluate", "steer"}
     assert not [e for e in events if e.stage == "steer" and e.message.endswith("generating")]
 

@@ -88,35 +88,32 @@ def environment(wheel, tmp_path_factory) -> Path:
     return home
 
 
+def _python(environment: Path, code: str) -> list[str]:
+    """What the new environment's Python prints for ``code``, a word per item."""
+    done = subprocess.run(
+        [str(environment / "bin" / "python"), "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=environment,
+    )
+    return done.stdout.split()
+
+
 def test_the_installed_package_is_the_wheel_not_the_checkout(environment):
-    python = environment / "bin" / "python"
-    where = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import langneurons, langneurons.dashboard as d; "
-            "print(langneurons.__file__); print(d.__file__)",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=environment,
-    ).stdout.split()
+    where = _python(
+        environment,
+        "import langneurons, langneurons.dashboard as d; print(langneurons.__file__, d.__file__)",
+    )
     assert all(Path(p).is_relative_to(environment) for p in where), where
-    corpus = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "from langneurons.corpus import embedded_languages; "
-            "from langneurons.paths import assets_dir; "
-            "print(assets_dir()); print(len(embedded_languages()))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=environment,
-    ).stdout.split()
+    corpus = _python(
+        environment,
+        "from langneurons.corpus import embedded_languages; from langneurons.paths import "
+        "assets_dir; from langneurons.steering import embedded_prompts; "
+        "print(assets_dir(), len(embedded_languages()), len(embedded_prompts('ja')))",
+    )
     assert Path(corpus[0]).is_relative_to(environment) and int(corpus[1]) > 50, corpus
+    assert int(corpus[2]) >= 20
     help_text = subprocess.run(
         [str(environment / "bin" / "langneurons"), "dashboard", "--help"],
         capture_output=True,

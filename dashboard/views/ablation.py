@@ -8,7 +8,6 @@ import streamlit as st
 
 from langneurons.corpus import load_corpus
 from langneurons.evaluation import AblationMatrix, cached_ablation_matrix
-from langneurons.progress import ProgressEvent
 
 from .. import charts, widgets
 from ..state import PageContext, classroom, long_job, page_context
@@ -21,25 +20,16 @@ SCALES = {
 
 
 def _compute(ctx: PageContext, chosen: list[str], max_tokens: int) -> AblationMatrix:
-    with long_job(ctx.settings):
-        bar = st.progress(0.0, text="Evaluating...")
-
-        def on_progress(event: ProgressEvent) -> None:
-            if event.total:
-                bar.progress(event.done / event.total, text=event.message)
-
-        try:
-            return cached_ablation_matrix(
-                ctx.lm,
-                ctx.selection.masks,
-                ctx.selection.languages,
-                load_corpus(ctx.settings.corpus, chosen),
-                languages=chosen,
-                max_tokens=max_tokens,
-                progress=on_progress,
-            )
-        finally:
-            bar.empty()
+    with long_job(ctx.settings), widgets.event_bar("Evaluating...") as on_progress:
+        return cached_ablation_matrix(
+            ctx.lm,
+            ctx.selection.masks,
+            ctx.selection.languages,
+            load_corpus(ctx.settings.corpus, chosen),
+            languages=chosen,
+            max_tokens=max_tokens,
+            progress=on_progress,
+        )
 
 
 def render(ctx: PageContext) -> None:

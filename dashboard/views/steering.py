@@ -11,7 +11,6 @@ import streamlit as st
 from langneurons.errors import LangNeuronsError
 from langneurons.langid import supported_languages
 from langneurons.plots import steering_curves
-from langneurons.progress import ProgressEvent
 from langneurons.steering import (
     DISTINCT_KEEP,
     FLUENCY_NLL_RISE,
@@ -104,28 +103,20 @@ def _controls(ctx: PageContext) -> dict[str, Any]:
 
 def _run(ctx: PageContext, choices: dict[str, Any]) -> SteeringSweep:
     cells = 1 + len(choices["targets"]) * (len(choices["strengths"]) - 1)
-    with long_job(ctx.settings):
-        bar = st.progress(0.0, text=f"Generating {cells} cells of {len(choices['prompts'])}...")
-
-        def on_progress(event: ProgressEvent) -> None:
-            if event.total:
-                bar.progress(event.done / event.total, text=event.message)
-
-        try:
-            return steering_sweep(
-                ctx.lm,
-                ctx.selection.masks,
-                ctx.selection.languages,
-                ctx.result.statistics,
-                choices["targets"],
-                prompts=choices["prompts"],
-                strengths=choices["strengths"],
-                layers=[choices["layers"]],
-                config=choices["config"],
-                progress=on_progress,
-            )
-        finally:
-            bar.empty()
+    text = f"Generating {cells} cells of {len(choices['prompts'])} prompts..."
+    with long_job(ctx.settings), widgets.event_bar(text) as on_progress:
+        return steering_sweep(
+            ctx.lm,
+            ctx.selection.masks,
+            ctx.selection.languages,
+            ctx.result.statistics,
+            choices["targets"],
+            prompts=choices["prompts"],
+            strengths=choices["strengths"],
+            layers=[choices["layers"]],
+            config=choices["config"],
+            progress=on_progress,
+        )
 
 
 def _recommended(sweep: SteeringSweep) -> None:

@@ -8,6 +8,49 @@ from typing import Any
 
 import torch
 
+from ..config import setting
+from ..errors import LangNeuronsError
+
+
+def top_rate_setting(help: str) -> Any:
+    """The share of all neurons a detector selects (LAPE's ``top_rate``, default 1%)."""
+    return setting(
+        0.01,
+        help,
+        above=0.0,
+        maximum=1.0,
+        step=0.001,
+        slider=(0.001, 0.05),
+        label="Top rate (share of all neurons)",
+    )
+
+
+def activation_bar_setting() -> Any:
+    """The quantile of all activation probabilities a neuron's must exceed to belong to a
+    language (LAPE's ``activation_bar_ratio``, default 0.95)."""
+    return setting(
+        0.95,
+        "quantile of all activation probabilities that assigns a selected neuron to a language",
+        above=0.0,
+        maximum=1.0,
+        step=0.005,
+        slider=(0.5, 0.999),
+        label="Activation bar ratio (quantile)",
+    )
+
+
+def activation_probabilities(over_zero: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``over_zero / tokens`` as float32 [L, N, K], after checking the shapes and that
+    every language has tokens."""
+    if over_zero.dim() != 3 or tokens.dim() != 1 or over_zero.shape[2] != tokens.shape[0]:
+        raise LangNeuronsError(
+            f"over_zero must be [layers, neurons, languages] and tokens [languages]; got "
+            f"{tuple(over_zero.shape)} and {tuple(tokens.shape)}."
+        )
+    if bool((tokens <= 0).any()):
+        raise LangNeuronsError("Every language needs at least one counted token.")
+    return over_zero.to(torch.float32) / tokens.to(torch.float32)
+
 
 @dataclass
 class Selection:

@@ -23,23 +23,22 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..config import setting, validate
-from ..errors import LangNeuronsError
 from ..stats import Statistics
-from .base import Selection, masks_from_members
+from .base import (
+    Selection,
+    activation_bar_setting,
+    activation_probabilities,
+    masks_from_members,
+    top_rate_setting,
+)
 
 
 @dataclass(frozen=True)
 class LapeConfig:
     """LAPE's three thresholds, with the reference defaults."""
 
-    top_rate: float = setting(
-        0.01,
-        "share of all neurons taken as candidates (lowest entropy first)",
-        above=0.0,
-        maximum=1.0,
-        step=0.001,
-        slider=(0.001, 0.05),
-        label="Top rate (share of all neurons)",
+    top_rate: float = top_rate_setting(
+        "share of all neurons taken as candidates (lowest entropy first)"
     )
     filter_rate: float = setting(
         0.95,
@@ -50,15 +49,7 @@ class LapeConfig:
         slider=(0.5, 0.999),
         label="Filter rate (quantile)",
     )
-    activation_bar_ratio: float = setting(
-        0.95,
-        "quantile of all activation probabilities that assigns a candidate to a language",
-        above=0.0,
-        maximum=1.0,
-        step=0.005,
-        slider=(0.5, 0.999),
-        label="Activation bar ratio (quantile)",
-    )
+    activation_bar_ratio: float = activation_bar_setting()
 
     def __post_init__(self) -> None:
         validate(self)
@@ -86,16 +77,9 @@ def lape_select(
 ) -> Selection:
     """LAPE on counts: ``over_zero`` int [L, N, K], ``tokens`` int [K] -> :class:`Selection`."""
     config = config or LapeConfig()
-    if over_zero.dim() != 3 or tokens.dim() != 1 or over_zero.shape[2] != tokens.shape[0]:
-        raise LangNeuronsError(
-            f"over_zero must be [layers, neurons, languages] and tokens [languages]; got "
-            f"{tuple(over_zero.shape)} and {tuple(tokens.shape)}."
-        )
-    if bool((tokens <= 0).any()):
-        raise LangNeuronsError("Every language needs at least one counted token.")
+    probs = activation_probabilities(over_zero, tokens)
     num_layers, num_neurons, num_langs = over_zero.shape
     languages = languages or [str(k) for k in range(num_langs)]
-    probs = over_zero.to(torch.float32) / tokens.to(torch.float32)
     entropy = lape_entropy(probs)
     flat_sorted = torch.sort(probs.flatten()).values
     tau = _rank_value(flat_sorted, config.filter_rate)

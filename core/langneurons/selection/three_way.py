@@ -29,9 +29,14 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..config import setting, validate
-from ..errors import LangNeuronsError
 from ..stats import Statistics
-from .base import Selection, masks_from_members
+from .base import (
+    Selection,
+    activation_bar_setting,
+    activation_probabilities,
+    masks_from_members,
+    top_rate_setting,
+)
 
 NONE, SPECIFIC, RELATED, GENERAL = 0, 1, 2, 3
 KINDS = {SPECIFIC: "language-specific", RELATED: "language-related", GENERAL: "general"}
@@ -41,24 +46,8 @@ KINDS = {SPECIFIC: "language-specific", RELATED: "language-related", GENERAL: "g
 class ThreeWayConfig:
     """The split's settings (the authors' defaults, the weight searched)."""
 
-    top_rate: float = setting(
-        0.01,
-        "share of all neurons selected (lowest score first)",
-        above=0.0,
-        maximum=1.0,
-        step=0.001,
-        slider=(0.001, 0.05),
-        label="Top rate (share of all neurons)",
-    )
-    activation_bar_ratio: float = setting(
-        0.95,
-        "quantile of all activation probabilities that assigns a neuron to a language",
-        above=0.0,
-        maximum=1.0,
-        step=0.005,
-        slider=(0.5, 0.999),
-        label="Activation bar ratio (quantile)",
-    )
+    top_rate: float = top_rate_setting("share of all neurons selected (lowest score first)")
+    activation_bar_ratio: float = activation_bar_setting()
     fixed_weight: bool = setting(
         False, "use the given weight instead of searching for it", label="Fixed weight"
     )
@@ -157,15 +146,8 @@ def three_way_select(
 ) -> Selection:
     """The split on counts: ``over_zero`` int [L, N, K], ``tokens`` int [K]."""
     config = config or ThreeWayConfig()
-    if over_zero.dim() != 3 or tokens.dim() != 1 or over_zero.shape[2] != tokens.shape[0]:
-        raise LangNeuronsError(
-            f"over_zero must be [layers, neurons, languages] and tokens [languages]; got "
-            f"{tuple(over_zero.shape)} and {tuple(tokens.shape)}."
-        )
-    if bool((tokens <= 0).any()):
-        raise LangNeuronsError("Every language needs at least one counted token.")
+    probs = activation_probabilities(over_zero, tokens)
     num_layers, num_neurons, num_langs = over_zero.shape
-    probs = over_zero.to(torch.float32) / tokens.to(torch.float32)
     top = max(round(num_layers * num_neurons * config.top_rate), 1)
     bar = _bar(probs, config.activation_bar_ratio)
     weight = config.weight if config.fixed_weight else search_weight(probs, config, top, bar)
