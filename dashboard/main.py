@@ -20,18 +20,22 @@ from langneurons.workflows import check_model_matches
 
 from . import sidebar, state, widgets
 
+# Titles only, no icons: eleven pages fit one bar on a 1280-pixel laptop screen.
 PAGES = {
-    "overview": ("Overview", ":material/dashboard:"),
-    "heatmaps": ("Heatmaps", ":material/grid_on:"),
-    "inspector": ("Inspector", ":material/search:"),
-    "neuron_map": ("Neuron map", ":material/scatter_plot:"),
-    "playground": ("Playground", ":material/tune:"),
-    "trace": ("Trace", ":material/timeline:"),
-    "steering": ("Steering lab", ":material/science:"),
-    "ablation": ("Ablation", ":material/table_chart:"),
-    "tour": ("Tour", ":material/school:"),
-    "share": ("Share", ":material/share:"),
+    "overview": "Overview",
+    "heatmaps": "Heatmaps",
+    "inspector": "Inspector",
+    "neuron_map": "Neuron map",
+    "playground": "Playground",
+    "trace": "Trace",
+    "steering": "Steering lab",
+    "ablation": "Ablation",
+    "tour": "Tour",
+    "share": "Share",
+    "mask": "Published mask",
 }
+# Pages that need neither the model nor statistics: drawn without computing anything.
+WITHOUT_MODEL = {"mask"}
 # Old ?view= links named the views by these titles.
 LEGACY_VIEWS = {
     "Overview": "overview",
@@ -47,10 +51,8 @@ LEGACY_VIEWS = {
 
 def navigation() -> StreamlitPage:
     pages = [
-        st.Page(
-            f"routes/{name}.py", title=title, icon=icon, url_path=name, default=name == "overview"
-        )
-        for name, (title, icon) in PAGES.items()
+        st.Page(f"routes/{name}.py", title=title, url_path=name, default=name == "overview")
+        for name, title in PAGES.items()
     ]
     return st.navigation(pages, position="top")
 
@@ -161,6 +163,11 @@ def main() -> None:
     ignored = state.restore_from_url()
     legacy = st.query_params.get("view")
     page = navigation()
+    if page.url_path in WITHOUT_MODEL:  # no model, no statistics: no set-up to show
+        st.sidebar.title("LangNeurons")
+        st.sidebar.caption("This page needs no model: the set-up is on the other pages.")
+        page.run()
+        return
     settings, pressed = sidebar.draw()
     for item in ignored:
         widgets.warning(f"Ignored a value of the link that is not valid: {item}.", st.sidebar)
@@ -172,7 +179,7 @@ def main() -> None:
         if context.stale:
             stale_notice(context, settings)
         st.session_state["_context"] = context
-        st.session_state["_pages"] = {name: title for name, (title, _icon) in PAGES.items()}
+        st.session_state["_pages"] = {k: v for k, v in PAGES.items() if k not in WITHOUT_MODEL}
         if page.url_path != "share":
             st.session_state["_last_page"] = page.url_path or "overview"
         page.run()

@@ -115,3 +115,38 @@ def test_configs_of_other_families_give_their_shape(tmp_path):
         read_mask_file(not_a_mask, ["en"])
     with pytest.raises(ResultsError, match="repeat"):
         MaskFile.from_masks([[torch.tensor([1])], [torch.tensor([2])]], ["en", "en"])
+
+
+def test_the_dashboard_opens_a_mask_without_any_model(published, monkeypatch):
+    """The teacher's laptop: no model may load; the page shows the per-layer picture."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    import langneurons.dashboard.state
+    import langneurons.models
+
+    def no_model(*_a, **_k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(langneurons.models, "load_model", no_model)
+    monkeypatch.setattr(langneurons.dashboard.state, "load_model", no_model)
+    path, _config, masks = published
+    app = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+    at = AppTest.from_file(app, default_timeout=120)
+    at.switch_page("routes/mask.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Choose a mask file" in i.value for i in at.info)
+    at.radio(key="mk_source").set_value("A file on this server").run()
+    at.text_input(key="mk_path").set_value(str(path)).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Layers"] == "32" and metrics["Languages"] == "7"
+    distinct = {(layer, int(i)) for m in masks for layer, idx in enumerate(m) for i in idx}
+    assert metrics["Distinct neurons"] == f"{len(distinct):,}"
+    assert len(at.get("plotly_chart")) == 3
+    table = at.dataframe[0].value
+    assert list(table["neurons"]) == [sum(len(i) for i in m) for m in masks]
+    assert any("needs the model" in i.value for i in at.info)
+    at.text_input(key="mk_langs").set_value("en,zh,fr").run()
+    assert any("holds 7 languages but 3 codes" in e.value for e in at.error)

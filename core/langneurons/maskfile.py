@@ -32,19 +32,26 @@ WIDTH_KEYS = ("intermediate_size", "n_inner", "ffn_dim")
 HIDDEN_KEYS = ("hidden_size", "n_embd")
 
 
-def config_shape(path: str | Path) -> tuple[int, int]:
-    """``(layers, neurons per layer)`` from a model's ``config.json`` (or its folder),
-    without loading weights.  MLPs without an explicit width are 4 x hidden (GPT-2, BLOOM)."""
-    source = Path(path)
-    if source.is_dir():
-        source = source / "config.json"
-    try:
-        config = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ResultsError(
-            f"Cannot read the model configuration {str(source)!r}: {exc}. Give a config.json "
-            "or the folder holding it."
-        ) from exc
+def config_shape(path: str | Path | dict[str, Any]) -> tuple[int, int]:
+    """``(layers, neurons per layer)`` from a model's ``config.json`` (its path, folder or
+    parsed content), without loading weights.  MLPs without an explicit width are
+    4 x hidden (GPT-2, BLOOM)."""
+    if isinstance(path, dict):
+        config, source = path, "the configuration"
+    else:
+        file = Path(path)
+        if file.is_dir():
+            file = file / "config.json"
+        source = str(file)
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ResultsError(
+                f"Cannot read the model configuration {source!r}: {exc}. Give a config.json "
+                "or the folder holding it."
+            ) from exc
+    if not isinstance(config, dict):
+        raise ResultsError(f"{source!r} is not a model configuration (a JSON object).")
     if isinstance(config.get("text_config"), dict):  # multimodal wrappers (Gemma 3)
         config = {**config, **config["text_config"]}
     layers = next((config[k] for k in LAYER_KEYS if isinstance(config.get(k), int)), None)
@@ -54,7 +61,7 @@ def config_shape(path: str | Path) -> tuple[int, int]:
         width = 4 * hidden if hidden else None
     if layers is None or width is None:
         raise ResultsError(
-            f"{str(source)!r} names no number of layers ({', '.join(LAYER_KEYS)}) or MLP "
+            f"{source!r} names no number of layers ({', '.join(LAYER_KEYS)}) or MLP "
             f"width ({', '.join(WIDTH_KEYS)}): is it a causal LM's config.json?"
         )
     return int(layers), int(width)
@@ -183,9 +190,13 @@ class MaskFile:
 
 
 def read_mask_file(
-    path: str | Path, languages: Sequence[str], config: str | Path | None = None
+    path: str | Path | bytes,
+    languages: Sequence[str],
+    config: str | Path | dict[str, Any] | None = None,
+    name: str = "",
 ) -> MaskFile:
-    """Read a reference-format mask (safely, no pickle) with the codes of its languages,
-    checked against a model's ``config.json`` when given."""
+    """Read a reference-format mask (a path or its bytes; safely, no pickle) with the codes
+    of its languages, checked against a model's ``config.json`` when given."""
     shape = config_shape(config) if config is not None else None
-    return MaskFile.from_masks(read_mask(path), languages, shape, source=str(path))
+    label = name or (str(path) if not isinstance(path, bytes) else "the uploaded mask")
+    return MaskFile.from_masks(read_mask(path, label), languages, shape, source=label)

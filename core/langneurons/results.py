@@ -386,14 +386,17 @@ def read_run(path: str | Path) -> Run:
     return Run(path=folder, statistics=statistics, meta=meta, neurons=neurons)
 
 
-def read_mask(path: str | Path) -> list[list[torch.Tensor]]:
-    """Read a reference-format mask (``.pth``) safely: tensors and lists only, no pickle code."""
+def read_mask(path: str | Path | bytes, name: str = "") -> list[list[torch.Tensor]]:
+    """Read a reference-format mask (``.pth``, a path or its bytes) safely: tensors and
+    lists only, no pickle code."""
+    source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
+    label = name or ("the uploaded file" if isinstance(path, bytes) else str(path))
     try:
-        masks = torch.load(Path(path), map_location="cpu", weights_only=True)
+        masks = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ResultsError(
-            f"{str(path)!r} is not a neuron mask in the reference format ({exc})."
+            f"{label!r} is not a neuron mask in the reference format ({exc})."
         ) from exc
     if not isinstance(masks, list) or not all(isinstance(m, list) for m in masks):
-        raise ResultsError(f"{str(path)!r} is not a list over languages of lists over layers.")
+        raise ResultsError(f"{label!r} is not a list over languages of lists over layers.")
     return masks
