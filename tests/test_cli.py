@@ -421,6 +421,35 @@ def test_import_mask_refuses_wrong_shapes_and_pickles(tiny_run, tiny_model_dir, 
     assert not (tmp_path / "o").exists()
 
 
+def test_import_mask_against_a_config_alone_then_generate_with_the_model(
+    tiny_run, tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    """A mask checked against config.json only (no model loads), used later with --model."""
+    import langneurons.cli.common
+
+    def no_model(*_a, **_k):
+        raise AssertionError("a model was loaded")
+
+    mask = str(tiny_run / "activation_mask.pth")
+    out = tmp_path / "from-config"
+    with monkeypatch.context() as patch:
+        patch.setattr(langneurons.cli.common, "load_model", no_model)
+        args = ["import-mask", mask, "--languages", "en,fr,ja", "--config", str(tiny_model_dir)]
+        assert main([*args, "--out", str(out)]) == 0
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["model"]["source"].startswith("config only")
+        assert (meta["layers"], meta["neurons"]) == (2, 48)
+        small = tmp_path / "small.json"
+        small.write_text(json.dumps({"num_hidden_layers": 2, "intermediate_size": 16}))
+        assert main([*args[:-1], str(small), "--out", str(tmp_path / "no")]) == 2
+        assert "16 neurons per layer" in capsys.readouterr().err
+        assert not (tmp_path / "no").exists()
+    capsys.readouterr()
+    argv = ["generate", "--run", str(out), "--model", str(tiny_model_dir), "--prompt", "Every"]
+    assert main([*argv, "--deactivate", "fr", "--max-new-tokens", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["intervention"]["deactivate"] == "fr"
+
+
 class _Evil:
     """An arbitrary object: loading it would need pickle, which import-mask refuses."""
 

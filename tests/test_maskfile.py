@@ -74,7 +74,7 @@ def test_without_a_config_the_range_is_the_largest_index(published, capsys):
 @pytest.mark.parametrize(
     ("languages", "config", "message"),
     [
-        ("en,zh,fr", None, "holds 7 languages but 3 codes"),
+        ("en,zh,fr", None, "holds masks for 7 languages but 3 codes"),
         (",".join(LANGS), {"num_hidden_layers": 40, "intermediate_size": WIDTH}, "40"),
         (",".join(LANGS), {"num_hidden_layers": LAYERS, "intermediate_size": 4096}, "4096"),
         (",".join(LANGS), {"model_type": "llama"}, "names no number of layers"),
@@ -115,6 +115,10 @@ def test_configs_of_other_families_give_their_shape(tmp_path):
         read_mask_file(not_a_mask, ["en"])
     with pytest.raises(ResultsError, match="repeat"):
         MaskFile.from_masks([[torch.tensor([1])], [torch.tensor([2])]], ["en", "en"])
+    with pytest.raises(ResultsError, match="not a list of whole neuron indices"):
+        MaskFile.from_masks([[torch.tensor([1.5])]], ["en"])
+    empty = MaskFile.from_masks([[torch.tensor([]), torch.tensor([3])]], ["en"])  # float []
+    assert empty.counts().tolist() == [[0], [1]]
 
 
 def test_the_dashboard_opens_a_mask_without_any_model(published, monkeypatch):
@@ -149,4 +153,4 @@ def test_the_dashboard_opens_a_mask_without_any_model(published, monkeypatch):
     assert list(table["neurons"]) == [sum(len(i) for i in m) for m in masks]
     assert any("needs the model" in i.value for i in at.info)
     at.text_input(key="mk_langs").set_value("en,zh,fr").run()
-    assert any("holds 7 languages but 3 codes" in e.value for e in at.error)
+    assert any("holds masks for 7 languages but 3 codes" in e.value for e in at.error)

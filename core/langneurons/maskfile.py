@@ -32,24 +32,29 @@ WIDTH_KEYS = ("intermediate_size", "n_inner", "ffn_dim")
 HIDDEN_KEYS = ("hidden_size", "n_embd")
 
 
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A model's ``config.json`` (its path or folder) as a dict, without any weights."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "config.json"
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultsError(
+            f"Cannot read the model configuration {str(file)!r}: {exc}. Give a config.json "
+            "or the folder holding it."
+        ) from exc
+    if not isinstance(config, dict):
+        raise ResultsError(f"{str(file)!r} is not a model configuration (a JSON object).")
+    return config
+
+
 def config_shape(path: str | Path | dict[str, Any]) -> tuple[int, int]:
     """``(layers, neurons per layer)`` from a model's ``config.json`` (its path, folder or
     parsed content), without loading weights.  MLPs without an explicit width are
     4 x hidden (GPT-2, BLOOM)."""
-    if isinstance(path, dict):
-        config, source = path, "the configuration"
-    else:
-        file = Path(path)
-        if file.is_dir():
-            file = file / "config.json"
-        source = str(file)
-        try:
-            config = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ResultsError(
-                f"Cannot read the model configuration {source!r}: {exc}. Give a config.json "
-                "or the folder holding it."
-            ) from exc
+    config = path if isinstance(path, dict) else read_config(path)
+    source = "the configuration" if isinstance(path, dict) else str(path)
     if not isinstance(config, dict):
         raise ResultsError(f"{source!r} is not a model configuration (a JSON object).")
     if isinstance(config.get("text_config"), dict):  # multimodal wrappers (Gemma 3)
@@ -86,18 +91,31 @@ class MaskFile:
         languages: Sequence[str],
         shape: tuple[int, int] | None = None,
         source: str = "",
+        model_label: str = "",
     ) -> MaskFile:
         """Check ``masks`` against ``languages`` (and ``shape``, ``(layers, neurons)``, when
         known) and wrap them."""
         where = source or "the mask"
-        checked = [[torch.as_tensor(i, dtype=torch.int64).flatten() for i in m] for m in masks]
-        if len(checked) != len(languages):
+        if len(masks) != len(languages):
             raise ResultsError(
-                f"{where} holds {len(checked)} languages but {len(languages)} codes were given "
-                f"({', '.join(languages)}): name one code per language, in the mask's order."
+                f"{where} holds masks for {len(masks)} languages but {len(languages)} codes were "
+                f"given ({', '.join(languages)}): name one code per language, in the mask's order."
             )
         if len(set(languages)) != len(languages):
             raise ResultsError(f"Language codes repeat: {', '.join(languages)}.")
+        checked: list[list[torch.Tensor]] = []
+        for code, per_layer in zip(languages, masks, strict=True):
+            layers_of_code = []
+            for layer, idx in enumerate(per_layer):
+                tensor = torch.as_tensor(idx)
+                whole = not (tensor.is_floating_point() or tensor.is_complex())
+                if tensor.dim() != 1 or (tensor.numel() and not whole):  # [] may be float
+                    raise ResultsError(
+                        f"{where}: the {code} entry, layer {layer}, is not a list of whole "
+                        "neuron indices (a 1-D integer tensor)."
+                    )
+                layers_of_code.append(torch.unique(tensor.to(torch.int64)))
+            checked.append(layers_of_code)
         layers = {len(m) for m in checked}
         if len(layers) != 1 or not checked or not checked[0]:
             raise ResultsError(f"{where}: its languages have different numbers of layers.")
@@ -106,15 +124,16 @@ class MaskFile:
         if any(int(i.min()) < 0 for m in checked for i in m if i.numel()):
             raise ResultsError(f"{where} holds negative neuron indices.")
         if shape is not None:
+            model = model_label or "the model's configuration"
             if shape[0] != num_layers:
                 raise ResultsError(
-                    f"{where} has {num_layers} layers but the model's configuration has "
-                    f"{shape[0]}: is it the mask of another model?"
+                    f"{where} has {num_layers} layers but {model} has {shape[0]}: it was made "
+                    "for another model."
                 )
             if largest >= shape[1]:
                 raise ResultsError(
-                    f"{where} names neuron {largest}, but the model's layers have {shape[1]} "
-                    "neurons: is it the mask of another model?"
+                    f"{where} names neuron {largest}, but {model} has {shape[1]} neurons per "
+                    "layer: it was made for another model."
                 )
         return cls(
             masks=checked,
@@ -194,9 +213,14 @@ def read_mask_file(
     languages: Sequence[str],
     config: str | Path | dict[str, Any] | None = None,
     name: str = "",
+    shape: tuple[int, int] | None = None,
+    model_label: str = "",
 ) -> MaskFile:
     """Read a reference-format mask (a path or its bytes; safely, no pickle) with the codes
-    of its languages, checked against a model's ``config.json`` when given."""
-    shape = config_shape(config) if config is not None else None
+    of its languages, checked against a model's ``config.json`` when given (or against
+    ``shape``, ``(layers, neurons)``, of ``model_label``)."""
+    if config is not None:
+        shape = config_shape(config)
     label = name or (str(path) if not isinstance(path, bytes) else "the uploaded mask")
-    return MaskFile.from_masks(read_mask(path, label), languages, shape, source=label)
+    masks = read_mask(path, label)
+    return MaskFile.from_masks(masks, languages, shape, source=label, model_label=model_label)

@@ -30,9 +30,10 @@ from .interventions import (
     steer,
 )
 from .langid import detect_language
+from .maskfile import config_shape, read_config, read_mask_file
 from .models import LoadedModel
 from .progress import ProgressCallback, emit
-from .results import Run, check_output_file, read_mask, write_imported
+from .results import Run, check_output_file, write_imported
 from .selection import Selection
 from .stats import Statistics
 from .streaming import PREFIX as HF_PREFIX
@@ -265,48 +266,42 @@ def run_trace(
 def import_mask(
     path: str | Path,
     languages: Sequence[str] | str,
-    lm: LoadedModel,
+    lm: LoadedModel | None,
     out_dir: str | Path,
+    config: str | Path | None = None,
 ) -> Path:
-    """Check a reference-format mask against ``lm`` and write it as a run folder."""
+    """Check a reference-format mask against ``lm`` (or, with no model, against a
+    ``config.json`` alone: no weights) and write it as a run folder without statistics."""
+    if lm is None and config is None:
+        raise ResultsError("Importing a mask needs the model (--model) or its config (--config).")
     codes = parse_languages(languages)
-    masks = read_mask(path)
-    if len(masks) != len(codes):
-        raise ResultsError(
-            f"{str(path)!r} holds masks for {len(masks)} languages but --languages lists "
-            f"{len(codes)} ({', '.join(codes)}); list them in the mask's order."
-        )
-    clean: list[list[torch.Tensor]] = []
-    for code, per_layer in zip(codes, masks, strict=True):
-        if len(per_layer) != lm.num_layers:
-            raise ResultsError(
-                f"The mask's {code} entry has {len(per_layer)} layers but {lm.name} has "
-                f"{lm.num_layers}: it was made for another model."
-            )
-        layers = []
-        for layer, idx in enumerate(per_layer):
-            if not isinstance(idx, torch.Tensor) or idx.dim() != 1 or idx.is_floating_point():
-                raise ResultsError(
-                    f"The mask's {code} entry, layer {layer}, is not a 1-D integer tensor."
-                )
-            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= lm.num_neurons):
-                raise ResultsError(
-                    f"The mask's {code} entry, layer {layer}, has neuron {int(idx.max())} but "
-                    f"{lm.name} has {lm.num_neurons} neurons per layer: it was made for "
-                    "another model."
-                )
-            layers.append(torch.unique(idx.to(torch.int64)))
-        clean.append(layers)
+    if lm is not None:
+        shape, label = (lm.num_layers, lm.num_neurons), lm.name
+        model: dict[str, Any] = lm.describe()
+    else:
+        assert config is not None
+        document = read_config(config)
+        shape = config_shape(document)
+        folder = Path(config) if Path(config).is_dir() else Path(config).parent
+        label = str(document.get("_name_or_path") or folder.name)
+        model = {
+            "name": label,
+            "model_type": document.get("model_type"),
+            "source": f"config only: {Path(config).resolve()}",
+            "layers": shape[0],
+            "neurons": shape[1],
+        }
+    mask = read_mask_file(path, codes, shape=shape, model_label=label)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    selection = Selection("imported", codes, clean, {"source": str(Path(path).resolve())})
+    selection = Selection("imported", codes, mask.masks, {"source": str(Path(path).resolve())})
     meta = {
         "format": "langneurons-run/1",
         "imported": True,
         "source": {"file": str(Path(path).resolve()), "sha256": digest},
-        "model": lm.describe(),
+        "model": model,
         "languages": codes,
-        "layers": lm.num_layers,
-        "neurons": lm.num_neurons,
+        "layers": shape[0],
+        "neurons": shape[1],
     }
     return write_imported(out_dir, selection, meta)
 

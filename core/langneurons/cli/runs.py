@@ -48,12 +48,20 @@ def register(sub: Any) -> None:
         "import-mask",
         help="read a neuron mask in the reference format into a run folder",
         description="Read activation_mask-style files (a list over languages of lists over "
-        "layers of index tensors) safely, without pickle, check them against the model, and "
-        "write a run folder that generate can use.",
+        "layers of index tensors) safely, without pickle, check them against the model (or "
+        "its config.json alone, with --config and no --model), and write a run folder that "
+        "generate can use.",
     )
     imp.add_argument("file", help="the .pth mask file")
     imp.add_argument("--languages", required=True, help="codes in the mask's order")
     add_model_options(imp)
+    imp.add_argument(
+        "--config",
+        default=None,
+        metavar="CONFIG",
+        help="check against the model's config.json (or its folder) alone, without loading "
+        "the model (give --model later, to generate)",
+    )
     imp.add_argument("--out", required=True, help="output folder")
     imp.set_defaults(handler=run_import_mask)
 
@@ -134,9 +142,12 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_import_mask(args: argparse.Namespace) -> int:
+    from ..results import check_output_folder
     from ..workflows import import_mask
 
-    lm = load_for(args, progress=ProgressPrinter(False))
-    out = import_mask(args.file, args.languages, lm, args.out)
+    check_output_folder(args.out)
+    without_model = args.config is not None and args.model is None
+    lm = None if without_model else load_for(args, progress=ProgressPrinter(False))
+    out = import_mask(args.file, args.languages, lm, args.out, config=args.config)
     print(f"Imported {args.file} for {args.languages} into {out}.")
     return 0
