@@ -153,6 +153,20 @@ def test_a_sweep_is_cached_cell_by_cell_and_resumes(tiny_model, tiny_run):
     assert again.to_json() == whole.to_json()
     fresh = _sweep(tiny_model, tiny_run, strengths=[0, 1, 2], use_cache=False)
     assert fresh.to_json()["rows"] == whole.to_json()["rows"]
+    # Another steering rule (or detector) of the same model reuses the unmodified outputs.
+    events.clear()
+    steering_sweep(
+        tiny_model,
+        MASKS,
+        tiny_run.selection.languages,
+        tiny_run.statistics,
+        ["fr"],
+        prompts=PROMPTS,
+        strengths=[0, 1],
+        config=SteeringConfig(max_new_tokens=6, batch_size=2, mode="add"),
+        progress=events.append,
+    )
+    assert [e.message for e in events if e.stage == "cache"] == ["unmodified: found in the cache"]
 
 
 def test_a_bad_sweep_is_refused_before_any_generation(tiny_model, tiny_run):

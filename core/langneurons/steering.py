@@ -251,6 +251,15 @@ def _digest(
     return digest.hexdigest()[:32]
 
 
+def _baseline_digest(lm: LoadedModel, prompts: Sequence[str], config: SteeringConfig) -> str:
+    """The unmodified outputs depend on the weights, the prompts and how they are
+    generated only: any run, detector or steering rule of this model shares them."""
+    generation = (config.max_new_tokens, config.repetition_penalty, config.batch_size)
+    digest = hashlib.sha256(f"{lm.fingerprint}|{lm.dtype}|{generation}".encode())
+    digest.update("\n".join(prompts).encode())
+    return "unmodified-" + digest.hexdigest()[:32]
+
+
 def _write(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
@@ -380,6 +389,8 @@ def steering_sweep(
     documents: dict[tuple[str, float, str], dict[str, Any]] = {}
     for done, (target, strength, layer_name) in enumerate(plan):
         path = folder / f"{target}_{strength:g}_{layer_name}.json"
+        if target == "baseline":
+            path = folder.parent / f"{_baseline_digest(lm, prompts, config)}.json"
         found = _read(path) if use_cache else None
         label = "unmodified" if target == "baseline" else f"{target} x{strength:g} ({layer_name})"
         if found is not None:
