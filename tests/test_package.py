@@ -109,7 +109,7 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(environment):
     corpus = _python(
         environment,
         "from langneurons.corpus import embedded_languages; from langneurons.paths import "
-        "assets_dir; from langneurons.steering import embedded_prompts; "
+        "assets_dir; from langneurons.prompts import embedded_prompts; "
         "print(assets_dir(), len(embedded_languages()), len(embedded_prompts('ja')))",
     )
     assert Path(corpus[0]).is_relative_to(environment) and int(corpus[1]) > 50, corpus

@@ -14,15 +14,13 @@ from langneurons.errors import LangNeuronsError
 from langneurons.generation import GenerationConfig, generate, generate_batch
 from langneurons.interventions import scale
 from langneurons.pipeline import compute
+from langneurons.prompts import embedded_prompts, prompt_languages, read_prompts
 from langneurons.steering import (
     SteeringCell,
     SteeringConfig,
     SteeringSweep,
     distinct_bigrams,
-    embedded_prompts,
     passes_lines,
-    prompt_languages,
-    read_prompts,
     steering_sweep,
 )
 

@@ -24,9 +24,10 @@ from .evaluation import AblationMatrix
 from .langid import supported_languages
 from .models import LoadedModel
 from .progress import ProgressCallback, emit
+from .prompts import embedded_prompts
 from .results import Run
 from .selection import METHODS, Selection, select
-from .steering import SteeringConfig, SteeringSweep, embedded_prompts, steering_sweep
+from .steering import SteeringConfig, SteeringSweep, steering_sweep
 from .workflows import check_model_matches, run_ablation_matrix
 
 DEFAULT_PROMPTS = 8

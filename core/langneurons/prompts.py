@@ -1,7 +1,14 @@
-"""Example prompts per language, written for this project: short everyday sentence
-openings that a model continues in the prompt's language."""
+"""Prompts written for this project: one example per language for the playground, and
+sets of everyday sentence openings (``assets/prompts/<code>.txt``, 22 per language) for
+measuring steering; or a user's own file, one prompt per line."""
 
 from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from .errors import LangNeuronsError
+from .paths import assets_dir
 
 EXAMPLE_PROMPTS: dict[str, str] = {
     "en": "The weather today is",
@@ -47,3 +54,35 @@ def code_switched(languages: list[str] | tuple[str, ...], parts: int = 3) -> str
     ordered = [c for c in languages if c in EXAMPLE_SENTENCES and c != "en"]
     ordered += [c for c in languages if c == "en"]
     return " ".join(EXAMPLE_SENTENCES[c] for c in ordered[:parts])
+
+
+@cache
+def prompt_languages() -> tuple[str, ...]:
+    """Codes of the embedded prompt sets."""
+    return tuple(sorted(p.stem for p in (assets_dir() / "prompts").glob("*.txt")))
+
+
+def embedded_prompts(language: str = "en") -> list[str]:
+    """The embedded everyday sentence openings of ``language`` (22 per language)."""
+    if language not in prompt_languages():
+        raise LangNeuronsError(
+            f"No embedded prompts for {language!r}; there are: {', '.join(prompt_languages())}. "
+            "Or give a file with one prompt per line (--prompts FILE)."
+        )
+    return read_prompts(assets_dir() / "prompts" / f"{language}.txt")
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per line (blank lines and lines starting with ``#`` skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LangNeuronsError(
+            f"Cannot read prompts from {str(path)!r}: {exc}. Give a UTF-8 text file with one "
+            "prompt per line."
+        ) from exc
+    prompts = [line.strip() for line in text.splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise LangNeuronsError(f"{str(path)!r} holds no prompt: write one prompt per line.")
+    return prompts

@@ -33,7 +33,6 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,9 @@ from .generation import Continuation, GenerationConfig, generate_batch
 from .interventions import Intervention, language_neurons, parse_layers
 from .langid import detect_language, supported_languages
 from .models import LoadedModel
-from .paths import assets_dir, cache_dir
+from .paths import cache_dir
 from .progress import ProgressCallback, emit
+from .prompts import embedded_prompts
 from .stats import Statistics
 from .workflows import NothingToChange, intervention_for
 
@@ -87,38 +87,6 @@ class SteeringConfig:
         return GenerationConfig(
             max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty
         )
-
-
-@cache
-def prompt_languages() -> tuple[str, ...]:
-    """Codes of the embedded prompt sets."""
-    return tuple(sorted(p.stem for p in (assets_dir() / "prompts").glob("*.txt")))
-
-
-def embedded_prompts(language: str = "en") -> list[str]:
-    """The embedded everyday sentence openings of ``language`` (22 per language)."""
-    if language not in prompt_languages():
-        raise LangNeuronsError(
-            f"No embedded prompts for {language!r}; there are: {', '.join(prompt_languages())}. "
-            "Or give a file with one prompt per line (--prompts FILE)."
-        )
-    return read_prompts(assets_dir() / "prompts" / f"{language}.txt")
-
-
-def read_prompts(path: str | Path) -> list[str]:
-    """One prompt per line (blank lines and lines starting with ``#`` skipped)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LangNeuronsError(
-            f"Cannot read prompts from {str(path)!r}: {exc}. Give a UTF-8 text file with one "
-            "prompt per line."
-        ) from exc
-    prompts = [line.strip() for line in text.splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
-    if not prompts:
-        raise LangNeuronsError(f"{str(path)!r} holds no prompt: write one prompt per line.")
-    return prompts
 
 
 def identified_as(text: str, target: str) -> bool:

@@ -11,14 +11,13 @@ import streamlit as st
 from langneurons.errors import LangNeuronsError
 from langneurons.langid import supported_languages
 from langneurons.plots import steering_curves
+from langneurons.prompts import embedded_prompts, prompt_languages
 from langneurons.steering import (
     DISTINCT_KEEP,
     FLUENCY_NLL_RISE,
     MIN_GAIN,
     SteeringConfig,
     SteeringSweep,
-    embedded_prompts,
-    prompt_languages,
     steering_sweep,
 )
 

@@ -46,8 +46,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..comparison import compare_detectors
+    from ..prompts import embedded_prompts
     from ..results import read_run
-    from ..steering import embedded_prompts
 
     run_folder = read_run(args.run)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None

@@ -77,14 +77,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..corpus import parse_languages
     from ..interventions import parse_layers
+    from ..prompts import embedded_prompts, read_prompts
     from ..results import check_output_file, read_run
-    from ..steering import (
-        SteeringConfig,
-        check_sweep,
-        embedded_prompts,
-        read_prompts,
-        steering_sweep,
-    )
+    from ..steering import SteeringConfig, check_sweep, steering_sweep
 
     config = from_args(SteeringConfig, args, "Steering")
     config = SteeringConfig(
