@@ -230,9 +230,8 @@ def _check_downloads(page, folder: Path) -> None:
         listed = sorted((int(r["layer"]), int(r["neuron"])) for r in rows if r["language"] == code)
         per_layer = document["neurons"][code]["per_layer"]
         assert listed == sorted((layer, i) for layer, idx in enumerate(per_layer) for i in idx)
-    masks = torch.load(
-        _download(page, "activation_mask.pth (reference format)", folder), weights_only=True
-    )
+    mask_file = _download(page, "activation_mask.pth (reference format)", folder)
+    masks = torch.load(mask_file, weights_only=True)
     assert [[t.tolist() for t in m] for m in masks] == [
         document["neurons"][c]["per_layer"] for c in document["languages"]
     ]

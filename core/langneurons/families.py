@@ -16,11 +16,13 @@ Adding a family is one entry in :data:`FAMILIES` (see README, "Adding a model fa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import hooks
 from .errors import UnsupportedModelError
 
 
@@ -169,19 +171,14 @@ def neuron_width(model: nn.Module, modules: list[nn.Module]) -> int:
     (``intermediate_size``, ``n_inner``, ``ffn_dim``, ...).  All layers must agree.
     """
     widths: dict[int, int] = {}
-    handles = [
-        module.register_forward_hook(
-            lambda _m, _i, out, i=i: widths.__setitem__(i, int(out.shape[-1]))
-        )
-        for i, module in enumerate(modules)
-    ]
-    try:
-        device = next(model.parameters()).device
-        with torch.inference_mode():
-            body_of(model)(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
+
+    def reader(layer: int) -> Callable[[torch.Tensor], None]:
+        return lambda out: widths.__setitem__(layer, int(out.shape[-1]))
+
+    device = next(model.parameters()).device
+    readers = {i: reader(i) for i in range(len(modules))}
+    with hooks.bound_modules(model, modules, readers), torch.inference_mode():
+        body_of(model)(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device))
     if len(set(widths.values())) != 1 or len(widths) != len(modules):
         raise UnsupportedModelError(
             "Layers have different MLP widths or some layers did not run: "

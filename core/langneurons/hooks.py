@@ -25,12 +25,18 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from .models import LoadedModel
+
+class LoadedModel(Protocol):
+    """What the hooks need of a loaded model (:class:`langneurons.models.LoadedModel`
+    has it; named structurally, since loading a model uses this module to measure it)."""
+
+    model: nn.Module
+    modules: list[nn.Module]
 
 Handler = Callable[[torch.Tensor], torch.Tensor | None]
 """Takes a layer's neuron values; returns a replacement tensor, or ``None`` to leave them."""
@@ -104,16 +110,29 @@ def bound(lm: LoadedModel, handlers: Mapping[int, Handler], phase: int = OBSERVE
     """Run ``handlers[layer]`` on that layer's neuron values in every forward pass of this
     thread or context until the block ends (nested blocks add up; all are removed on exit,
     also after an exception)."""
+    with bound_modules(lm.model, lm.modules, handlers, phase):
+        yield
+
+
+@contextlib.contextmanager
+def bound_modules(
+    model: nn.Module,
+    modules: list[nn.Module],
+    handlers: Mapping[int, Handler],
+    phase: int = OBSERVE,
+) -> Iterator[None]:
+    """:func:`bound` for a model not wrapped yet (``modules``: its activation modules, by
+    layer), as when its width is read while it is being loaded."""
     if not handlers:
         yield
         return
     current = dict(_BOUND.get())
     for layer, handler in handlers.items():
-        key = id(lm.modules[layer])
+        key = id(modules[layer])
         merged = (*current.get(key, ()), (phase, handler))
         current[key] = tuple(sorted(merged, key=lambda item: item[0]))  # stable: bind order
-    installed = _installed_for(lm.model)
-    installed.acquire(lm.modules)
+    installed = _installed_for(model)
+    installed.acquire(modules)
     token = _BOUND.set(MappingProxyType(current))
     try:
         yield
