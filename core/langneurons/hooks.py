@@ -38,6 +38,7 @@ class LoadedModel(Protocol):
     model: nn.Module
     modules: list[nn.Module]
 
+
 Handler = Callable[[torch.Tensor], torch.Tensor | None]
 """Takes a layer's neuron values; returns a replacement tensor, or ``None`` to leave them."""
 
