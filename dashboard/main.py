@@ -10,13 +10,17 @@ dashboard/app.py`` in a checkout).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 from langneurons.errors import LangNeuronsError
-from langneurons.pipeline import cached_languages, compute
-from langneurons.workflows import check_model_matches
+from langneurons.pipeline import ComputeResult, cached_languages, compute, compute_samples
+from langneurons.progress import ProgressEvent
+from langneurons.results import Run
+from langneurons.selection import detector_for
+from langneurons.workflows import check_model_matches, run_samples
 
 from . import sidebar, state, widgets
 
@@ -116,6 +120,7 @@ def prepare(settings: state.Settings, pressed: bool) -> state.PageContext | None
     if len(settings.languages) < 2:
         st.info("Choose at least two languages in the sidebar.")
         return None
+    run = None
     try:
         if settings.run_dir is not None:
             lm = state.shared_model(settings.model, settings.dtype, settings.device)
@@ -129,6 +134,8 @@ def prepare(settings: state.Settings, pressed: bool) -> state.PageContext | None
                 return None
             shown, result = found  # type: ignore[assignment]
             lm = state.shared_model(shown.model, shown.dtype, shown.device)
+        if detector_for(settings.selection).needs_samples and result.samples is None:
+            _collect_samples(lm, shown, result, run)
         selection = state.reselect(shown.statistics_key(), result, settings.selection)
     except LangNeuronsError as exc:
         widgets.error(exc)
@@ -136,6 +143,37 @@ def prepare(settings: state.Settings, pressed: bool) -> state.PageContext | None
     stale = shown.statistics_key() != settings.statistics_key()
     shown = dataclasses.replace(shown, selection=settings.selection)
     return state.PageContext(lm, result, selection, shown, stale=stale)
+
+
+def _collect_samples(
+    lm: Any, shown: state.Settings, result: ComputeResult, run: Run | None
+) -> None:
+    """Per-sample activations for a detector that ranks texts, collected once with a
+    progress bar and kept with the statistics they belong to."""
+    bar = st.progress(0.0, text="Collecting per-sample activations (once per statistics)...")
+
+    def show(event: ProgressEvent) -> None:
+        if event.stage == "samples" and event.total:
+            bar.progress(
+                min(event.done / event.total, 1.0),
+                text=f"Per-sample activations of {event.language}: {event.done:,} of "
+                f"{event.total:,} tokens",
+            )
+
+    try:
+        with state.long_job(shown):
+            if run is not None:
+                result.samples = run_samples(lm, run, progress=show)
+            else:
+                result.samples = compute_samples(
+                    lm,
+                    shown.languages,
+                    corpus=shown.corpus,
+                    counting=shown.counting,
+                    progress=show,
+                )
+    finally:
+        bar.empty()
 
 
 def stale_notice(context: state.PageContext, wanted: state.Settings) -> None:

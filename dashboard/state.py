@@ -304,7 +304,7 @@ def save_uploads(files: list[Any]) -> str:
 def reselect(statistics_key: str, _result: ComputeResult, config: SelectionConfig) -> Selection:
     """A detector on the cached statistics (no model involved).  ``statistics_key``
     names the statistics ``_result`` holds, so the cache key covers what it claims."""
-    return select(_result.statistics, config)
+    return select(_result.statistics, config, samples=_result.samples)
 
 
 def run_stamp(folder: str) -> tuple[tuple[str, int, int], ...]:
@@ -340,10 +340,11 @@ def _read_run(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple[Run
         raise ResultsError(f"{folder!r} covers one language; the detectors compare two or more.")
     result = ComputeResult(
         statistics=stats,
-        selection=select(stats, run_selection(run)),
+        selection=select(stats, run_selection(run), samples=run.samples),
         meta=run.meta,
         cached_languages=list(stats.languages),
         out_dir=run.path,
+        samples=run.samples,
     )
     return run, result
 

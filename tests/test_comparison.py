@@ -11,7 +11,7 @@ from langneurons.comparison import compare_detectors, jaccard
 from langneurons.errors import LangNeuronsError
 from langneurons.pipeline import compute
 from langneurons.results import read_run
-from langneurons.selection import METHODS, select
+from langneurons.selection import DETECTORS, METHODS, select
 
 
 @pytest.fixture
@@ -22,10 +22,14 @@ def tiny_folder(tiny_model, tmp_path):
 
 def test_selections_alone_need_no_model(tiny_folder):
     comparison = compare_detectors(None, tiny_folder, effects=False)
-    assert comparison.methods == list(METHODS)
+    # Without the model, the detectors that read per-sample activations cannot run.
+    from_statistics = [m for m in METHODS if not DETECTORS[m].needs_samples]
+    assert comparison.methods == from_statistics
+    with pytest.raises(LangNeuronsError, match="load the model"):
+        compare_detectors(None, tiny_folder, ["average-precision"], effects=False)
     counts = comparison.neurons()
     assert list(counts.columns) == ["en", "fr", "de", "distinct"]
-    for method in METHODS:
+    for method in from_statistics:
         expected = select(tiny_folder.statistics, method)
         assert counts.loc[method, "fr"] == expected.language_total("fr")
         assert counts.loc[method, "distinct"] == expected.union_size()
@@ -38,6 +42,25 @@ def test_selections_alone_need_no_model(tiny_folder):
         == (counts.loc["lape", "fr"])
     )
     assert math.isnan(comparison.effects()["own_nll_increase"].iloc[0])
+
+
+def test_with_the_model_the_average_precision_detector_joins(tiny_model, tiny_folder):
+    from langneurons.workflows import run_samples
+
+    comparison = compare_detectors(tiny_model, tiny_folder, effects=False)
+    assert comparison.methods == list(METHODS)
+    samples = run_samples(tiny_model, tiny_folder)
+    assert samples.languages == ["en", "fr", "de"]
+    expected = select(tiny_folder.statistics, "average-precision", samples=samples)
+    got = comparison.selections["average-precision"]
+    assert [[t.tolist() for t in m] for m in got.masks] == [
+        [t.tolist() for t in m] for m in expected.masks
+    ]
+    assert got.scores["average_precision"].shape == (
+        tiny_model.num_layers,
+        tiny_model.num_neurons,
+        3,
+    )
 
 
 def test_effects_are_measured_per_method_and_cached(tiny_model, tiny_folder):

@@ -4,6 +4,7 @@ resumption have their own modules)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from langneurons.config import ConfigError
 from langneurons.pipeline import compute
@@ -38,3 +39,32 @@ def test_counting_settings_as_an_object_or_as_keywords_are_the_same_call(tiny_mo
     assert again.cached_languages == LANGS
     with pytest.raises(ConfigError, match="takes the settings max_tokens"):
         compute(tiny_model, LANGS, max_token=200)
+
+
+def test_average_precision_through_compute_keeps_its_samples_with_the_run(tiny_model, tmp_path):
+    from langneurons.errors import CorpusError, ResultsError
+    from langneurons.merge import merge_runs
+    from langneurons.results import read_run
+    from langneurons.samples import SAMPLES_FILE
+    from langneurons.selection import AveragePrecisionConfig, LapeConfig
+
+    config = AveragePrecisionConfig(top_rate=0.05, min_ap=0.3)
+    result = compute(tiny_model, LANGS, selection=config, out_dir=tmp_path / "ap", **SMALL)
+    assert result.selection.method == "average-precision"
+    assert result.samples is not None and result.samples.languages == LANGS
+    assert result.meta["samples"]["per_language"] == result.samples.counts()
+    assert (tmp_path / "ap" / SAMPLES_FILE).is_file()
+    run = read_run(tmp_path / "ap")
+    assert run.samples is not None and torch.equal(run.samples.means, result.samples.means)
+    assert "probabilities" in result.selection.scores  # shown beside the AP in the heatmaps
+    # Merging loses the texts behind the samples: refused with the way out.
+    compute(tiny_model, ["es", "ru"], selection=config, out_dir=tmp_path / "ap2", **SMALL)
+    with pytest.raises(ResultsError, match="merge with another method"):
+        merge_runs([tmp_path / "ap", tmp_path / "ap2"], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    # Rewritten with another method, the folder drops the samples that no longer belong.
+    compute(tiny_model, LANGS, selection=LapeConfig(), out_dir=tmp_path / "ap", **SMALL)
+    assert not (tmp_path / "ap" / SAMPLES_FILE).exists()
+    # A streamed corpus cannot be sampled: refused before the model is loaded.
+    with pytest.raises(CorpusError, match="streamed"):
+        compute(None, LANGS, corpus="hf:some/dataset", selection=config, max_tokens=100)

@@ -197,10 +197,15 @@ def test_select_takes_a_settings_object_and_the_registry_names_every_detector():
     )
     with pytest.raises(LangNeuronsError, match="not both"):
         select(stats, LapeConfig(), top_rate=0.1)
+    from langneurons.samples import SampleActivations
+
+    samples = SampleActivations(
+        stats.languages, torch.arange(3).repeat(4), torch.randn(12, 2, 50).half(), 8
+    )
     for name, found in DETECTORS.items():
         assert detector(name) is found
         assert detector_for(found.config_type()) is found
-        assert select(stats, make_config(name)).method == name
+        assert select(stats, make_config(name), samples=samples).method == name
     with pytest.raises(LangNeuronsError, match="Did you mean 'lape'"):
         detector("lapee")
 

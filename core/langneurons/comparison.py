@@ -26,9 +26,9 @@ from .models import LoadedModel
 from .progress import ProgressCallback, emit
 from .prompts import embedded_prompts
 from .results import Run
-from .selection import METHODS, Selection, select
+from .selection import DETECTORS, METHODS, Selection, select
 from .steering import SteeringConfig, SteeringSweep, steering_sweep
-from .workflows import check_model_matches, run_ablation_matrix
+from .workflows import check_model_matches, run_ablation_matrix, run_samples
 
 DEFAULT_PROMPTS = 8
 """Steering is measured on the first eight embedded English openings by default."""
@@ -186,7 +186,8 @@ def compare_detectors(
             f"{str(run.path)!r} holds masks without statistics: detectors need the counts. "
             "Run `langneurons compute` first."
         )
-    chosen = list(methods or METHODS)
+    can_sample = lm is not None or run.samples is not None
+    chosen = list(methods or [m for m in METHODS if can_sample or not DETECTORS[m].needs_samples])
     for method in chosen:
         if method not in METHODS:
             raise LangNeuronsError(
@@ -194,7 +195,15 @@ def compare_detectors(
             )
     if effects and lm is None:
         raise LangNeuronsError("Measuring what the neurons do needs the model.")
-    selections = {method: select(run.statistics, method) for method in chosen}
+    samples = None
+    if any(DETECTORS[m].needs_samples for m in chosen):
+        if lm is None and run.samples is None:
+            raise LangNeuronsError(
+                "The average-precision detector needs per-sample activations, which this run "
+                "does not keep: load the model to collect them."
+            )
+        samples = run.samples if lm is None else run_samples(lm, run, progress)
+    selections = {method: select(run.statistics, method, samples=samples) for method in chosen}
     comparison = DetectorComparison(list(run.languages), selections)
     if not effects or lm is None:
         return comparison

@@ -18,7 +18,7 @@ import torch
 
 from .errors import ResultsError
 from .results import RUN_FORMAT, Run, read_run, selection_record, write_run
-from .selection import SelectionConfig, make_config, select
+from .selection import SelectionConfig, detector_for, make_config, select
 from .stats import Statistics
 
 
@@ -112,6 +112,12 @@ def merge_runs(
     )
     first = runs[0].meta.get("selection", {})
     config = selection or make_config(first.get("method", "lape"), first.get("settings"))
+    if detector_for(config).needs_samples:
+        raise ResultsError(
+            f"The {detector_for(config).name} detector ranks texts by per-sample activations, "
+            "which merged statistics do not have: merge with another method (--method lape), "
+            "or compute the languages in one run."
+        )
     chosen = select(merged, config)
     meta = {
         "format": RUN_FORMAT,

@@ -20,7 +20,8 @@ from .launch import is_reporting_rank
 from .models import LoadedModel, load_model
 from .progress import ProgressCallback, emit
 from .results import RUN_FORMAT, check_output_folder, selection_record, write_run
-from .selection import LapeConfig, Selection, SelectionConfig, select
+from .samples import SampleActivations, collect_samples
+from .selection import LapeConfig, Selection, SelectionConfig, detector_for, select
 from .stats import (
     Checkpoint,
     LanguageStats,
@@ -42,6 +43,8 @@ class ComputeResult:
     meta: dict[str, Any]
     cached_languages: list[str] = field(default_factory=list)
     out_dir: Path | None = None
+    samples: SampleActivations | None = None
+    """Per-sample activations, when the detector needed them."""
 
 
 def _versions() -> dict[str, str]:
@@ -334,6 +337,12 @@ def compute(
             f"Language neurons are found by comparing languages: give at least two (for "
             f"example --languages en,fr), not only {codes[0]!r}."
         )
+    if (
+        detector_for(selection_config).needs_samples
+        and isinstance(corpus, str)
+        and corpus.startswith(HF_PREFIX)
+    ):
+        raise CorpusError(_STREAMED_SAMPLES)
     if out_dir is not None:
         check_output_folder(out_dir)  # before any work, so nothing computed is lost
     source = _resolve_corpus(corpus, codes, settings, dataset_options)
@@ -343,11 +352,59 @@ def compute(
     job.prepare()
     per_language = {code: job.count(code) for code in codes}
     statistics = Statistics.stack(per_language)
+    samples = None
+    if detector_for(selection_config).needs_samples:
+        samples = _collect_samples(model, codes, source, settings, use_cache, progress)
     emit(progress, "select", "Selecting neurons")
-    chosen = select(statistics, selection_config)
+    chosen = select(statistics, selection_config, samples=samples)
     meta = run_meta(job, per_language, chosen, time.perf_counter() - start)
-    result = ComputeResult(statistics, chosen, meta, cached_languages=job.cached)
+    if samples is not None:
+        meta["samples"] = {"sample_tokens": samples.sample_tokens, "per_language": samples.counts()}
+    result = ComputeResult(statistics, chosen, meta, cached_languages=job.cached, samples=samples)
     if out_dir is not None and job.is_main:
         emit(progress, "write", f"Writing {out_dir}")
-        result.out_dir = write_run(out_dir, statistics, chosen, meta)
+        result.out_dir = write_run(out_dir, statistics, chosen, meta, samples)
     return result
+
+
+_STREAMED_SAMPLES = (
+    "This detector ranks texts, so it needs per-sample activations, which are taken from a "
+    "corpus held in memory (the embedded UDHR or a folder), not a streamed dataset. Use "
+    "--corpus udhr or a folder, or another --method."
+)
+
+
+def _collect_samples(
+    model: LoadedModel,
+    codes: list[str],
+    source: Corpus | HFSource,
+    counting: CountingConfig,
+    use_cache: bool,
+    progress: ProgressCallback | None,
+) -> SampleActivations:
+    """Per-sample activations for a detector that ranks texts (same windows as counted)."""
+    if not isinstance(source, Corpus):
+        raise CorpusError(_STREAMED_SAMPLES)
+    emit(progress, "samples", "Collecting per-sample activations")
+    return collect_samples(
+        model, source, codes, counting=counting, use_cache=use_cache, progress=progress
+    )
+
+
+def compute_samples(
+    model: LoadedModel,
+    languages: Sequence[str] | str,
+    *,
+    corpus: Corpus | str = EMBEDDED,
+    counting: CountingConfig | None = None,
+    use_cache: bool = True,
+    progress: ProgressCallback | None = None,
+) -> SampleActivations:
+    """The per-sample activations :func:`compute` would collect for the same arguments
+    (for a detector that ranks texts, chosen after the statistics were counted)."""
+    codes = parse_languages(languages)
+    settings = counting or CountingConfig()
+    if isinstance(corpus, str) and corpus.startswith(HF_PREFIX):
+        raise CorpusError(_STREAMED_SAMPLES)
+    source = _resolve_corpus(corpus, codes, settings, None)
+    return _collect_samples(model, codes, source, settings, use_cache, progress)

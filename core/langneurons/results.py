@@ -34,7 +34,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import ResultsError
+from .errors import LangNeuronsError, ResultsError
+from .samples import SAMPLES_FILE, SampleActivations, read_samples, samples_tensors
 from .selection import Selection
 from .stats import Statistics
 
@@ -50,6 +51,8 @@ class Run:
     statistics: Statistics | None
     meta: dict[str, Any]
     neurons: dict[str, Any]
+    samples: SampleActivations | None = None
+    """Per-sample activations, kept when the run's detector needed them."""
 
     @property
     def languages(self) -> list[str]:
@@ -181,7 +184,8 @@ def _write_atomic(out_dir: str | Path, writers: dict[str, Callable[[Path], objec
             _fsync(staging / name)
         if out.is_dir():
             for extra in out.iterdir():
-                if extra.name not in writers and extra.is_file():
+                # Samples belong to the statistics they were taken with: never carried.
+                if extra.name not in writers and extra.is_file() and extra.name != SAMPLES_FILE:
                     shutil.copy2(extra, staging / extra.name)
         os.chmod(staging, 0o777 & ~_umask())
         _fsync(staging)
@@ -215,9 +219,14 @@ def mask_bytes(selection: Selection) -> bytes:
 
 
 def write_run(
-    out_dir: str | Path, statistics: Statistics, selection: Selection, meta: dict[str, Any]
+    out_dir: str | Path,
+    statistics: Statistics,
+    selection: Selection,
+    meta: dict[str, Any],
+    samples: SampleActivations | None = None,
 ) -> Path:
-    """Write the four contract files into ``out_dir`` (created if needed)."""
+    """Write the four contract files into ``out_dir`` (created if needed), and the
+    per-sample activations (``samples.safetensors``) when given."""
     tensors = {
         "over_zero": statistics.over_zero.contiguous(),
         "tokens": statistics.tokens.contiguous(),
@@ -225,15 +234,16 @@ def write_run(
         "activation_sq_sum": statistics.activation_sq_sum.contiguous(),
     }
     metadata = {"languages": json.dumps(statistics.languages), "format": RUN_FORMAT}
-    return _write_atomic(
-        out_dir,
-        {
-            "stats.safetensors": lambda p: save_file(tensors, str(p), metadata=metadata),
-            "meta.json": lambda p: p.write_bytes(_json_bytes(meta)),
-            "neurons.json": lambda p: p.write_bytes(_json_bytes(selection.to_json())),
-            "activation_mask.pth": lambda p: p.write_bytes(mask_bytes(selection)),
-        },
-    )
+    writers: dict[str, Callable[[Path], object]] = {
+        "stats.safetensors": lambda p: save_file(tensors, str(p), metadata=metadata),
+        "meta.json": lambda p: p.write_bytes(_json_bytes(meta)),
+        "neurons.json": lambda p: p.write_bytes(_json_bytes(selection.to_json())),
+        "activation_mask.pth": lambda p: p.write_bytes(mask_bytes(selection)),
+    }
+    if samples is not None:
+        sample_tensors, sample_meta = samples_tensors(samples)
+        writers[SAMPLES_FILE] = lambda p: save_file(sample_tensors, str(p), metadata=sample_meta)
+    return _write_atomic(out_dir, writers)
 
 
 def write_imported(out_dir: str | Path, selection: Selection, meta: dict[str, Any]) -> Path:
@@ -383,7 +393,15 @@ def read_run(path: str | Path) -> Run:
     _check_neurons(folder, neurons, languages, layers, width)
     if statistics is not None:
         _check_statistics(folder, statistics, layers, width, meta)
-    return Run(path=folder, statistics=statistics, meta=meta, neurons=neurons)
+    samples = None
+    if (folder / SAMPLES_FILE).is_file():
+        try:
+            samples = read_samples(folder / SAMPLES_FILE)
+        except LangNeuronsError as exc:
+            raise ResultsError(str(exc)) from exc
+        if samples.languages != languages or samples.means.shape[1:] != (layers, width):
+            raise _shape_error(folder, f"{SAMPLES_FILE} does not match meta.json")
+    return Run(path=folder, statistics=statistics, meta=meta, neurons=neurons, samples=samples)
 
 
 def read_mask(path: str | Path | bytes, name: str = "") -> list[list[torch.Tensor]]:

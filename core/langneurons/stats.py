@@ -417,7 +417,7 @@ class StatsCache:
             over_zero = tensors["over_zero"]
             tokens = int(tensors["tokens"].item())
             sums, sq_sums = tensors["activation_sum"], tensors["activation_sq_sum"]
-            metadata = _read_metadata(path)
+            metadata = read_metadata(path)
             valid = (
                 tuple(over_zero.shape) == shape
                 and tuple(sums.shape) == shape
@@ -474,7 +474,8 @@ def _umask() -> int:
     return mask
 
 
-def _read_metadata(path: Path) -> dict[str, str]:
+def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty when it has none)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:

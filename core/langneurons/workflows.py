@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .config import CountingConfig, from_mapping
 from .corpus import Corpus, load_corpus, parse_languages
 from .errors import CorpusError, LangNeuronsError, ResultsError
 from .evaluation import AblationMatrix, ablation_matrix, cached_ablation_matrix
@@ -34,6 +35,7 @@ from .maskfile import config_shape, read_config, read_mask_file
 from .models import LoadedModel
 from .progress import ProgressCallback, emit
 from .results import Run, check_output_file, write_imported
+from .samples import SampleActivations, collect_samples
 from .selection import Selection
 from .stats import Statistics
 from .streaming import PREFIX as HF_PREFIX
@@ -134,6 +136,40 @@ def run_ablation_matrix(
         result.info["held_out"] = {"source": corpus_meta["source"], "max_tokens": max_tokens}
     result.info["run"] = str(run.path)
     return result
+
+
+def run_samples(
+    lm: LoadedModel, run: Run, progress: ProgressCallback | None = None
+) -> SampleActivations:
+    """The run's per-sample activations: the ones it keeps, or collected with ``lm`` from
+    the run's own corpus and windows (checked unchanged), cached on disk."""
+    if run.samples is not None:
+        return run.samples
+    check_model_matches(lm, run)
+    corpus_meta = run.meta.get("corpus") or {}
+    counting_meta = run.meta.get("counting") or {}
+    if "split" not in corpus_meta or str(corpus_meta.get("source", "")).startswith(HF_PREFIX):
+        raise ResultsError(
+            f"{str(run.path)!r} was counted on a streamed dataset or merged from other runs: "
+            "its texts cannot be read again for per-sample activations. Compute the run with "
+            "--method average-precision on a local corpus."
+        )
+    eval_fraction = corpus_meta["split"]["eval_fraction"]
+    corpus = load_corpus(corpus_meta["name"], run.languages)
+    for code in run.languages:
+        recorded = corpus_meta["languages"][code]["identify_sha256"]
+        text = corpus.identify_text(code, eval_fraction)
+        if recorded != hashlib.sha256(text.encode()).hexdigest():
+            raise CorpusError(
+                f"The {code} text of {corpus_meta['name']!r} changed since the run was "
+                "computed. Recompute the run on the current corpus."
+            )
+    counting = from_mapping(
+        CountingConfig,
+        {k: v for k, v in counting_meta.items() if k in CountingConfig.__dataclass_fields__},
+        f"{run.path} counting",
+    )
+    return collect_samples(lm, corpus, run.languages, counting=counting, progress=progress)
 
 
 def _streamed_held_out(
