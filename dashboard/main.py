@@ -33,6 +33,7 @@ PAGES = {
     "playground": "Playground",
     "trace": "Trace",
     "steering": "Steering lab",
+    "detectors": "Detectors",
     "ablation": "Ablation",
     "tour": "Tour",
     "share": "Share",

@@ -42,6 +42,25 @@ def test_selections_alone_need_no_model(tiny_folder):
         == (counts.loc["lape", "fr"])
     )
     assert math.isnan(comparison.effects()["own_nll_increase"].iloc[0])
+    square = comparison.overlap_matrix("fr")
+    assert list(square.index) == list(square.columns) == from_statistics
+    assert (square.to_numpy().diagonal() == 1).all()
+    pair = overlap[(overlap["method_a"] == "lape") & (overlap["method_b"] == "mean-diff")]
+    assert square.loc["lape", "mean-diff"] == pair.set_index("language").loc["fr", "jaccard"]
+
+
+def test_the_comparison_figures_show_each_detector(tiny_folder):
+    from langneurons.plots import detector_layers, detector_overlap
+
+    comparison = compare_detectors(None, tiny_folder, ["lape", "mean-diff"], effects=False)
+    fig = detector_layers(comparison, "fr")
+    assert [t.name for t in fig.data] == ["lape", "mean-diff"]
+    per_layer = comparison.selections["lape"].counts()[:, 1].tolist()
+    assert list(fig.data[0].y) == per_layer
+    summed = detector_layers(comparison)
+    assert list(summed.data[0].y) == comparison.selections["lape"].counts().sum(1).tolist()
+    heat = detector_overlap(comparison, "fr")
+    assert heat.data[0].z.tolist() == comparison.overlap_matrix("fr").to_numpy().tolist()
 
 
 def test_with_the_model_the_average_precision_detector_joins(tiny_model, tiny_folder):

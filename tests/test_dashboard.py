@@ -298,6 +298,34 @@ def test_steering_lab_sweeps_shows_curves_and_the_outputs_behind_a_point():
     assert any("Out of date" in w.value for w in at.warning)
 
 
+def test_detector_comparison_selects_compares_and_measures():
+    at = _app("detectors")
+    _ok(at)
+    assert any("press **Compare**" in i.value for i in at.info)
+    at.button(key="dc_go").click().run()
+    _ok(at)
+    counts = at.dataframe[0].value
+    # Every detector, average precision included (its samples collected with the model).
+    assert list(counts.index) == ["lape", "mean-diff", "three-way", "average-precision"]
+    assert list(counts.columns) == ["en", "fr", "ja", "distinct"]
+    assert (counts["ja"] > 0).all()
+    assert len(_charts(at)) == 2  # layers, overlap
+    at.selectbox(key="dc_layers_of").set_value("ja").run()
+    _ok(at)
+    # Measuring the effects of two detectors on a few held-out tokens.
+    at.multiselect(key="dc_methods").set_value(["lape", "mean-diff"])
+    at.number_input(key="dc_tokens").set_value(16)
+    at.button(key="dc_measure").click().run()
+    _ok(at)
+    tables = [d.value for d in at.dataframe]
+    own = next(t for t in tables if "fr" in t.columns and t.index.name == "method")
+    assert list(own.index) == ["lape", "mean-diff"]
+    assert own.loc["lape", "fr"] > 0  # French neurons off hurt French
+    assert any("Steering success" in m.value for m in at.markdown)
+    at.multiselect(key="dc_methods").set_value(["lape", "three-way"]).run()
+    assert any("Out of date" in w.value for w in at.warning)
+
+
 def test_guided_tour_steps_through_and_generates():
     at = _app("tour")
     _ok(at)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from .models import LoadedModel
 from .progress import ProgressCallback, emit
 from .prompts import embedded_prompts
 from .results import Run
-from .selection import DETECTORS, METHODS, Selection, select
+from .selection import DETECTORS, METHODS, Selection, SelectionConfig, select
 from .steering import SteeringConfig, SteeringSweep, steering_sweep
 from .workflows import check_model_matches, run_ablation_matrix, run_samples
 
@@ -107,6 +107,18 @@ class DetectorComparison:
                     )
         return pd.DataFrame(rows, columns=["method_a", "method_b", "language", "jaccard"])
 
+    def overlap_matrix(self, language: str) -> Any:
+        """Jaccard overlap of every pair of methods' neurons for ``language``, a square
+        DataFrame (methods x methods, 1 on the diagonal)."""
+        import pandas as pd
+
+        sets = {m: _neuron_set(s, language) for m, s in self.selections.items()}
+        return pd.DataFrame(
+            [[jaccard(sets[a], sets[b]) for b in self.methods] for a in self.methods],
+            index=self.methods,
+            columns=self.methods,
+        )
+
     def effects(self) -> Any:
         """Per method and language: neurons, the language's own NLL increase with its
         neurons off, the method's diagonal ratio, and steering success at strength 1
@@ -172,13 +184,15 @@ def compare_detectors(
     max_tokens: int = 300,
     prompts: Sequence[str] | None = None,
     max_new_tokens: int = 30,
+    configs: Mapping[str, SelectionConfig] | None = None,
     progress: ProgressCallback | None = None,
 ) -> DetectorComparison:
     """Select with each of ``methods`` (default: every detector, each with its default
     settings) on ``run``'s statistics and, with ``effects`` (needs ``lm``), measure each
     method's neurons: the ablation matrix on ``max_tokens`` held-out tokens per language
     and steering success at strength 1 on ``prompts`` (default: the first
-    :data:`DEFAULT_PROMPTS` embedded English openings).  Everything is cached."""
+    :data:`DEFAULT_PROMPTS` embedded English openings).  ``configs`` gives some methods
+    other settings than their defaults (by method name).  Everything is cached."""
     from .errors import LangNeuronsError
 
     if run.statistics is None:
@@ -203,7 +217,11 @@ def compare_detectors(
                 "does not keep: load the model to collect them."
             )
         samples = run.samples if lm is None else run_samples(lm, run, progress)
-    selections = {method: select(run.statistics, method, samples=samples) for method in chosen}
+    settings = dict(configs or {})
+    selections = {
+        method: select(run.statistics, settings.get(method, method), samples=samples)
+        for method in chosen
+    }
     comparison = DetectorComparison(list(run.languages), selections)
     if not effects or lm is None:
         return comparison

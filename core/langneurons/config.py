@@ -211,9 +211,12 @@ def add_arguments(
         help_text = info.help
         if info.default is not None:
             help_text += f" (default: {info.default})"
-        if info.kind is bool:
+        if info.kind is bool:  # --name and --no-name, so a default of True can be turned off
             group.add_argument(
-                flag(info.name), action="store_true", default=default, help=help_text
+                flag(info.name),
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=help_text,
             )
             continue
         parse = parse_setting(info, limits[info.name])

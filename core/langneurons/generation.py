@@ -19,6 +19,7 @@ import torch
 
 from .config import setting, validate
 from .corpus import token_piece
+from .decoding import byte_tokens, guard
 from .errors import LangNeuronsError
 from .interventions import Intervention, activate, prepare
 from .langid import detect_language
@@ -56,6 +57,17 @@ class GenerationConfig:
         slider=(1.0, 2.0),
     )
     seed: int = setting(0, "seed of the sampling generator", minimum=0, maximum=2**31 - 1)
+    no_repeat_ngram: int = setting(
+        0,
+        "never repeat an n-gram of this many tokens (0: off)",
+        minimum=0,
+        maximum=16,
+        slider=(0, 6),
+        label="No repeated n-grams of",
+    )
+    byte_guard: bool = setting(
+        True, "never emit byte tokens that break a UTF-8 character (shown as \ufffd)"
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -98,6 +110,8 @@ class _Row:
 
     def __init__(self, tokenizer: Any, prompt_ids: torch.Tensor, seed: int, trace: Trace | None):
         self.tokenizer = tokenizer
+        self.prompt: list[int] = prompt_ids.tolist()
+        self.pending = 0  # continuation bytes a started UTF-8 character still needs
         self.generated: list[int] = []
         self.emitted = ""
         self.seen = prompt_ids.unique()
@@ -105,9 +119,18 @@ class _Row:
         self.done = False
         self.trace = trace
 
+    def choose(self, logits: torch.Tensor, config: GenerationConfig) -> int:
+        """The next token from ``logits`` under the decoding guards and ``config``."""
+        table = byte_tokens(self.tokenizer) if config.byte_guard else None
+        if config.no_repeat_ngram or table is not None:
+            history = self.prompt + self.generated if config.no_repeat_ngram else []
+            logits = guard(logits, history, config.no_repeat_ngram, table, self.pending)
+        return _next_token(logits, self.seen, config, self.rng)
+
     def add(self, token: int) -> str:
         """Take a new token; the newly complete text (held back while a UTF-8 character is
         incomplete)."""
+        self.pending = byte_tokens(self.tokenizer).expected_after(token, self.pending)
         self.generated.append(token)
         self.seen = torch.unique(
             torch.cat([self.seen, torch.tensor([token], device=self.seen.device)])
@@ -188,7 +211,7 @@ def _generate_rows(
         deltas: list[str] = []
         fed: list[list[int]] = []
         for r, row in enumerate(rows):
-            token = eos if row.done else _next_token(logits[r], row.seen, config, row.rng)
+            token = eos if row.done else row.choose(logits[r], config)
             if row.done or token == eos:
                 row.done = True
                 deltas.append("")
@@ -301,7 +324,7 @@ def generate_batch(
     for _ in range(config.max_new_tokens):
         next_ids = []
         for r, row in enumerate(rows):
-            token = eos if row.done else _next_token(logits[r], row.seen, config, row.rng)
+            token = eos if row.done else row.choose(logits[r], config)
             if row.done or token == eos:
                 row.done = True
                 next_ids.append(int(pad))

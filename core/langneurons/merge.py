@@ -110,15 +110,7 @@ def merge_runs(
             [per_language[c]["activation_sq_sum"] for c in languages], -1
         ),
     )
-    first = runs[0].meta.get("selection", {})
-    config = selection or make_config(first.get("method", "lape"), first.get("settings"))
-    if detector_for(config).needs_samples:
-        raise ResultsError(
-            f"The {detector_for(config).name} detector ranks texts by per-sample activations, "
-            "which merged statistics do not have: merge with another method (--method lape), "
-            "or compute the languages in one run."
-        )
-    chosen = select(merged, config)
+    chosen = select(merged, _merged_selection(runs[0], selection))
     meta = {
         "format": RUN_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -136,3 +128,19 @@ def merge_runs(
         "versions": runs[0].meta.get("versions", {}),
     }
     return write_run(out_dir, merged, chosen, meta)
+
+
+def _merged_selection(first: Run, selection: SelectionConfig | None) -> SelectionConfig:
+    """The detector of a merged run: ``selection``, or the first run's; never one that
+    needs per-sample activations, which merged statistics lack."""
+    recorded = first.meta.get("selection", {})
+    config: SelectionConfig = selection or make_config(
+        recorded.get("method", "lape"), recorded.get("settings")
+    )
+    if detector_for(config).needs_samples:
+        raise ResultsError(
+            f"The {detector_for(config).name} detector ranks texts by per-sample activations, "
+            "which merged statistics do not have: merge with another method (--method lape), "
+            "or compute the languages in one run."
+        )
+    return config

@@ -19,7 +19,7 @@ from .errors import CorpusError
 from .launch import is_reporting_rank
 from .models import LoadedModel, load_model
 from .progress import ProgressCallback, emit
-from .results import RUN_FORMAT, check_output_folder, selection_record, write_run
+from .results import RUN_FORMAT, Run, check_output_folder, selection_record, write_run
 from .samples import SampleActivations, collect_samples
 from .selection import LapeConfig, Selection, SelectionConfig, detector_for, select
 from .stats import (
@@ -45,6 +45,17 @@ class ComputeResult:
     out_dir: Path | None = None
     samples: SampleActivations | None = None
     """Per-sample activations, when the detector needed them."""
+
+    def as_run(self) -> Run:
+        """The result as a :class:`~langneurons.results.Run`, for the functions that read
+        a run's statistics, corpus record and neurons (its folder, when it wrote one)."""
+        return Run(
+            path=self.out_dir if self.out_dir is not None else Path("(computed, not saved)"),
+            statistics=self.statistics,
+            meta=self.meta,
+            neurons=self.selection.to_json(),
+            samples=self.samples,
+        )
 
 
 def _versions() -> dict[str, str]:

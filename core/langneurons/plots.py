@@ -281,3 +281,56 @@ def steering_curves(sweep: Any, colors: dict[str, str] | None = None) -> Any:
     fig.update_xaxes(title_text="strength (x mean activation)")
     layout(fig, "Steering towards each language: success and fluency by strength", height=420)
     return fig
+
+
+def detector_layers(comparison: Any, language: str | None = None) -> Any:
+    """Selected neurons per layer, one line per detector of a
+    :class:`~langneurons.comparison.DetectorComparison`: for ``language``, or summed over
+    all languages (``None``), like the layer distributions of the LAPE paper."""
+    go = _go()
+    frame = comparison.per_layer()
+    if language is not None:
+        frame = frame[frame["language"] == language]
+    fig = go.Figure()
+    for m, method in enumerate(comparison.methods):
+        part = frame[frame["method"] == method].groupby("layer")["neurons"].sum()
+        fig.add_trace(
+            go.Scatter(
+                x=part.index,
+                y=part.values,
+                mode="lines+markers",
+                name=method,
+                line={"color": PALETTE[(m + 4) % len(PALETTE)]},
+                hovertemplate=f"{method}, layer %{{x}}: %{{y}} neurons<extra></extra>",
+            )
+        )
+    last = int(frame["layer"].max()) if len(frame) else 0
+    fig.update_xaxes(title_text="layer", dtick=1 if last < 40 else None, range=[-0.5, last + 0.5])
+    fig.update_yaxes(title_text="selected neurons", rangemode="tozero")
+    which = language if language is not None else "all languages"
+    return layout(fig, f"Neurons per layer ({which})")
+
+
+def detector_overlap(comparison: Any, language: str) -> Any:
+    """How much the detectors agree on ``language``'s neurons: Jaccard overlap of every
+    pair, as an annotated heatmap."""
+    go = _go()
+    matrix = comparison.overlap_matrix(language)
+    values = matrix.to_numpy()
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=list(matrix.columns),
+            y=list(matrix.index),
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            text=[[f"{v:.2f}" for v in row] for row in values],
+            texttemplate="%{text}",
+            colorbar={"title": {"text": "Jaccard"}},
+            hovertemplate="%{y} and %{x}: %{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    height = 160 + 50 * len(matrix)
+    return layout(fig, f"Overlap of the detectors' neurons ({language})", height=height)

@@ -18,6 +18,11 @@ range, and scores every cell (target, strength, layers):
   when the text collapses into repetition);
 - ``n``: the number of outputs.
 
+Decoding is greedy with the guards of :mod:`langneurons.decoding` on by default (no
+repeated 3-grams, no broken UTF-8 from byte tokens), for every cell including the
+baseline: without them steering towards Chinese and Japanese gives the language but text
+that repeats one phrase (measured in ``docs/steering.md``).
+
 Strength 0 is the unmodified model, so every target has a baseline row.  Cells are
 cached on disk (JSON, keyed by the weights, the neurons, their mean activations, the
 prompts and the settings), written one by one as they finish, so an interrupted sweep
@@ -74,6 +79,10 @@ class SteeringConfig:
         True, "switch off the prompt language's neurons while steering"
     )
     repetition_penalty: float = setting(1.1, "penalty on tokens already seen", above=0.0)
+    no_repeat_ngram: int = setting(
+        3, "never repeat an n-gram of this many tokens (0: off)", minimum=0, maximum=16
+    )
+    byte_guard: bool = setting(True, "never emit byte tokens that break a UTF-8 character")
     mode: str = "set"
     """``set``: the target's neurons take ``strength x`` their mean activation; ``add``:
     that is added to what they compute."""
@@ -85,7 +94,10 @@ class SteeringConfig:
 
     def generation(self) -> GenerationConfig:
         return GenerationConfig(
-            max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty
+            max_new_tokens=self.max_new_tokens,
+            repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram=self.no_repeat_ngram,
+            byte_guard=self.byte_guard,
         )
 
 

@@ -1,0 +1,117 @@
+"""Guards on decoding: no repeated n-grams, no broken UTF-8 from byte tokens.
+
+Steering holds neurons at a value on every position, and a small model pushed into
+another language tends to say one phrase again and again, and (with tokenizers that
+spell rare characters as single bytes, ``<0xE3>``) to emit byte tokens that never form
+a character, shown as U+FFFD.  Two guards act on the scores before a token is chosen:
+
+- ``no_repeat_ngram = n`` (n > 0): a token that would repeat an n-gram already in the
+  prompt or the continuation is never chosen (the rule of ``no_repeat_ngram_size`` in
+  other generation libraries);
+- the byte guard: while a UTF-8 character is incomplete only its continuation bytes may
+  follow, and a continuation byte or a byte that never occurs in UTF-8 cannot start one.
+  Tokenizers without ``<0xNN>`` byte tokens are left alone.
+
+Both are measured in ``docs/steering.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+@dataclass(frozen=True)
+class ByteTokens:
+    """The byte tokens of a vocabulary: ``value[token]`` (``-1`` for other tokens), and
+    the ids of continuation bytes (``0x80-0xBF``) and of bytes no character starts with."""
+
+    value: torch.Tensor  # int64 [vocab]
+    continuation: torch.Tensor  # int64 ids
+    never_first: torch.Tensor  # int64 ids: continuation bytes, 0xC0, 0xC1, 0xF5-0xFF
+
+    @property
+    def present(self) -> bool:
+        return bool(self.continuation.numel())
+
+    def expected_after(self, token: int, pending: int) -> int:
+        """Continuation bytes still expected after ``token`` when ``pending`` were."""
+        value = int(self.value[token]) if 0 <= token < len(self.value) else -1
+        if value < 0:
+            return 0
+        if pending and 0x80 <= value <= 0xBF:
+            return pending - 1
+        if 0xC2 <= value <= 0xDF:
+            return 1
+        if 0xE0 <= value <= 0xEF:
+            return 2
+        if 0xF0 <= value <= 0xF4:
+            return 3
+        return 0
+
+
+_TABLES: dict[int, tuple[Any, ByteTokens]] = {}
+
+
+def byte_tokens(tokenizer: Any) -> ByteTokens:
+    """The byte tokens of ``tokenizer`` (read once per tokenizer object)."""
+    found = _TABLES.get(id(tokenizer))
+    if found is not None and found[0] is tokenizer:
+        return found[1]
+    size = len(tokenizer)
+    value = torch.full((size,), -1, dtype=torch.int64)
+    for token, index in tokenizer.get_vocab().items():
+        match = _BYTE_TOKEN.match(token)
+        if match and 0 <= index < size:
+            value[index] = int(match.group(1), 16)
+    continuation = torch.nonzero((value >= 0x80) & (value <= 0xBF)).flatten()
+    never = (value >= 0x80) & ((value <= 0xC1) | (value >= 0xF5))
+    table = ByteTokens(value, continuation, torch.nonzero(never).flatten())
+    _TABLES[id(tokenizer)] = (tokenizer, table)
+    return table
+
+
+def repeated_ngram_tokens(history: list[int], n: int) -> list[int]:
+    """Tokens that would complete an ``n``-gram already in ``history``."""
+    if n <= 0 or len(history) < n:
+        return []
+    if n == 1:
+        return list(set(history))
+    prefix = history[len(history) - n + 1 :]
+    return [
+        history[i + n - 1] for i in range(len(history) - n + 1) if history[i : i + n - 1] == prefix
+    ]
+
+
+def guard(
+    logits: torch.Tensor,
+    history: list[int],
+    no_repeat_ngram: int,
+    table: ByteTokens | None,
+    pending: int,
+) -> torch.Tensor:
+    """``logits`` (one row) with the guarded tokens set to ``-inf`` (a copy when any is)."""
+    banned = repeated_ngram_tokens(history, no_repeat_ngram)
+    if table is None or not table.present:
+        if not banned:
+            return logits
+        logits = logits.clone()
+        logits[torch.tensor(banned, device=logits.device)] = -float("inf")
+        return logits
+    if pending:
+        allowed = table.continuation.to(logits.device)
+        out = torch.full_like(logits, -float("inf"))
+        out[allowed] = logits[allowed]
+        if banned:
+            out[torch.tensor(banned, device=logits.device)] = -float("inf")
+        return out if bool(torch.isfinite(out).any()) else logits
+    logits = logits.clone()
+    logits[table.never_first.to(logits.device)] = -float("inf")
+    if banned:
+        logits[torch.tensor(banned, device=logits.device)] = -float("inf")
+    return logits
