@@ -76,3 +76,36 @@ def test_generation_with_the_ngram_guard_repeats_no_trigram(tiny_model):
     assert len(grams) == len(set(grams))
     # The streaming path applies the same guard.
     assert generate(tiny_model, prompt, guarded) == out.text
+
+
+class _ByteTokenizer(_ByteVocab):
+    """Decodes like a byte-fallback tokenizer: byte tokens joined, invalid runs replaced."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        names = {index: token for token, index in self.vocab.items()}
+        out, run = [], bytearray()
+        for token in ids:
+            name = names[token]
+            if name.startswith("<0x"):
+                run.append(int(name[3:5], 16))
+                continue
+            out.append(run.decode("utf-8", errors="replace"))
+            run = bytearray()
+            out.append(name)
+        out.append(run.decode("utf-8", errors="replace"))
+        return "".join(out)
+
+
+def test_a_character_cut_by_the_token_limit_is_left_out_of_the_text():
+    from langneurons.generation import _Row
+
+    tokenizer = _ByteTokenizer()
+    row = _Row(tokenizer, torch.tensor([0]), 0, None)
+    space = [3 + 0xE3, 3 + 0x80, 3 + 0x80]  # U+3000 as three byte tokens
+    for token in [1, *space, 3 + 0xE3, 3 + 0x80]:  # "b", U+3000, then two of three bytes
+        row.add(token)
+    assert row.pending == 1 and row.partial == 2
+    assert row.text() == "b\u3000"  # not "b" followed by five U+FFFD
+    assert row.flush() == ""  # everything complete was already streamed
+    row.add(3 + 0x81)
+    assert row.pending == 0 and row.text() == "b\u3000\u3001"

@@ -39,6 +39,11 @@ class ByteTokens:
     def present(self) -> bool:
         return bool(self.continuation.numel())
 
+    def starts_character(self, token: int) -> bool:
+        """Whether ``token`` is a byte that starts a multi-byte character."""
+        value = int(self.value[token]) if 0 <= token < len(self.value) else -1
+        return 0xC2 <= value <= 0xF4
+
     def expected_after(self, token: int, pending: int) -> int:
         """Continuation bytes still expected after ``token`` when ``pending`` were."""
         value = int(self.value[token]) if 0 <= token < len(self.value) else -1

@@ -112,6 +112,7 @@ class _Row:
         self.tokenizer = tokenizer
         self.prompt: list[int] = prompt_ids.tolist()
         self.pending = 0  # continuation bytes a started UTF-8 character still needs
+        self.partial = 0  # byte tokens of that character so far
         self.generated: list[int] = []
         self.emitted = ""
         self.seen = prompt_ids.unique()
@@ -130,7 +131,14 @@ class _Row:
     def add(self, token: int) -> str:
         """Take a new token; the newly complete text (held back while a UTF-8 character is
         incomplete)."""
-        self.pending = byte_tokens(self.tokenizer).expected_after(token, self.pending)
+        table = byte_tokens(self.tokenizer)
+        before, self.pending = self.pending, table.expected_after(token, self.pending)
+        if not self.pending:
+            self.partial = 0
+        elif before and not table.starts_character(token):
+            self.partial += 1
+        else:
+            self.partial = 1
         self.generated.append(token)
         self.seen = torch.unique(
             torch.cat([self.seen, torch.tensor([token], device=self.seen.device)])
@@ -141,8 +149,14 @@ class _Row:
         delta, self.emitted = text[len(self.emitted) :], text
         return delta
 
+    def text(self) -> str:
+        """The continuation's text, without a last character left incomplete (byte
+        tokens cut by the token limit would otherwise turn their whole run into U+FFFD)."""
+        whole = len(self.generated) - (self.partial if self.pending else 0)
+        return self.tokenizer.decode(self.generated[:whole], skip_special_tokens=True)
+
     def flush(self) -> str:
-        final = self.tokenizer.decode(self.generated, skip_special_tokens=True)
+        final = self.text()
         delta = final[len(self.emitted) :] if len(final) > len(self.emitted) else ""
         self.emitted = final
         return delta
@@ -337,9 +351,7 @@ def generate_batch(
         mask = torch.cat([mask, done[:, None]], dim=1)
         logits, cache = forward(torch.tensor(next_ids, device=device)[:, None], cache)
     return [
-        Continuation(
-            prompt, tokenizer.decode(row.generated, skip_special_tokens=True), tuple(row.generated)
-        )
+        Continuation(prompt, row.text(), tuple(row.generated))
         for prompt, row in zip(prompts, rows, strict=True)
     ]
 

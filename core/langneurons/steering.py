@@ -67,6 +67,9 @@ DISTINCT_KEEP = 0.75
 """... and their distinct-bigram share at this fraction of the unmodified outputs' or more."""
 MIN_GAIN = 0.05
 """A strength is recommended only if its success is this much above the baseline's."""
+CELL_FORMAT = 2
+"""Version of the cached cells: raised when the same settings would now give other texts
+(2: a character left incomplete at the token limit is dropped from the text)."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,9 @@ def _digest(
     config: SteeringConfig,
 ) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{lm.fingerprint}|{lm.dtype}|{list(languages)}|{asdict(config)}".encode())
+    digest.update(
+        f"{CELL_FORMAT}|{lm.fingerprint}|{lm.dtype}|{list(languages)}|{asdict(config)}".encode()
+    )
     for per_layer in masks:
         for idx in per_layer:
             digest.update(len(idx).to_bytes(4, "little"))
@@ -234,8 +239,8 @@ def _digest(
 def _baseline_digest(lm: LoadedModel, prompts: Sequence[str], config: SteeringConfig) -> str:
     """The unmodified outputs depend on the weights, the prompts and how they are
     generated only: any run, detector or steering rule of this model shares them."""
-    generation = (config.max_new_tokens, config.repetition_penalty, config.batch_size)
-    digest = hashlib.sha256(f"{lm.fingerprint}|{lm.dtype}|{generation}".encode())
+    generation = (asdict(config.generation()), config.batch_size)
+    digest = hashlib.sha256(f"{CELL_FORMAT}|{lm.fingerprint}|{lm.dtype}|{generation}".encode())
     digest.update("\n".join(prompts).encode())
     return "unmodified-" + digest.hexdigest()[:32]
 
