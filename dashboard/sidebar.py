@@ -293,7 +293,7 @@ def _run_panel() -> state.Settings:
 
 def _start_from_run_selection(run: Any) -> None:
     """Set the method and its sliders to what the run was made with (once per run)."""
-    config = state.run_selection(run)
+    config = run.selection_config()
     method = next(name for name, d in DETECTORS.items() if isinstance(config, d.config_type))
     st.session_state["method"] = method
     state.remember("method", method)

@@ -26,7 +26,7 @@ import streamlit as st
 
 from langneurons.classroom import ClassroomConfig
 from langneurons.cli.dashboard import OPEN_RUN
-from langneurons.config import ConfigError, CountingConfig, range_problem, ranges, to_dict
+from langneurons.config import CountingConfig, range_problem, ranges, to_dict
 from langneurons.corpus import EMBEDDED
 from langneurons.errors import CorpusError, ModelLoadError, ResultsError
 from langneurons.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -340,26 +340,13 @@ def _read_run(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple[Run
         raise ResultsError(f"{folder!r} covers one language; the detectors compare two or more.")
     result = ComputeResult(
         statistics=stats,
-        selection=select(stats, run_selection(run), samples=run.samples),
+        selection=select(stats, run.selection_config(), samples=run.samples),
         meta=run.meta,
         cached_languages=list(stats.languages),
         out_dir=run.path,
         samples=run.samples,
     )
     return run, result
-
-
-def run_selection(run: Run) -> SelectionConfig:
-    """The detector and settings a run was made with (LAPE's defaults if it records none)."""
-    recorded = run.meta.get("selection", {})
-    method = recorded.get("method", "lape")
-    if method not in DETECTORS:
-        method, recorded = "lape", {}
-    try:
-        config: SelectionConfig = make_config(method, recorded.get("settings"))
-    except ConfigError:
-        config = make_config(method)
-    return config
 
 
 def run_model(run: Run) -> str:

@@ -156,5 +156,9 @@ def test_samples_of_a_tiny_model_equal_a_naive_capture_and_are_cached(tiny_model
     # Another sample size is another key: computed, not read.
     with pytest.raises(AssertionError, match="computed again"):
         collect_samples(
-            tiny_model, corpus, ["en", "fr"], config=SampleConfig(sample_tokens=8), counting=counting
+            tiny_model,
+            corpus,
+            ["en", "fr"],
+            config=SampleConfig(sample_tokens=8),
+            counting=counting,
         )

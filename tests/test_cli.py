@@ -471,6 +471,13 @@ def test_show_summarises_a_run(tiny_run, tiny_model_dir, tmp_path, capsys):
     counted = run.statistics.tokens.tolist()
     assert document["tokens"] == dict(zip(run.languages, counted, strict=True))
     assert document["world_size"] == 1
+    # The notebook's table of neurons counts what `show` counts.
+    table = run.neurons_table()
+    assert (
+        table.groupby("language").size().reindex(run.languages, fill_value=0).to_dict()
+        == (document["neurons"])
+    )
+    assert {"entropy", "p_en", "p_fr", "p_ja"} <= set(table.columns)
     # An imported mask has neurons but no counts.
     imported = tmp_path / "imported"
     mask = str(tiny_run / "activation_mask.pth")
@@ -480,6 +487,9 @@ def test_show_summarises_a_run(tiny_run, tiny_model_dir, tmp_path, capsys):
     assert main(["show", str(imported)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^ +fr +\d+ neurons +most in", out, re.M)  # no token count to show
+    imported_table = read_run(imported).neurons_table()
+    assert list(imported_table.columns) == ["language", "layer", "neuron"]
+    assert len(imported_table) == len(table)
     assert main(["show", str(tmp_path / "nothing")]) == 2
     assert "is not a folder with results" in capsys.readouterr().err
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -126,31 +125,6 @@ def map_points(stats: Statistics, selection: Selection, limit: int, seed: int = 
     vectors = probs[index]
     labels = [f"layer {i // num_neurons}, neuron {i % num_neurons}" for i in index.tolist()]
     return MapPoints(index, vectors, selected[index], vectors.argmax(axis=1), labels)
-
-
-def neuron_records(selection: Selection, stats: Statistics) -> list[dict[str, Any]]:
-    """One record per selected neuron: layer, index, languages, probabilities, score."""
-    probs = stats.probabilities()
-    key = selection.score_key
-    score = selection.scores.get(key) if key else None
-    owners: dict[tuple[int, int], list[str]] = {}
-    for k, per_layer in enumerate(selection.masks):
-        for layer, idx in enumerate(per_layer):
-            for i in idx.tolist():
-                owners.setdefault((layer, i), []).append(selection.languages[k])
-    records = []
-    for (layer, i), langs in sorted(owners.items()):
-        record: dict[str, Any] = {"layer": layer, "neuron": i, "languages": ",".join(langs)}
-        if key is not None and score is not None:
-            if score.dim() == 2:
-                record[key] = float(score[layer, i])
-            else:  # one score per language (mean-diff): the neuron's own languages' best
-                values = [float(score[layer, i, selection.languages.index(c)]) for c in langs]
-                record[key] = min(values) if selection.score_ascending else max(values)
-        for k, code in enumerate(stats.languages):
-            record[f"p_{code}"] = float(probs[layer, i, k])
-        records.append(record)
-    return records
 
 
 def neuron_profile(stats: Statistics, layer: int, neuron: int) -> dict[str, dict[str, float]]:

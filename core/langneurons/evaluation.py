@@ -119,6 +119,25 @@ class AblationMatrix:
             rows.append(row)
         return rows
 
+    def to_frame(self, scale: str = "nll") -> Any:
+        """The matrix as a DataFrame: rows ``deactivated`` (the language whose neurons are
+        off), columns ``evaluated``, values as :meth:`grid`; an ``unmodified`` first row
+        holds the base NLL (perplexity; 0 for the increase)."""
+        import pandas as pd
+
+        grid = self.grid(scale)
+        base = [
+            math.exp(self.base[c]) if scale == "perplexity" else self.base[c]
+            for c in self.languages
+        ]
+        if scale == "increase":
+            base = [0.0] * len(self.languages)
+        frame = pd.DataFrame(
+            [base, *grid], index=["unmodified", *self.languages], columns=list(self.languages)
+        )
+        frame.index.name, frame.columns.name = "deactivated", "evaluated"
+        return frame
+
     def diagonal_ratio(self) -> float:
         """Mean NLL increase on the diagonal over the mean off the diagonal: how much more
         a language's own neurons matter to it than to the others (``nan`` below 2 languages)."""

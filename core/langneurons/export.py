@@ -16,13 +16,13 @@ fr,0,3
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any
 
 from .results import corpus_label, mask_bytes
 from .selection import Selection
+from .stats import Statistics
+from .tables import neurons_table
 
 __all__ = ["mask_bytes", "neurons_csv", "neurons_document", "neurons_json"]
 
@@ -42,13 +42,8 @@ def neurons_json(selection: Selection, meta: dict[str, Any] | None = None) -> st
     return json.dumps(neurons_document(selection, meta), indent=2, ensure_ascii=False) + "\n"
 
 
-def neurons_csv(selection: Selection) -> str:
-    """One ``language,layer,neuron`` row per selected neuron and language."""
-    rows = io.StringIO()
-    writer = csv.writer(rows, lineterminator="\n")
-    writer.writerow(["language", "layer", "neuron"])
-    for code, per_layer in zip(selection.languages, selection.masks, strict=True):
-        for layer, idx in enumerate(per_layer):
-            for i in idx.tolist():
-                writer.writerow([code, layer, i])
-    return rows.getvalue()
+def neurons_csv(selection: Selection, statistics: Statistics | None = None) -> str:
+    """One ``language,layer,neuron`` row per selected neuron and language (with the
+    statistics, also the detector's score and each language's activation probability:
+    :func:`langneurons.tables.neurons_table`)."""
+    return str(neurons_table(selection, statistics).to_csv(index=False, lineterminator="\n"))

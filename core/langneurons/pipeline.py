@@ -46,6 +46,13 @@ class ComputeResult:
     samples: SampleActivations | None = None
     """Per-sample activations, when the detector needed them."""
 
+    def neurons_table(self) -> Any:
+        """One row per selected neuron and language as a DataFrame (see
+        :func:`langneurons.tables.neurons_table` for the columns)."""
+        from .tables import neurons_table
+
+        return neurons_table(self.selection, self.statistics)
+
     def as_run(self) -> Run:
         """The result as a :class:`~langneurons.results.Run`, for the functions that read
         a run's statistics, corpus record and neurons (its folder, when it wrote one)."""

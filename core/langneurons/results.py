@@ -69,6 +69,40 @@ class Run:
             for code in self.languages
         ]
 
+    def selection_config(self) -> Any:
+        """The detector settings the run was made with (LAPE's defaults when it records
+        none, or records a method or settings this version does not know)."""
+        from .config import ConfigError
+        from .selection import DETECTORS, make_config
+
+        recorded = self.meta.get("selection", {})
+        method = recorded.get("method", "lape")
+        if method not in DETECTORS:
+            method, recorded = "lape", {}
+        try:
+            return make_config(method, recorded.get("settings"))
+        except ConfigError:
+            return make_config(method)
+
+    def selection(self) -> Selection:
+        """The run's neurons (``neurons.json``) with the scores of its detector, computed
+        again from the statistics (none for imported masks)."""
+        from .selection import select
+
+        if self.statistics is None:
+            method = self.neurons.get("method", "imported")
+            return Selection(str(method), self.languages, self.masks, {})
+        chosen = select(self.statistics, self.selection_config(), samples=self.samples)
+        chosen.masks = self.masks  # the recorded neurons are the run's, whatever the version
+        return chosen
+
+    def neurons_table(self) -> Any:
+        """One row per selected neuron and language as a DataFrame (see
+        :func:`langneurons.tables.neurons_table` for the columns)."""
+        from .tables import neurons_table
+
+        return neurons_table(self.selection(), self.statistics)
+
 
 def _json_bytes(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

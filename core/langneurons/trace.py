@@ -108,6 +108,28 @@ class Trace:
         self.fired = np.concatenate([self.fired, fired.astype(np.float32)])
         self.fired_after = np.concatenate([self.fired_after, fired_after.astype(np.float32)])
 
+    def to_frame(self, after: bool = False) -> Any:
+        """The trace in long form: one row per token, layer and language, columns
+        ``position``, ``token``, ``layer``, ``language``, ``activity`` (share of the
+        language's selected neurons in that layer that fire; NaN where it has none there)
+        and ``dominant`` (the token's dominant language)."""
+        import pandas as pd
+
+        values = self.activity(after)
+        tokens, layers, langs = values.shape
+        dominant = self.dominant(after) if tokens else []
+        position = np.repeat(np.arange(tokens), layers * langs)
+        return pd.DataFrame(
+            {
+                "position": position,
+                "token": np.asarray(self.tokens, dtype=object)[position] if tokens else [],
+                "layer": np.tile(np.repeat(np.arange(layers), langs), tokens),
+                "language": np.tile(np.asarray(self.languages, dtype=object), tokens * layers),
+                "activity": values.reshape(-1),
+                "dominant": np.asarray(dominant, dtype=object)[position] if tokens else [],
+            }
+        )
+
     def activity(self, after: bool = False) -> np.ndarray:
         """Share of each language's selected neurons that fire, ``[T, L, K]``, ``nan`` where
         a layer holds none of a language's neurons."""

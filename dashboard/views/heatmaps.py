@@ -7,6 +7,7 @@ import numpy as np
 import streamlit as st
 
 from langneurons import analysis
+from langneurons.tables import neurons_table
 
 from .. import charts, widgets
 from ..state import PageContext, page_context, remember, seed
@@ -20,7 +21,7 @@ def _chosen_row() -> None:
     rows = st.session_state["hm_table"].selection.rows
     if not rows:
         return
-    record = st.session_state["hm_records"][rows[0]]
+    record = st.session_state["hm_records"].iloc[rows[0]]
     picked = (int(record["layer"]), int(record["neuron"]))
     if st.session_state.get("hm_handled") != picked:
         st.session_state["hm_handled"] = picked
@@ -107,8 +108,8 @@ def render(ctx: PageContext) -> None:
 def _table(ctx: PageContext) -> None:
     lm, selection = ctx.lm, ctx.selection
     st.subheader("Selected neurons")
-    records = analysis.neuron_records(selection, ctx.result.statistics)
-    if records:
+    records = neurons_table(selection, ctx.result.statistics)
+    if len(records):
         st.session_state["hm_records"] = records
         event = st.dataframe(
             records,

@@ -52,7 +52,7 @@ def render(ctx: PageContext) -> None:
     )
     c2.download_button(
         "neurons.csv",
-        neurons_csv(selection),
+        neurons_csv(selection, ctx.result.statistics),
         "neurons.csv",
         "text/csv",
         key="dl_csv",

@@ -85,6 +85,14 @@ def _controls(ctx: PageContext) -> dict[str, Any]:
             format_func=lambda m: {"set": "set to the mean", "add": "add the mean"}[m],
         )
         off = c2.checkbox("Switch off the prompt's own language", True, key="sl_off")
+        guarded = c3.checkbox(
+            "Guard decoding",
+            True,
+            key="sl_guard",
+            help="No repeated three-token sequences and no byte tokens that break a "
+            "character, for every cell (the unmodified one too). Off: plain greedy decoding, "
+            "where steering towards Chinese or Japanese repeats itself.",
+        )
         cap = limits.max_new_tokens if limits else 100
         st.session_state.setdefault("sl_tokens", min(30, cap))
         tokens = c3.number_input(f"New tokens (up to {cap})", 4, cap, step=5, key="sl_tokens")
@@ -95,7 +103,11 @@ def _controls(ctx: PageContext) -> dict[str, Any]:
         "prompts": prompts,
         "layers": layers,
         "config": SteeringConfig(
-            max_new_tokens=int(tokens), mode=str(mode), deactivate_source=bool(off)
+            max_new_tokens=int(tokens),
+            mode=str(mode),
+            deactivate_source=bool(off),
+            no_repeat_ngram=SteeringConfig().no_repeat_ngram if guarded else 0,
+            byte_guard=bool(guarded),
         ),
     }
 
