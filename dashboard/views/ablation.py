@@ -3,19 +3,19 @@ deactivated in turn (rows: neurons off; columns: the language evaluated)."""
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
+from langneurons import plots
 from langneurons.corpus import load_corpus
 from langneurons.evaluation import AblationMatrix, cached_ablation_matrix
 
-from .. import charts, widgets
+from .. import widgets
 from ..state import PageContext, classroom, long_job, page_context
 
 SCALES = {
-    "NLL per token": ("nll", ".2f", "NLL per token with a language's neurons off"),
-    "Perplexity": ("perplexity", ".1f", "Perplexity with a language's neurons off"),
-    "Increase over unmodified": ("increase", "+.2f", "NLL increase over the unmodified model"),
+    "NLL per token": "nll",
+    "Perplexity": "perplexity",
+    "Increase over unmodified": "increase",
 }
 
 
@@ -76,9 +76,7 @@ def render(ctx: PageContext) -> None:
         )
         return
     matrix: AblationMatrix = found[1]
-    name, fmt, title = SCALES[scale]
-    grid = np.array(matrix.grid(name))
-    widgets.plot(charts.nll_heatmap(grid, matrix.languages, title, fmt), "ablation")
+    widgets.plot(plots.ablation_heatmap(matrix, SCALES[scale]), "ablation")
     base = ", ".join(f"{c} {matrix.base[c]:.2f}" for c in matrix.languages)
     st.caption(
         f"Unmodified NLL: {base}. Mean increase on the diagonal over off it: "

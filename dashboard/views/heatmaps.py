@@ -3,13 +3,12 @@ neuron, selected neurons circled; a sortable table of the selected neurons."""
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from langneurons import analysis
+from langneurons import analysis, plots
 from langneurons.tables import neurons_table
 
-from .. import charts, widgets
+from .. import widgets
 from ..state import PageContext, page_context, remember, seed
 
 PROBABILITY = "Activation probability"
@@ -33,30 +32,6 @@ def _inspect(layer: int, neuron: int) -> None:
         st.session_state.pop(key, None)
         remember(key, value)
     st.session_state["_goto_inspector"] = True
-
-
-def _matrix(ctx: PageContext, metric: str, language: str) -> tuple[np.ndarray, str, str, str]:
-    """The layer x neuron values to draw, with title, colour-bar label and scale."""
-    stats, selection = ctx.result.statistics, ctx.selection
-    if metric == PROBABILITY:
-        k = stats.languages.index(language)
-        return (
-            stats.probabilities()[..., k].numpy(),
-            f"Activation probability on {language}",
-            "p",
-            "Viridis",
-        )
-    key = selection.score_key or ""
-    score = selection.scores[key]
-    if score.dim() == 3:
-        score = score[..., stats.languages.index(language)]
-        title = f"{key} for {language}"
-    else:
-        title = key
-    values = score.numpy().astype(np.float64).copy()
-    values[~np.isfinite(values)] = np.nan
-    scale = "Viridis_r" if selection.score_ascending else "Viridis"
-    return values, f"{title} (blank: filtered out)", key, scale
 
 
 def render(ctx: PageContext) -> None:
@@ -95,12 +70,8 @@ def render(ctx: PageContext) -> None:
     if high - low < 1:
         st.warning("Choose a range of at least one neuron.")
         return
-    full, title, bar, scale = _matrix(ctx, metric, language)
-    pooled, pool = analysis.pool_columns(full[:, low:high], max_columns=2048)
-    marked = languages.index(language) if per_language else None
-    mask = analysis.membership_mask(selection, marked, (lm.num_layers, n))[:, low:high]
-    rows, cols = np.nonzero(mask)
-    figure = charts.neuron_heatmap(pooled, title, bar, low, pool, (rows, low + cols), scale)
+    kind = plots.PROBABILITY if metric == PROBABILITY else plots.SCORE
+    figure = plots.neuron_heatmap(selection, stats, language, kind, start=low, stop=high)
     widgets.plot(figure, "heatmap")
     _table(ctx)
 

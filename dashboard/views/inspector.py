@@ -8,11 +8,11 @@ import html
 import numpy as np
 import streamlit as st
 
-from langneurons import analysis
+from langneurons import analysis, plots
 from langneurons.corpus import load_corpus
 from langneurons.models import LoadedModel
 
-from .. import charts, widgets
+from .. import widgets
 from ..state import PageContext, page_context, remember, seed
 
 
@@ -67,12 +67,12 @@ def render(ctx: PageContext) -> None:
     with left:
         probabilities = {c: v["probability"] for c, v in profile.items()}
         widgets.plot(
-            charts.language_bars(probabilities, "Activation probability", "p(value > 0)"),
+            plots.language_bars(probabilities, "Activation probability", "p(value > 0)"),
             "insp_prob",
         )
     with right:
         means = {c: v["mean"] for c, v in profile.items()}
-        widgets.plot(charts.language_bars(means, "Mean activation", "mean value"), "insp_mean")
+        widgets.plot(plots.language_bars(means, "Mean activation", "mean value"), "insp_mean")
     left, right = st.columns([3, 2])
     with left:
         st.subheader("Where it fires most")

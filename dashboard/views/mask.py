@@ -10,11 +10,12 @@ from typing import Any
 
 import streamlit as st
 
+from langneurons import plots
 from langneurons.corpus import parse_languages
 from langneurons.errors import LangNeuronsError
 from langneurons.maskfile import MaskFile, read_mask_file
 
-from .. import charts, widgets
+from .. import widgets
 from ..state import classroom
 
 # The order of the languages in the authors' released masks (LLaMA-2 7B and 13B; the
@@ -74,17 +75,13 @@ def _show(mask: MaskFile) -> None:
     c4.metric("Distinct neurons", f"{mask.distinct_neurons:,}")
     if summary["selected_share"] is not None:
         st.caption(f"{summary['selected_share']:.2%} of all the model's MLP neurons.")
-    counts = mask.counts().numpy()
     left, right = st.columns(2)
     with left:
-        widgets.plot(charts.stacked_bars(counts, mask.languages), "mask_layers")
+        widgets.plot(plots.layer_distribution(mask), "mask_layers")
     with right:
-        overlap = mask.overlap().to_numpy()
-        widgets.plot(
-            charts.overlap_heatmap(overlap, mask.languages, "Overlap between languages (Jaccard)"),
-            "mask_overlap",
-        )
-    widgets.plot(charts.counts_heatmap(counts, mask.languages), "mask_counts")
+        title = "Overlap between languages (Jaccard)"
+        widgets.plot(plots.overlap_heatmap(mask.overlap(), title=title), "mask_overlap")
+    widgets.plot(plots.counts_heatmap(mask), "mask_counts")
     st.dataframe(
         [
             {"language": widgets.language_label(c), "neurons": n}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from langneurons import analysis
+from langneurons import analysis, plots
 
-from .. import charts, widgets
+from .. import widgets
 from ..state import PageContext, page_context
 
 
@@ -36,12 +36,10 @@ def render(ctx: PageContext) -> None:
         except ImportError as exc:
             widgets.warning(exc)
             return
-    figure = charts.neuron_map(
+    figure = plots.neuron_map(
+        points,
         coords,
-        points.dominant,
         ctx.result.statistics.languages,
-        points.selected,
-        np.array(points.labels),
         f"Neurons by their per-language activation probabilities ({method})",
     )
     widgets.plot(figure, "neuron_map")

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from langneurons import analysis
+from langneurons import analysis, plots
 from langneurons.results import corpus_label
 from langneurons.selection import DETECTORS
 
-from .. import charts, widgets
+from .. import widgets
 from ..state import PageContext, page_context
 
 
 def render(ctx: PageContext) -> None:
     lm, selection, stats = ctx.lm, ctx.selection, ctx.result.statistics
-    counts = selection.counts().numpy()
     languages = selection.languages
     method = DETECTORS[selection.method].title if selection.method in DETECTORS else "imported"
     st.markdown(
@@ -43,19 +42,18 @@ def render(ctx: PageContext) -> None:
     cols[4].metric("Tokens counted", f"{int(stats.tokens.sum()):,}")
     left, right = st.columns(2)
     with left:
-        widgets.plot(charts.counts_heatmap(counts, languages), "overview_counts")
+        widgets.plot(plots.counts_heatmap(selection), "overview_counts")
     with right:
-        widgets.plot(charts.stacked_bars(counts, languages), "overview_bars")
-    shared, jaccard = analysis.overlap(selection)
+        widgets.plot(plots.layer_distribution(selection), "overview_bars")
     left, right = st.columns(2)
     with left:
         widgets.plot(
-            charts.overlap_heatmap(jaccard, languages, "Overlap (Jaccard index)"),
+            plots.overlap_heatmap(selection, "jaccard"),
             "overview_jaccard",
         )
     with right:
         widgets.plot(
-            charts.overlap_heatmap(shared, languages, "Shared neurons (counts)", fmt="d"),
+            plots.overlap_heatmap(selection, "shared"),
             "overview_shared",
         )
     thresholds = ", ".join(f"{k} {v:.3g}" for k, v in selection.thresholds.items())

@@ -12,7 +12,7 @@ from langneurons.prompts import EXAMPLE_PROMPTS, code_switched
 from langneurons.trace import TraceSpec, trace_text
 from langneurons.workflows import intervention_for
 
-from .. import charts, widgets
+from .. import widgets
 from ..state import PageContext, page_context
 
 TOUR = [
@@ -111,10 +111,11 @@ def render(ctx: PageContext) -> None:
     languages = ctx.selection.languages
     if step == 0:
         totals = dict(zip(languages, counts.sum(0).tolist(), strict=True))
-        figure = charts.language_bars(totals, "Language neurons per language", "neurons")
+        figure = plots.language_bars(totals, "Language neurons per language", "neurons")
         st.plotly_chart(figure, width="stretch", key="tour0")
     elif step == 1:
-        st.plotly_chart(charts.stacked_bars(counts, languages), width="stretch", key="tour1")
+        figure = plots.layer_distribution(ctx.selection)
+        st.plotly_chart(figure, width="stretch", key="tour1")
     elif step == TRACE_STEP:
         _trace_step(ctx)
     elif step in GENERATION_STEPS:

@@ -1,0 +1,134 @@
+"""Figures of measurements: steering sweeps and detector comparisons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import PALETTE, graph_objects, language_color, layout
+
+
+def steering_curves(sweep: Any, colors: dict[str, str] | None = None) -> Any:
+    """A steering sweep (:class:`~langneurons.steering.SteeringSweep`) as curves against
+    strength, one line per target (and layer range): success on the left, fluency (NLL
+    of the outputs under the unmodified model) in the middle, distinct bigrams on the
+    right; each target's recommended strength ringed.  Points carry
+    ``customdata = [target, strength, layers]`` so a click can show their outputs."""
+    go = graph_objects()
+    from plotly.subplots import make_subplots
+
+    frame = sweep.to_frame()
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=(
+            "Success (output in the target language)",
+            "NLL per token (lower: more fluent)",
+            "Distinct bigrams (lower: repetition)",
+        ),
+        horizontal_spacing=0.08,
+    )
+    targets = list(dict.fromkeys(frame["target"]))
+    recommended = sweep.recommended()
+    for t, target in enumerate(targets):
+        for layers in dict.fromkeys(frame.loc[frame["target"] == target, "layers"]):
+            part = frame[(frame["target"] == target) & (frame["layers"] == layers)]
+            part = part.sort_values("strength")
+            name = target if layers == "all" else f"{target} (layers {layers})"
+            color = (colors or {}).get(target, language_color(t))
+            dash = "solid" if layers == "all" else "dot"
+            custom = [[target, float(s), layers] for s in part["strength"]]
+            for col, metric in enumerate(("success", "nll", "distinct2"), start=1):
+                fig.add_trace(
+                    go.Scatter(
+                        x=part["strength"],
+                        y=part[metric],
+                        mode="lines+markers",
+                        name=name,
+                        legendgroup=name,
+                        showlegend=col == 1,
+                        line={"color": color, "dash": dash},
+                        marker={"size": 9},
+                        customdata=custom,
+                        hovertemplate=f"{name} x%{{x}}: {metric} %{{y:.2f}}<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
+            choice = recommended.get(target)
+            if choice is not None and choice["layers"] == layers:
+                row = part[part["strength"] == choice["strength"]].iloc[0]
+                fig.add_trace(
+                    go.Scatter(
+                        x=[row["strength"]],
+                        y=[row["success"]],
+                        mode="markers",
+                        marker={
+                            "size": 18,
+                            "color": "rgba(0,0,0,0)",
+                            "line": {"color": color, "width": 2},
+                        },
+                        name=f"{target}: recommended",
+                        showlegend=False,
+                        hovertemplate=f"recommended for {target}: x%{{x}}<extra></extra>",
+                    ),
+                    row=1,
+                    col=1,
+                )
+    fig.update_yaxes(range=[-0.03, 1.03], row=1, col=1)
+    fig.update_yaxes(range=[-0.03, 1.03], row=1, col=3)
+    fig.update_xaxes(title_text="strength (x mean activation)")
+    layout(fig, "Steering towards each language: success and fluency by strength", height=420)
+    return fig
+
+
+def detector_layers(comparison: Any, language: str | None = None) -> Any:
+    """Selected neurons per layer, one line per detector of a
+    :class:`~langneurons.comparison.DetectorComparison`: for ``language``, or summed over
+    all languages (``None``), like the layer distributions of the LAPE paper."""
+    go = graph_objects()
+    frame = comparison.per_layer()
+    if language is not None:
+        frame = frame[frame["language"] == language]
+    fig = go.Figure()
+    for m, method in enumerate(comparison.methods):
+        part = frame[frame["method"] == method].groupby("layer")["neurons"].sum()
+        fig.add_trace(
+            go.Scatter(
+                x=part.index,
+                y=part.values,
+                mode="lines+markers",
+                name=method,
+                line={"color": PALETTE[(m + 4) % len(PALETTE)]},
+                hovertemplate=f"{method}, layer %{{x}}: %{{y}} neurons<extra></extra>",
+            )
+        )
+    last = int(frame["layer"].max()) if len(frame) else 0
+    fig.update_xaxes(title_text="layer", dtick=1 if last < 40 else None, range=[-0.5, last + 0.5])
+    fig.update_yaxes(title_text="selected neurons", rangemode="tozero")
+    which = language if language is not None else "all languages"
+    return layout(fig, f"Neurons per layer ({which})")
+
+
+def detector_overlap(comparison: Any, language: str) -> Any:
+    """How much the detectors agree on ``language``'s neurons: Jaccard overlap of every
+    pair, as an annotated heatmap."""
+    go = graph_objects()
+    matrix = comparison.overlap_matrix(language)
+    values = matrix.to_numpy()
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=list(matrix.columns),
+            y=list(matrix.index),
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            text=[[f"{v:.2f}" for v in row] for row in values],
+            texttemplate="%{text}",
+            colorbar={"title": {"text": "Jaccard"}},
+            hovertemplate="%{y} and %{x}: %{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    height = 160 + 50 * len(matrix)
+    return layout(fig, f"Overlap of the detectors' neurons ({language})", height=height)

@@ -1,0 +1,75 @@
+"""The library's figures of a selection and its statistics: each drawn from the object
+it is given, the same call the dashboard makes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from langneurons import analysis, plots
+from langneurons.evaluation import AblationMatrix
+from langneurons.pipeline import compute
+from langneurons.tables import language_overlap
+
+
+@pytest.fixture
+def result(tiny_model):
+    from langneurons.selection import LapeConfig
+
+    return compute(
+        tiny_model, ["en", "fr", "de"], max_tokens=300, selection=LapeConfig(top_rate=0.05)
+    )
+
+
+def test_counts_distribution_and_overlap_figures(result):
+    selection = result.selection
+    counts = selection.counts().numpy()
+    assert np.array_equal(plots.counts_heatmap(selection).data[0].z, counts)
+    bars = plots.layer_distribution(selection)
+    assert [t.name for t in bars.data] == selection.languages
+    assert np.array_equal(bars.data[1].y, counts[:, 1])
+    jaccard = plots.overlap_heatmap(selection)
+    assert np.allclose(jaccard.data[0].z, language_overlap(selection).to_numpy())
+    shared = plots.overlap_heatmap(selection, "shared")
+    assert shared.data[0].z[0][0] == selection.language_total("en")
+    frame = language_overlap(selection)
+    assert np.allclose(plots.overlap_heatmap(frame, title="t").data[0].z, frame.to_numpy())
+
+
+def test_the_neuron_heatmap_pools_zooms_and_circles_the_selected(result):
+    selection, stats = result.selection, result.statistics
+    width = stats.num_neurons
+    figure = plots.neuron_heatmap(selection, stats, "fr")
+    probs = stats.probabilities()[..., 1].numpy()
+    assert np.allclose(figure.data[0].z, probs)
+    marks = figure.data[1]
+    k = selection.languages.index("fr")
+    expected = sorted((layer, int(i)) for layer, idx in enumerate(selection.masks[k]) for i in idx)
+    assert sorted(zip(marks.y.tolist(), marks.x.tolist(), strict=True)) == expected
+    zoomed = plots.neuron_heatmap(selection, stats, "fr", start=2, stop=10, max_columns=4)
+    pooled, pool = analysis.pool_columns(probs[:, 2:10], 4)
+    assert pool == 2 and np.allclose(zoomed.data[0].z, pooled)
+    assert zoomed.data[0].x.tolist() == [2, 4, 6, 8]
+    score = plots.neuron_heatmap(selection, stats, "fr", plots.SCORE)
+    assert score.data[0].colorbar.title.text == "entropy"
+    with pytest.raises(ValueError, match="within"):
+        plots.neuron_heatmap(selection, stats, "fr", start=5, stop=width + 1)
+    with pytest.raises(ValueError, match="metric"):
+        plots.neuron_values(selection, stats, "size", "fr")
+
+
+def test_the_neuron_map_and_the_ablation_matrix(result):
+    points = analysis.map_points(result.statistics, result.selection, limit=200)
+    coords = analysis.pca_2d(points.vectors)
+    figure = plots.neuron_map(points, coords, result.statistics.languages)
+    assert sum(len(t.x) for t in figure.data) == len(points.index)
+    big = [t for t in figure.data if t.name.endswith("(selected)")]
+    assert sum(len(t.x) for t in big) == int(points.selected.sum())
+    matrix = AblationMatrix(
+        ["a", "b"], {"a": 1.0, "b": 2.0}, {"a": {"a": 2.0, "b": 2.1}, "b": {"a": 1.3, "b": 3.0}}
+    )
+    heat = plots.ablation_heatmap(matrix, "increase")
+    assert np.allclose(heat.data[0].z, matrix.grid("increase"))
+    assert list(heat.data[0].y) == ["a off", "b off"]
+    with pytest.raises(ValueError, match="scale"):
+        plots.ablation_heatmap(matrix, "log")
