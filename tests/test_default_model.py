@@ -167,13 +167,16 @@ def test_steer_eval_measures_that_steering_to_french_works(
     default_run, module_cache, monkeypatch, capsys
 ):
     """The embedded English openings: steered towards French at strength 1 they turn
-    French on a clear majority; unmodified they do not.  Then the same from the cache."""
+    French on a clear majority; unmodified they do not.  Towards Japanese too, and the
+    guarded decoding leaves no broken character.  Then the same from the cache."""
     monkeypatch.setenv("LANGNEURONS_CACHE", str(module_cache))
-    argv = ["steer-eval", "--run", str(default_run), "--targets", "fr", "--strengths", "0,1"]
+    argv = ["steer-eval", "--run", str(default_run), "--targets", "fr,ja", "--strengths", "0,1"]
     argv += ["--max-new-tokens", "24", "--json"]
     assert main(argv) == 0
     document = json.loads(capsys.readouterr().out)
-    rows = {row["strength"]: row for row in document["rows"]}
+    japanese = next(r for r in document["rows"] if r["target"] == "ja" and r["strength"] == 1)
+    assert japanese["success"] >= 0.6, japanese
+    rows = {row["strength"]: row for row in document["rows"] if row["target"] == "fr"}
     assert rows[0.0]["n"] == rows[1.0]["n"] >= 20
     assert rows[1.0]["success"] >= 0.6 and rows[0.0]["success"] <= 0.2, rows
     assert rows[1.0]["line_pass_rate"] >= 0.5
@@ -181,7 +184,8 @@ def test_steer_eval_measures_that_steering_to_french_works(
     assert main([*argv[:-1], "--outputs", "--json"]) == 0  # from the cache
     again = json.loads(capsys.readouterr().out)
     assert again["rows"] == document["rows"]
-    outputs = {c["strength"]: c["outputs"] for c in again["outputs"]}
+    outputs = {c["strength"]: c["outputs"] for c in again["outputs"] if c["target"] == "fr"}
     assert sum(o["language"] == "fr" for o in outputs[1.0]) == round(
         rows[1.0]["success"] * rows[1.0]["n"]
     )
+    assert not [o for c in again["outputs"] for o in c["outputs"] if "\ufffd" in o["text"]]
