@@ -192,7 +192,18 @@ def compare_detectors(
     method's neurons: the ablation matrix on ``max_tokens`` held-out tokens per language
     and steering success at strength 1 on ``prompts`` (default: the first
     :data:`DEFAULT_PROMPTS` embedded English openings).  ``configs`` gives some methods
-    other settings than their defaults (by method name).  Everything is cached."""
+    other settings than their defaults (by method name).  Everything is cached.
+
+    >>> import tempfile
+    >>> from langneurons import compute
+    >>> from langneurons.results import read_run
+    >>> from langneurons.tiny import tiny_model
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = compute(tiny_model(), ["en", "fr"], max_tokens=200, out_dir=folder)
+    >>> found = compare_detectors(None, read_run(folder), ["lape", "mean-diff"], effects=False)
+    >>> found.neurons().columns.tolist()
+    ['en', 'fr', 'distinct']
+    """
     from .errors import LangNeuronsError
 
     if run.statistics is None:

@@ -186,6 +186,16 @@ def ablation_matrix(
 
     ``corpus`` is a :class:`Corpus` (its held-out part under ``eval_fraction`` is used) or
     the held-out texts themselves, by language (as read from a streamed dataset).
+
+    >>> from langneurons import compute
+    >>> from langneurons.corpus import load_corpus
+    >>> from langneurons.tiny import tiny_model
+    >>> lm = tiny_model()
+    >>> chosen = compute(lm, ["en", "fr"], max_tokens=200).selection
+    >>> corpus = load_corpus("udhr", ["en", "fr"])
+    >>> matrix = ablation_matrix(lm, chosen.masks, chosen.languages, corpus, max_tokens=40)
+    >>> matrix.to_frame().index.tolist()
+    ['unmodified', 'en', 'fr']
     """
     codes = list(languages or mask_languages)
     texts = (

@@ -276,7 +276,13 @@ def generate(
     config: GenerationConfig | None = None,
     intervention: Intervention | None = None,
 ) -> str:
-    """The whole continuation of ``prompt`` (see :func:`stream`)."""
+    """The whole continuation of ``prompt`` (see :func:`stream`).
+
+    >>> from langneurons.tiny import tiny_model
+    >>> text = generate(tiny_model(), "Everyone has the right", GenerationConfig(max_new_tokens=8))
+    >>> isinstance(text, str) and len(text) > 0
+    True
+    """
     return "".join(stream(lm, prompt, config, intervention))
 
 

@@ -296,6 +296,16 @@ def apply(lm: LoadedModel, intervention: Intervention | None) -> Iterator[None]:
 
     Validates it first (see :func:`prepare`).  Nested blocks compose (inner edits
     apply after outer ones).  ``None`` or an empty intervention is a no-op.
+
+    >>> import torch
+    >>> from langneurons.generation import GenerationConfig, generate
+    >>> from langneurons.tiny import tiny_model
+    >>> lm, config = tiny_model(), GenerationConfig(max_new_tokens=6)
+    >>> before = generate(lm, "All human beings", config)
+    >>> with apply(lm, deactivate({0: torch.arange(128), 1: torch.arange(128)})):
+    ...     off = generate(lm, "All human beings", config)
+    >>> off != before, generate(lm, "All human beings", config) == before
+    (True, True)
     """
     if intervention is None or intervention.is_empty:
         yield

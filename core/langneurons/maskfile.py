@@ -218,7 +218,14 @@ def read_mask_file(
 ) -> MaskFile:
     """Read a reference-format mask (a path or its bytes; safely, no pickle) with the codes
     of its languages, checked against a model's ``config.json`` when given (or against
-    ``shape``, ``(layers, neurons)``, of ``model_label``)."""
+    ``shape``, ``(layers, neurons)``, of ``model_label``).
+
+    >>> import io, torch
+    >>> buffer = io.BytesIO()
+    >>> torch.save([[torch.tensor([1, 2])], [torch.tensor([7])]], buffer)
+    >>> read_mask_file(buffer.getvalue(), ["en", "fr"]).counts().tolist()
+    [[2, 1]]
+    """
     if config is not None:
         shape = config_shape(config)
     label = name or (str(path) if not isinstance(path, bytes) else "the uploaded mask")

@@ -45,6 +45,17 @@ def merge_runs(
     The selection uses the first run's method and settings unless ``selection`` gives
     another detector's settings.  Raises :class:`ResultsError` naming the first
     difference between incompatible runs.
+
+    >>> import os, tempfile
+    >>> from langneurons import compute
+    >>> from langneurons.tiny import tiny_model
+    >>> lm, root = tiny_model(), tempfile.mkdtemp()
+    >>> _ = compute(lm, ["en", "fr"], max_tokens=200, out_dir=os.path.join(root, "a"))
+    >>> _ = compute(lm, ["de", "es"], max_tokens=200, out_dir=os.path.join(root, "b"))
+    >>> parts = [os.path.join(root, "a"), os.path.join(root, "b")]
+    >>> merged = merge_runs(parts, os.path.join(root, "all"))
+    >>> read_run(merged).languages
+    ['en', 'fr', 'de', 'es']
     """
     if len(paths) < 2:
         raise ResultsError("merge needs at least two run folders.")

@@ -345,6 +345,13 @@ def load_model(
 
     Raises :class:`ModelLoadError` when the model cannot be found or read and
     :class:`~langneurons.errors.UnsupportedModelError` when its family has no adapter.
+
+    >>> import tempfile
+    >>> from langneurons.tiny import random_gemma3, train_tokenizer
+    >>> folder = random_gemma3(tempfile.mkdtemp(), "tiny", train_tokenizer(["en"], 300))
+    >>> lm = load_model(str(folder))
+    >>> lm.num_layers, lm.num_neurons
+    (2, 128)
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -343,6 +343,11 @@ def compute(
     ``language_names`` for datasets that name languages their own way; see
     :mod:`langneurons.streaming`); it needs ``max_tokens``.  Streamed languages are read
     one at a time, so only one language's tokens are held.
+
+    >>> from langneurons.tiny import tiny_model
+    >>> result = compute(tiny_model(), ["en", "fr"], max_tokens=200)
+    >>> result.selection.languages, tuple(result.statistics.over_zero.shape)
+    (['en', 'fr'], (2, 128, 2))
     """
     start = time.perf_counter()
     if not is_reporting_rank():

@@ -367,7 +367,17 @@ def _check_statistics(
 def read_run(path: str | Path) -> Run:
     """Read a run folder written by :func:`write_run`, checking that its files belong
     together (languages, shapes, tokens, neuron indices); a clear error otherwise.  A run
-    left beside its folder by an interrupted write is put back first."""
+    left beside its folder by an interrupted write is put back first.
+
+    >>> import tempfile
+    >>> from langneurons import compute
+    >>> from langneurons.tiny import tiny_model
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = compute(tiny_model(), ["en", "fr"], max_tokens=200, out_dir=folder)
+    >>> run = read_run(folder)
+    >>> run.languages, len(run.masks[0]), run.neurons_table().columns[:3].tolist()
+    (['en', 'fr'], 2, ['language', 'layer', 'neuron'])
+    """
     folder = Path(path).expanduser()
     if not folder.is_dir():
         recover_interrupted(folder)

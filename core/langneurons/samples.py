@@ -225,7 +225,16 @@ def collect_samples(
 ) -> SampleActivations:
     """Per-sample mean neuron values of ``languages``' identification text in ``corpus``
     (cut into windows as ``counting`` says, as for the statistics), each language cached
-    on disk once computed."""
+    on disk once computed.
+
+    >>> from langneurons.config import CountingConfig
+    >>> from langneurons.corpus import load_corpus
+    >>> from langneurons.tiny import tiny_model
+    >>> corpus, counting = load_corpus("udhr", ["en", "fr"]), CountingConfig(max_tokens=200)
+    >>> samples = collect_samples(tiny_model(), corpus, ["en", "fr"], counting=counting)
+    >>> samples.languages, tuple(samples.means.shape[1:])
+    (['en', 'fr'], (2, 128))
+    """
     config = config or SampleConfig()
     counting = counting or CountingConfig()
     missing = [code for code in languages if code not in corpus.texts]

@@ -344,7 +344,21 @@ def steering_sweep(
 ) -> SteeringSweep:
     """Steer ``prompts`` (default: the embedded English openings) towards each of
     ``targets`` at each of ``strengths`` and ``layers`` (``"A-B"`` or ``None`` for all)
-    and score each cell (see the module's docstring)."""
+    and score each cell (see the module's docstring).
+
+    >>> from langneurons import compute
+    >>> from langneurons.selection import LapeConfig
+    >>> from langneurons.tiny import tiny_model
+    >>> lm = tiny_model()
+    >>> found = compute(lm, ["en", "fr"], max_tokens=200, selection=LapeConfig(top_rate=0.1))
+    >>> sweep = steering_sweep(
+    ...     lm, found.selection.masks, ["en", "fr"], found.statistics, ["fr"],
+    ...     prompts=["The weather today is"], strengths=(0, 1),
+    ...     config=SteeringConfig(max_new_tokens=4),
+    ... )
+    >>> sweep.to_frame()[["target", "strength", "n"]].values.tolist()
+    [['fr', 0.0, 1], ['fr', 1.0, 1]]
+    """
     config = config or SteeringConfig()
     prompts = list(prompts) if prompts is not None else embedded_prompts("en")
     check_sweep(languages, statistics, targets, strengths, prompts)

@@ -43,6 +43,11 @@ def neurons_table(selection: Selection, statistics: Statistics | None = None) ->
     mean-diff; ``score`` for the three-way split; ``average_precision``), for that
     language when the score is per language; with ``statistics``, ``p_<code>``: the
     neuron's activation probability on each language.
+
+    >>> import torch
+    >>> from langneurons.selection import Selection
+    >>> neurons_table(Selection("lape", ["en"], [[torch.tensor([4, 9])]], {}))["neuron"].tolist()
+    [4, 9]
     """
     key = selection.score_key
     score = selection.scores.get(key) if key else None

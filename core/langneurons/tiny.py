@@ -58,10 +58,21 @@ def random_gemma3(folder: str | Path, shape: str, tokenizer: Any, seed: int = 0)
     """Save a seeded random-weight Gemma 3 text model of ``shape`` (see
     :data:`GEMMA3_SHAPES`) with ``tokenizer`` into ``folder``, loadable like any
     checkpoint folder."""
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(gemma3_config(shape, tokenizer))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
+def gemma3_config(shape: str, tokenizer: Any) -> Any:
+    """The ``Gemma3TextConfig`` of ``shape`` (see :data:`GEMMA3_SHAPES`) for ``tokenizer``."""
+    from transformers import Gemma3TextConfig
 
     layers, hidden, neurons, heads, kv_heads, head_dim = GEMMA3_SHAPES[shape]
-    config = Gemma3TextConfig(
+    return Gemma3TextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=neurons,
@@ -74,8 +85,22 @@ def random_gemma3(folder: str | Path, shape: str, tokenizer: Any, seed: int = 0)
         eos_token_id=2,
         pad_token_id=0,
     )
+
+
+def tiny_model(languages: Sequence[str] = ("en", "fr", "de"), seed: int = 0) -> Any:
+    """A seeded random-weight Gemma 3 of the ``tiny`` shape (2 layers of 128 neurons)
+    with a tokenizer trained on ``languages``, loaded in memory in a second or two: for
+    trying the library's calls without the embedded model (its neurons mean nothing).
+
+    >>> lm = tiny_model()
+    >>> lm.num_layers, lm.num_neurons
+    (2, 128)
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .models import LoadedModel
+
+    tokenizer = train_tokenizer(languages, vocab_size=400)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return Path(folder)
+    model = AutoModelForCausalLM.from_config(gemma3_config("tiny", tokenizer))
+    return LoadedModel.from_model(model, tokenizer, "tiny-gemma3")

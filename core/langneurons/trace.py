@@ -321,7 +321,15 @@ def trace_text(
     max_tokens: int = 2048,
 ) -> Trace:
     """The trace of ``text`` read by the model as a prompt is (the tokenizer's special
-    tokens included, so a BOS where the model expects one), up to ``max_tokens`` tokens."""
+    tokens included, so a BOS where the model expects one), up to ``max_tokens`` tokens.
+
+    >>> import torch
+    >>> from langneurons.tiny import tiny_model
+    >>> spec = TraceSpec.from_masks([[torch.tensor([0, 1]), torch.tensor([5])]], ["fr"])
+    >>> trace = trace_text(tiny_model(), spec, "Tous les êtres humains")
+    >>> trace.activity().shape[1:], list(trace.to_frame().columns[:3])
+    ((2, 1), ['position', 'token', 'layer'])
+    """
     if not text or not text.strip():
         raise LangNeuronsError("Nothing to trace: give some text.")
     ids = lm.tokenizer(text)["input_ids"][:max_tokens]

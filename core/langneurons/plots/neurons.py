@@ -61,7 +61,14 @@ def counts_heatmap(source: HasCounts) -> Any:
 
 def layer_distribution(source: HasCounts) -> Any:
     """Where each language's neurons sit: stacked bars of neurons per layer, one colour
-    per language (the LAPE paper's layer figure)."""
+    per language (the LAPE paper's layer figure).
+
+    >>> import torch
+    >>> from langneurons.selection import Selection
+    >>> masks = [[torch.tensor([3]), torch.tensor([])], [torch.tensor([1, 3]), torch.tensor([0])]]
+    >>> [bar.name for bar in layer_distribution(Selection("lape", ["en", "fr"], masks, {})).data]
+    ['en', 'fr']
+    """
     go = graph_objects()
     counts = _counts(source)
     fig = go.Figure()

@@ -143,7 +143,14 @@ def select(
     """Run a detector on ``stats``: by settings object (``select(stats, LapeConfig())``)
     or by name with settings (``select(stats, "mean-diff", min_effect=1.0)``).  A detector
     that reads per-sample activations takes them as ``samples``; the statistics' activation
-    probabilities are then added to its scores for display when given."""
+    probabilities are then added to its scores for display when given.
+
+    >>> from langneurons import compute
+    >>> from langneurons.tiny import tiny_model
+    >>> stats = compute(tiny_model(), ["en", "fr"], max_tokens=200).statistics
+    >>> select(stats, "mean-diff", top_rate=0.05).method
+    'mean-diff'
+    """
     if isinstance(method, str):
         config = make_config(method, settings)
     elif settings:
