@@ -41,8 +41,9 @@ def _effects_table(comparison: DetectorComparison) -> None:
     if frame["own_nll_increase"].isna().all():
         return
     st.subheader("What the neurons do")
-    wide = frame.pivot(index="method", columns="language", values="own_nll_increase")
-    steer = frame.pivot(index="method", columns="language", values="steering_success")
+    order = comparison.languages
+    wide = frame.pivot(index="method", columns="language", values="own_nll_increase")[order]
+    steer = frame.pivot(index="method", columns="language", values="steering_success")[order]
     ratio = frame.groupby("method", sort=False)["diagonal_ratio"].first()
     c1, c2 = st.columns([3, 2])
     c1.markdown("**Own NLL increase** with the language's neurons off (nats per token)")

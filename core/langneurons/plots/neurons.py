@@ -177,9 +177,13 @@ def neuron_heatmap(
             marker={"symbol": "circle-open", "size": 7, "color": "#ff2d55", "line": {"width": 1.5}},
             hovertemplate="selected: layer %{y}, neuron %{x}<extra></extra>",
         )
+    # Explicit ranges: the circles' markers would otherwise pad the axes past the layers.
     fig.update_yaxes(
-        title="layer", autorange="reversed", dtick=1 if matrix.shape[0] <= 40 else None
+        title="layer",
+        range=[matrix.shape[0] - 0.5, -0.5],
+        dtick=1 if matrix.shape[0] <= 40 else None,
     )
+    fig.update_xaxes(range=[start - pool / 2, start + (matrix.shape[1] - 0.5) * pool])
     suffix = f" (max over {pool} neurons per column)" if pool > 1 else ""
     fig.update_xaxes(title=f"neuron{suffix}")
     return layout(fig, title, height=max(360, 20 * matrix.shape[0] + 120))
