@@ -13,6 +13,7 @@ from langneurons.config import ConfigError
 from langneurons.errors import LangNeuronsError
 from langneurons.generation import GenerationConfig, generate, generate_batch
 from langneurons.interventions import scale
+from langneurons.langid import passes_lines
 from langneurons.pipeline import compute
 from langneurons.prompts import embedded_prompts, prompt_languages, read_prompts
 from langneurons.steering import (
@@ -20,7 +21,6 @@ from langneurons.steering import (
     SteeringConfig,
     SteeringSweep,
     distinct_bigrams,
-    passes_lines,
     steering_sweep,
 )
 

@@ -59,3 +59,27 @@ def detect_language(text: str, candidates: Iterable[str] | None = None) -> tuple
         identifier = _identifier(key)
         code, probability = identifier.classify(text)
     return str(code), float(probability)
+
+
+MIN_LINE_WORDS = 5
+MIN_LINE_CHARS = 15
+"""A line is judged on its own when it has this many words or characters."""
+
+
+def identified_as(text: str, target: str) -> bool:
+    """Whether ``text`` as a whole is identified as ``target`` (among every language)."""
+    code, _ = detect_language(text)
+    return code == target
+
+
+def passes_lines(text: str, target: str) -> bool:
+    """Every line long enough to judge is identified as ``target`` (the whole text when
+    no line is long enough); empty text fails: the Language Confusion Benchmark's
+    line-level pass."""
+    lines = [line.strip() for line in text.splitlines()]
+    judged = [
+        line for line in lines if len(line.split()) >= MIN_LINE_WORDS or len(line) >= MIN_LINE_CHARS
+    ]
+    if not judged:
+        judged = [text.strip()] if text.strip() else []
+    return bool(judged) and all(identified_as(line, target) for line in judged)

@@ -112,15 +112,7 @@ def merge_runs(
             else:
                 for name, tensor in parts.items():
                     per_language[code][name] += tensor
-    merged = Statistics(
-        languages=languages,
-        over_zero=torch.stack([per_language[c]["over_zero"] for c in languages], dim=-1),
-        tokens=torch.stack([per_language[c]["tokens"] for c in languages]),
-        activation_sum=torch.stack([per_language[c]["activation_sum"] for c in languages], -1),
-        activation_sq_sum=torch.stack(
-            [per_language[c]["activation_sq_sum"] for c in languages], -1
-        ),
-    )
+    merged = _stack(languages, per_language)
     chosen = select(merged, _merged_selection(runs[0], selection))
     meta = {
         "format": RUN_FORMAT,
@@ -139,6 +131,21 @@ def merge_runs(
         "versions": runs[0].meta.get("versions", {}),
     }
     return write_run(out_dir, merged, chosen, meta)
+
+
+def _stack(languages: list[str], per_language: dict[str, dict[str, torch.Tensor]]) -> Statistics:
+    """The summed parts of each language as one :class:`Statistics`, in ``languages`` order."""
+
+    def stacked(name: str) -> torch.Tensor:
+        return torch.stack([per_language[c][name] for c in languages], dim=-1)
+
+    return Statistics(
+        languages=languages,
+        over_zero=stacked("over_zero"),
+        tokens=stacked("tokens"),
+        activation_sum=stacked("activation_sum"),
+        activation_sq_sum=stacked("activation_sq_sum"),
+    )
 
 
 def _merged_selection(first: Run, selection: SelectionConfig | None) -> SelectionConfig:

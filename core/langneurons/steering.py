@@ -10,7 +10,8 @@ range, and scores every cell (target, strength, layers):
   languages; the whole continuation);
 - ``line_pass_rate``: share of outputs whose every line is identified as the target (the
   Language Confusion Benchmark's line-level pass rate; lines shorter than
-  :data:`MIN_LINE_WORDS` words and :data:`MIN_LINE_CHARS` characters are skipped);
+  :data:`~langneurons.langid.MIN_LINE_WORDS` words and ``MIN_LINE_CHARS`` characters are
+  skipped);
 - ``nll``: mean negative log-likelihood per token of the outputs under the unmodified
   model, each scored on its own after BOS (not after its prompt, so a switch of language
   is not counted as disfluency): a fluency proxy;
@@ -31,11 +32,10 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,17 +49,15 @@ from .errors import LangNeuronsError
 from .evaluation import mean_nll
 from .generation import Continuation, GenerationConfig, generate_batch
 from .interventions import Intervention, language_neurons, parse_layers
-from .langid import detect_language, supported_languages
+from .langid import detect_language, passes_lines, supported_languages
 from .models import LoadedModel
 from .paths import cache_dir
 from .progress import ProgressCallback, emit
 from .prompts import embedded_prompts
 from .stats import Statistics
-from .workflows import NothingToChange, intervention_for
+from .workflows import NothingToChange, intervention_for, write_json_atomic
 
 STEER_MODES = ("set", "add")
-MIN_LINE_WORDS = 5
-MIN_LINE_CHARS = 15
 FLUENCY_NLL_RISE = 1.0
 """A strength keeps fluency while its outputs' NLL stays within this many nats per token
 of the unmodified outputs' ..."""
@@ -102,24 +100,6 @@ class SteeringConfig:
             no_repeat_ngram=self.no_repeat_ngram,
             byte_guard=self.byte_guard,
         )
-
-
-def identified_as(text: str, target: str) -> bool:
-    """Whether ``text`` as a whole is identified as ``target``."""
-    code, _ = detect_language(text)
-    return code == target
-
-
-def passes_lines(text: str, target: str) -> bool:
-    """Every line long enough to judge is identified as ``target`` (the whole text when
-    no line is long enough); empty text fails."""
-    lines = [line.strip() for line in text.splitlines()]
-    judged = [
-        line for line in lines if len(line.split()) >= MIN_LINE_WORDS or len(line) >= MIN_LINE_CHARS
-    ]
-    if not judged:
-        judged = [text.strip()] if text.strip() else []
-    return bool(judged) and all(identified_as(line, target) for line in judged)
 
 
 def distinct_bigrams(sequences: Sequence[Sequence[int]]) -> float:
@@ -246,25 +226,17 @@ def _baseline_digest(lm: LoadedModel, prompts: Sequence[str], config: SteeringCo
 
 
 def _write(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, ensure_ascii=False)
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Cache a cell; one that cannot be written is skipped (the sweep keeps its result)."""
+    with contextlib.suppress(LangNeuronsError):
+        write_json_atomic(path, document)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        return document if isinstance(document, dict) and "outputs" in document else None
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError):
-        return None  # unreadable: computed again and overwritten
+        return None  # missing or unreadable: computed again and overwritten
+    return document if isinstance(document, dict) and "outputs" in document else None
 
 
 def _continue(
@@ -363,24 +335,9 @@ def steering_sweep(
     prompts = list(prompts) if prompts is not None else embedded_prompts("en")
     check_sweep(languages, statistics, targets, strengths, prompts)
     assert statistics is not None
-    known = supported_languages()
-    for target in targets:
-        if target not in known:
-            raise LangNeuronsError(
-                f"Cannot measure steering towards {target!r}: the language identifier does "
-                "not know it, so success cannot be judged."
-            )
     strengths = sorted({float(s) for s in strengths})
     layer_names = [spec or "all" for spec in layers]
-    for spec in layer_names:
-        span = None if spec == "all" else parse_layers(spec, lm.num_layers)
-        for target in targets:
-            if not sum(len(i) for i in language_neurons(masks, languages, [target], span).values()):
-                where = "any layer" if spec == "all" else f"layers {spec}"
-                raise LangNeuronsError(
-                    f"{target} has no selected neurons in {where}: nothing to steer. Choose "
-                    "other layers, or select more neurons (a higher top rate)."
-                )
+    _check_targets(lm, masks, languages, targets, layer_names)
     folder = cache_dir() / "steering" / _digest(lm, masks, languages, statistics, prompts, config)
     plan = [("baseline", 0.0, "all")] + [
         (t, s, ln) for t in targets for s in strengths if s != 0 for ln in layer_names
@@ -436,6 +393,32 @@ def steering_sweep(
         "cache": str(folder),
     }
     return SteeringSweep(cells, settings)
+
+
+def _check_targets(
+    lm: LoadedModel,
+    masks: Sequence[Sequence[torch.Tensor]],
+    languages: Sequence[str],
+    targets: Sequence[str],
+    layer_names: Sequence[str],
+) -> None:
+    """Refuse targets whose success cannot be judged or that have nothing to steer."""
+    known = supported_languages()
+    for target in targets:
+        if target not in known:
+            raise LangNeuronsError(
+                f"Cannot measure steering towards {target!r}: the language identifier does "
+                "not know it, so success cannot be judged."
+            )
+    for spec in layer_names:
+        span = None if spec == "all" else parse_layers(spec, lm.num_layers)
+        for target in targets:
+            if not sum(len(i) for i in language_neurons(masks, languages, [target], span).values()):
+                where = "any layer" if spec == "all" else f"layers {spec}"
+                raise LangNeuronsError(
+                    f"{target} has no selected neurons in {where}: nothing to steer. Choose "
+                    "other layers, or select more neurons (a higher top rate)."
+                )
 
 
 class _Memo:

@@ -109,15 +109,7 @@ def run_ablation_matrix(
     if str(corpus_meta.get("source", "")).startswith(HF_PREFIX):
         corpus = _streamed_held_out(lm, corpus_meta, codes, eval_fraction, max_tokens, progress)
     else:
-        corpus = load_corpus(corpus_meta["name"], codes)
-        for code in codes:
-            recorded = corpus_meta["languages"][code]["evaluate_sha256"]
-            text = corpus.evaluate_text(code, eval_fraction)
-            if recorded != hashlib.sha256(text.encode()).hexdigest():
-                raise CorpusError(
-                    f"The held-out {code} text of {corpus_meta['name']!r} changed since the run "
-                    "was computed. Recompute the run on the current corpus."
-                )
+        corpus = _unchanged_corpus(corpus_meta, codes, eval_fraction, held_out=True)
     neurons = run.masks if masks is None else masks
     compute_matrix = (
         cached_ablation_matrix if cache and isinstance(corpus, Corpus) else ablation_matrix
@@ -138,6 +130,25 @@ def run_ablation_matrix(
     return result
 
 
+def _unchanged_corpus(
+    corpus_meta: dict[str, Any], codes: Sequence[str], eval_fraction: float, held_out: bool
+) -> Corpus:
+    """The run's local corpus, checked to hold the same held-out (or counted) text as when
+    the run was computed."""
+    corpus = load_corpus(corpus_meta["name"], codes)
+    part = "evaluate" if held_out else "identify"
+    for code in codes:
+        recorded = corpus_meta["languages"][code][f"{part}_sha256"]
+        text = (corpus.evaluate_text if held_out else corpus.identify_text)(code, eval_fraction)
+        if recorded != hashlib.sha256(text.encode()).hexdigest():
+            which = "held-out " if held_out else ""
+            raise CorpusError(
+                f"The {which}{code} text of {corpus_meta['name']!r} changed since the run was "
+                "computed. Recompute the run on the current corpus."
+            )
+    return corpus
+
+
 def run_samples(
     lm: LoadedModel, run: Run, progress: ProgressCallback | None = None
 ) -> SampleActivations:
@@ -155,15 +166,7 @@ def run_samples(
             "--method average-precision on a local corpus."
         )
     eval_fraction = corpus_meta["split"]["eval_fraction"]
-    corpus = load_corpus(corpus_meta["name"], run.languages)
-    for code in run.languages:
-        recorded = corpus_meta["languages"][code]["identify_sha256"]
-        text = corpus.identify_text(code, eval_fraction)
-        if recorded != hashlib.sha256(text.encode()).hexdigest():
-            raise CorpusError(
-                f"The {code} text of {corpus_meta['name']!r} changed since the run was "
-                "computed. Recompute the run on the current corpus."
-            )
+    corpus = _unchanged_corpus(corpus_meta, run.languages, eval_fraction, held_out=False)
     counting = from_mapping(
         CountingConfig,
         {k: v for k, v in counting_meta.items() if k in CountingConfig.__dataclass_fields__},

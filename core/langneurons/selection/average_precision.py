@@ -23,7 +23,7 @@ import torch
 from ..config import setting, validate
 from ..errors import LangNeuronsError
 from ..samples import SampleActivations
-from .base import Selection, top_rate_setting
+from .base import Selection, highest, masks_of, top_rate_setting
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,11 @@ def average_precision_select(
     per_language = round(config.top_rate * num_layers * num_neurons / num_langs)
     masks = []
     for k in range(num_langs):
-        flat = scores[..., k].flatten()
-        order = torch.sort(-flat, stable=True).indices[:per_language]
-        chosen = order[flat[order] >= config.min_ap]
+        chosen = highest(scores[..., k], per_language, config.min_ap)
         if config.bottom:
-            low = torch.sort(flat, stable=True).indices[:per_language]
+            low = torch.sort(scores[..., k].flatten(), stable=True).indices[:per_language]
             chosen = torch.unique(torch.cat([chosen, low]))
-        layers, neurons = chosen // num_neurons, chosen % num_neurons
-        masks.append([torch.sort(neurons[layers == layer]).values for layer in range(num_layers)])
+        masks.append(masks_of(chosen, num_layers, num_neurons))
     return Selection(
         method="average-precision",
         languages=list(samples.languages),

@@ -146,3 +146,17 @@ def masks_from_members(
             [torch.sort(nk[lk == layer]).values.to(torch.int64) for layer in range(num_layers)]
         )
     return masks
+
+
+def highest(scores: torch.Tensor, count: int, minimum: float) -> torch.Tensor:
+    """Flat indices of the ``count`` highest of ``scores`` (any shape) that reach
+    ``minimum``, the earlier index first on ties."""
+    flat = scores.flatten()
+    order = torch.sort(-flat, stable=True).indices[:count]
+    return order[flat[order] >= minimum]
+
+
+def masks_of(flat: torch.Tensor, num_layers: int, num_neurons: int) -> list[torch.Tensor]:
+    """Flat ``layer * num_neurons + neuron`` indices -> sorted neuron indices per layer."""
+    layers, neurons = flat // num_neurons, flat % num_neurons
+    return [torch.sort(neurons[layers == layer]).values for layer in range(num_layers)]

@@ -11,7 +11,7 @@ import torch
 from ..config import setting, validate
 from ..errors import LangNeuronsError
 from ..stats import Statistics
-from .base import Selection
+from .base import Selection, highest, masks_of, top_rate_setting
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,8 @@ class MeanDiffConfig:
     difference a selected neuron must have.
     """
 
-    top_rate: float = setting(
-        0.01,
-        "share of all neurons selected, split evenly between languages",
-        above=0.0,
-        maximum=1.0,
-        step=0.001,
-        slider=(0.001, 0.05),
-        label="Top rate (share of all neurons)",
+    top_rate: float = top_rate_setting(
+        "share of all neurons selected, split evenly between languages"
     )
     min_effect: float = setting(
         0.5,
@@ -67,11 +61,8 @@ def mean_difference_select(stats: Statistics, config: MeanDiffConfig | None = No
     per_language = round(config.top_rate * num_layers * num_neurons / num_langs)
     masks = []
     for k in range(num_langs):
-        scores = effect[..., k].flatten()
-        order = torch.sort(-scores, stable=True).indices[:per_language]
-        order = order[scores[order] >= config.min_effect]
-        layers, neurons = order // num_neurons, order % num_neurons
-        masks.append([torch.sort(neurons[layers == layer]).values for layer in range(num_layers)])
+        chosen = highest(effect[..., k], per_language, config.min_effect)
+        masks.append(masks_of(chosen, num_layers, num_neurons))
     return Selection(
         method="mean-diff",
         languages=list(stats.languages),
