@@ -518,6 +518,11 @@ def test_log_lines_are_throttled_but_the_last_always_shows(capsys, monkeypatch):
             printer(event)
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == expected and lines[-1].startswith("de: 400/400 tokens (100%")
+    # Per-sample activations (the average-precision detector) report the same way.
+    printer = _ProgressPrinter(False, interval=0.0)
+    for done in (0, 200, 400):
+        printer(ProgressEvent("samples", "", "de", done, 400))
+    assert capsys.readouterr().err.splitlines()[-1].startswith("de samples: 400/400 tokens")
 
 
 def test_trace_command_prints_tokens_or_json(tiny_run, capsys):

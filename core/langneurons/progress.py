@@ -12,8 +12,8 @@ class ProgressEvent:
     """One step of long work.
 
     ``stage`` is one of ``"load"``, ``"tokenize"``, ``"cache"``, ``"resume"``, ``"count"``,
-    ``"select"``, ``"write"``, ``"evaluate"``; for ``"count"`` and ``"resume"``,
-    ``done``/``total`` are tokens of ``language``.
+    ``"samples"``, ``"select"``, ``"write"``, ``"evaluate"``, ``"steer"``; for ``"count"``,
+    ``"samples"`` and ``"resume"``, ``done``/``total`` are tokens of ``language``.
     """
 
     stage: str

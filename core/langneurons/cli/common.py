@@ -30,8 +30,10 @@ class ProgressPrinter:
     def __call__(self, event: ProgressEvent) -> None:
         if self.quiet:
             return
-        if event.stage in ("count", "evaluate") and event.total:
-            desc = event.language if event.stage == "count" else "ablation matrix"
+        if event.stage in ("count", "samples", "evaluate") and event.total:
+            desc = {"count": event.language, "samples": f"{event.language} samples"}.get(
+                event.stage, "ablation matrix"
+            )
             if self.interactive:
                 self._bar(event, desc or "")
             else:
@@ -50,7 +52,7 @@ class ProgressPrinter:
                 total=event.total,
                 initial=event.done,  # a resumed language starts part-way
                 desc=desc,
-                unit="tok" if event.stage == "count" else "step",
+                unit="step" if event.stage == "evaluate" else "tok",
                 file=sys.stderr,
                 dynamic_ncols=True,
                 leave=True,
@@ -67,7 +69,7 @@ class ProgressPrinter:
             return
         self.line_at = now
         _, start, start_done = self.line_task
-        unit = "tokens" if event.stage == "count" else "steps"
+        unit = "steps" if event.stage == "evaluate" else "tokens"
         rate = (event.done - start_done) / max(now - start, 1e-9)
         left = (event.total - event.done) / rate if rate > 0 else float("nan")
         eta = "" if finished or left != left else f", about {format_duration(left)} left"
