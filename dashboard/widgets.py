@@ -156,7 +156,10 @@ def event_bar(text: str) -> Iterator[Callable[[ProgressEvent], None]]:
 
     def on_progress(event: ProgressEvent) -> None:
         if event.total:
-            bar.progress(min(event.done / event.total, 1.0), text=event.message or text)
+            label = event.message or text
+            if not event.message and event.language:
+                label = f"{text} {event.language}: {event.done:,} of {event.total:,}"
+            bar.progress(min(event.done / event.total, 1.0), text=label)
 
     try:
         yield on_progress
