@@ -154,7 +154,14 @@ def language_sample_means(
     handlers = {layer: handler(layer) for layer in range(lm.num_layers)}
     done = 0
     total = sum(len(w) - skip for w in ordered)
-    emit(progress, "samples", f"Sampling {language}", language=language, done=0, total=total)
+    emit(
+        progress,
+        "samples",
+        f"Per-sample activations of {language}",
+        language=language,
+        done=0,
+        total=total,
+    )
     with hooks.bound(lm, handlers, hooks.OBSERVE), torch.inference_mode():
         index = 0
         while index < len(ordered):
