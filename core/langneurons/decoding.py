@@ -17,7 +17,9 @@ Both are measured in ``docs/steering.md``.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +41,17 @@ class ByteTokens:
     def present(self) -> bool:
         return bool(self.continuation.numel())
 
+    def byte(self, token: int) -> int:
+        """The byte ``token`` spells, or -1 for any other token."""
+        return int(self.value[token]) if 0 <= token < len(self.value) else -1
+
     def starts_character(self, token: int) -> bool:
         """Whether ``token`` is a byte that starts a multi-byte character."""
-        value = int(self.value[token]) if 0 <= token < len(self.value) else -1
-        return 0xC2 <= value <= 0xF4
+        return 0xC2 <= self.byte(token) <= 0xF4
 
     def expected_after(self, token: int, pending: int) -> int:
         """Continuation bytes still expected after ``token`` when ``pending`` were."""
-        value = int(self.value[token]) if 0 <= token < len(self.value) else -1
+        value = self.byte(token)
         if value < 0:
             return 0
         if pending and 0x80 <= value <= 0xBF:
@@ -60,14 +65,16 @@ class ByteTokens:
         return 0
 
 
-_TABLES: dict[int, tuple[Any, ByteTokens]] = {}
+_TABLES: weakref.WeakKeyDictionary[Any, ByteTokens] = weakref.WeakKeyDictionary()
+"""Tables by tokenizer, dropped with their tokenizer (a model pool unloads models)."""
 
 
 def byte_tokens(tokenizer: Any) -> ByteTokens:
     """The byte tokens of ``tokenizer`` (read once per tokenizer object)."""
-    found = _TABLES.get(id(tokenizer))
-    if found is not None and found[0] is tokenizer:
-        return found[1]
+    with contextlib.suppress(TypeError):  # a tokenizer that cannot be weakly referenced
+        found = _TABLES.get(tokenizer)
+        if found is not None:
+            return found
     size = len(tokenizer)
     value = torch.full((size,), -1, dtype=torch.int64)
     for token, index in tokenizer.get_vocab().items():
@@ -77,7 +84,8 @@ def byte_tokens(tokenizer: Any) -> ByteTokens:
     continuation = torch.nonzero((value >= 0x80) & (value <= 0xBF)).flatten()
     never = (value >= 0x80) & ((value <= 0xC1) | (value >= 0xF5))
     table = ByteTokens(value, continuation, torch.nonzero(never).flatten())
-    _TABLES[id(tokenizer)] = (tokenizer, table)
+    with contextlib.suppress(TypeError):
+        _TABLES[tokenizer] = table
     return table
 
 
