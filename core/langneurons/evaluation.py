@@ -12,11 +12,10 @@ the finding that language neurons matter for their language.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .atomic import write_json_file
 from .corpus import DEFAULT_EVAL_FRACTION, Corpus, bos_windows, text_ids
 from .errors import CorpusError
 from .interventions import Intervention, apply, deactivate, language_neurons
@@ -271,9 +271,6 @@ def cached_ablation_matrix(
         max_tokens=max_tokens,
         progress=progress,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(matrix.to_json(), handle)
-    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # a cache that cannot be written is skipped
+        write_json_file(path, matrix.to_json(), indent=None)
     return matrix

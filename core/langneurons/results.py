@@ -34,6 +34,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .atomic import current_umask
 from .errors import LangNeuronsError, ResultsError
 from .samples import SAMPLES_FILE, SampleActivations, read_samples, samples_tensors
 from .selection import Selection
@@ -165,12 +166,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def recover_interrupted(out_dir: str | Path) -> list[str]:
     """Clean what an interrupted write of ``out_dir`` left beside it: a staging folder
     (``.NAME.writing-*``, incomplete: removed) and the previous run moved aside
@@ -214,14 +209,14 @@ def _write_atomic(out_dir: str | Path, writers: dict[str, Callable[[Path], objec
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.writing-"))
         for name, writer in writers.items():
             writer(staging / name)
-            os.chmod(staging / name, 0o666 & ~_umask())  # readable like the folder's others
+            os.chmod(staging / name, 0o666 & ~current_umask())  # readable like the folder's others
             _fsync(staging / name)
         if out.is_dir():
             for extra in out.iterdir():
                 # Samples belong to the statistics they were taken with: never carried.
                 if extra.name not in writers and extra.is_file() and extra.name != SAMPLES_FILE:
                     shutil.copy2(extra, staging / extra.name)
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         _fsync(staging)
         if out.exists():
             aside = out.parent / f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}"

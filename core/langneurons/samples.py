@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import hooks
+from .atomic import write_atomically
 from .config import CountingConfig, setting, validate
 from .corpus import Corpus, tokenize_windows
 from .errors import LangNeuronsError
@@ -206,18 +205,9 @@ def _load(path: Path, key: str, shape: tuple[int, int]) -> torch.Tensor | None:
 
 def _save(path: Path, key: str, means: torch.Tensor) -> None:
     """Atomically; a cache that cannot be written is skipped, the result is kept."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"means": means.contiguous()}, tmp, metadata={"key": key})
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    except OSError:
-        pass
+    tensors = {"means": means.contiguous()}
+    with contextlib.suppress(OSError, SafetensorError):
+        write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={"key": key}))
 
 
 def collect_samples(

@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import hooks
+from .atomic import write_atomically
 from .errors import CacheError
 from .models import LoadedModel
 from .paths import cache_dir
@@ -441,37 +440,21 @@ class StatsCache:
 
     def _write(self, path: Path, stats: LanguageStats, metadata: dict[str, str]) -> None:
         """Write counts atomically (temporary file, then rename)."""
-        tmp: str | None = None
+        tensors = {
+            "over_zero": stats.over_zero.contiguous(),
+            "tokens": torch.tensor([stats.tokens], dtype=torch.int64),
+            "activation_sum": stats.activation_sum.contiguous(),
+            "activation_sq_sum": stats.activation_sq_sum.contiguous(),
+        }
+        metadata = {**metadata, "format": str(STATS_FORMAT)}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-            os.close(fd)
-            save_file(
-                {
-                    "over_zero": stats.over_zero.contiguous(),
-                    "tokens": torch.tensor([stats.tokens], dtype=torch.int64),
-                    "activation_sum": stats.activation_sum.contiguous(),
-                    "activation_sq_sum": stats.activation_sq_sum.contiguous(),
-                },
-                tmp,
-                metadata={**metadata, "format": str(STATS_FORMAT)},
-            )
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
+            write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
         except (OSError, SafetensorError) as exc:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise CacheError(
                 f"Cannot write the statistics cache in {self.root}: {reason}. Free disk "
                 "space or point LANGNEURONS_CACHE to a writable folder."
             ) from exc
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -7,15 +7,13 @@ run (read with :func:`~langneurons.results.read_run`) and a loaded model.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import write_json_file
 from .config import CountingConfig, from_mapping
 from .corpus import Corpus, load_corpus, parse_languages
 from .errors import CorpusError, LangNeuronsError, ResultsError
@@ -348,24 +346,10 @@ def import_mask(
 def write_json_atomic(path: str | Path, document: dict[str, Any]) -> Path:
     """Write ``document`` to ``path`` via a temporary file (never half-written)."""
     target = check_output_file(path)
-    tmp: str | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-        tmp = None
+        return write_json_file(target, document)
     except OSError as exc:
         raise LangNeuronsError(
             f"Cannot write {str(target)!r}: {exc.strerror or exc}. Free disk space or choose "
             "another --out."
         ) from exc
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return target
