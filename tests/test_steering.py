@@ -120,7 +120,12 @@ def test_a_sweep_has_a_row_per_target_strength_and_layers(tiny_model, tiny_run):
     steered = sweep.cell("fr", 500.0, "all").outputs
     assert [o["text"] for o in steered] != [o["text"] for o in base[0]]
     document = json.loads(json.dumps(sweep.to_json()))
-    assert set(document) == {"rows", "settings", "recommended"}
+    assert set(document) == {"rows", "settings", "recommended", "references"}
+    # Both targets have embedded openings: the model's own text in each is the reference.
+    assert sorted(sweep.native) == ["de", "fr"] == sorted(document["settings"]["native_references"])
+    own_fr = sweep.cell("fr", 0.0, "native")
+    assert [o["prompt"] for o in own_fr.outputs] == embedded_prompts("fr")
+    assert document["references"]["fr"]["native_nll"] == own_fr.nll
     assert set(document["rows"][0]) == {
         "target", "strength", "layers", "success", "line_pass_rate", "nll", "distinct2", "n",
     }  # fmt: skip
@@ -144,14 +149,16 @@ def test_a_sweep_is_cached_cell_by_cell_and_resumes(tiny_model, tiny_run):
     whole = _sweep(tiny_model, tiny_run, strengths=[0, 1, 2], progress=events.append)
     found = [e for e in events if e.stage == "cache"]
     generated = [e for e in events if e.stage == "steer" and e.message.endswith("done")]
-    assert len(found) == 2 and len(generated) == 3  # 1 baseline + 2 targets x 2 strengths
+    # 1 baseline, 2 native references (fr, de), 2 targets x 2 strengths: 2 found, 5 made.
+    assert len(found) == 2 and len(generated) == 5
     events.clear()
     again = _sweep(tiny_model, tiny_run, strengths=[0, 1, 2], progress=events.append)
     assert {e.stage for e in events} == {"cache"}
     assert again.to_json() == whole.to_json()
     fresh = _sweep(tiny_model, tiny_run, strengths=[0, 1, 2], use_cache=False)
     assert fresh.to_json()["rows"] == whole.to_json()["rows"]
-    # Another steering rule (or detector) of the same model reuses the unmodified outputs.
+    # Another steering rule (or detector) of the same model reuses the unmodified outputs,
+    # the prompts' and the target's own.
     events.clear()
     steering_sweep(
         tiny_model,
@@ -164,7 +171,10 @@ def test_a_sweep_is_cached_cell_by_cell_and_resumes(tiny_model, tiny_run):
         config=SteeringConfig(max_new_tokens=6, batch_size=2, mode="add"),
         progress=events.append,
     )
-    assert [e.message for e in events if e.stage == "cache"] == ["unmodified: found in the cache"]
+    assert [e.message for e in events if e.stage == "cache"] == [
+        "unmodified: found in the cache",
+        "fr written by the unmodified model (reference): found in the cache",
+    ]
 
 
 def test_a_bad_sweep_is_refused_before_any_generation(tiny_model, tiny_run):
@@ -200,3 +210,26 @@ def test_the_recommended_strength_is_the_most_successful_that_stays_fluent():
     assert sweep.recommended() == {"ja": {"strength": 2, "layers": "all", "success": 0.8}}
     flat = SteeringSweep([_cell(0, 0.5, 2.0, 0.9), _cell(1, 0.52, 2.0, 0.9)], {})
     assert flat.recommended() == {"ja": None}  # no real gain over the unmodified model
+
+
+def _hindi(target, strength, nll, distinct2, success):
+    return SteeringCell(target, strength, "all", success, success, nll, distinct2, 10)
+
+
+def test_fluency_is_judged_against_the_looser_of_the_unmodified_and_the_native_text():
+    base = _hindi("hi", 0.0, 2.2, 0.78, 0.0)
+    steered = _hindi("hi", 1.0, 3.45, 0.81, 1.0)  # 1.25 nats above the English outputs
+    alone = SteeringSweep([base, steered], {})
+    assert alone.recommended() == {"hi": None}
+    assert alone.fluency_bar("hi").reference == "unmodified"
+    own_hindi = _hindi("hi", 0.0, 2.9, 0.70, 1.0)
+    judged = SteeringSweep([base, steered], {}, {"hi": own_hindi})
+    bar = judged.fluency_bar("hi")
+    assert bar.reference == "native" and bar.max_nll == pytest.approx(3.9)
+    assert bar.min_distinct2 == pytest.approx(0.75 * 0.70)
+    assert judged.recommended() == {"hi": {"strength": 1.0, "layers": "all", "success": 1.0}}
+    # A native text more fluent than the English outputs does not tighten the bar.
+    fluent_own = SteeringSweep([base, steered], {}, {"hi": _hindi("hi", 0.0, 1.5, 0.9, 1.0)})
+    assert fluent_own.fluency_bar("hi").max_nll == pytest.approx(3.2)
+    frame = judged.references_frame()
+    assert frame.loc[0, "native_nll"] == 2.9 and frame.loc[0, "max_nll"] == pytest.approx(3.9)

@@ -24,7 +24,10 @@ repeated 3-grams, no broken UTF-8 from byte tokens), for every cell including th
 baseline: without them steering towards Chinese and Japanese gives the language but text
 that repeats one phrase (measured in ``docs/steering.md``).
 
-Strength 0 is the unmodified model, so every target has a baseline row.  Cells are
+Strength 0 is the unmodified model, so every target has a baseline row.  Where a target
+has embedded openings, the unmodified model also continues those in the target language
+(the native reference: how fluent the model is in that language at all); a strength keeps
+fluency relative to the looser of the two (:mod:`langneurons.steering_cells`).  Cells are
 cached on disk (JSON, keyed by the weights, the neurons, their mean activations, the
 prompts and the settings), written one by one as they finish, so an interrupted sweep
 resumes where it stopped.
@@ -32,12 +35,27 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+__all__ = [
+    "DISTINCT_KEEP",
+    "FLUENCY_NLL_RISE",
+    "MIN_GAIN",
+    "NATIVE",
+    "STEER_MODES",
+    "FluencyBar",
+    "SteeringCell",
+    "SteeringConfig",
+    "SteeringSweep",
+    "check_sweep",
+    "distinct_bigrams",
+    "steering_sweep",
+]
+
 import contextlib
 import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +67,26 @@ from .errors import LangNeuronsError
 from .evaluation import mean_nll
 from .generation import Continuation, GenerationConfig, generate_batch
 from .interventions import Intervention, language_neurons, parse_layers
-from .langid import detect_language, passes_lines, supported_languages
+from .langid import supported_languages
 from .models import LoadedModel
 from .paths import cache_dir
 from .progress import ProgressCallback, emit
-from .prompts import embedded_prompts
+from .prompts import embedded_prompts, prompt_languages
 from .stats import Statistics
+from .steering_cells import (
+    DISTINCT_KEEP,
+    FLUENCY_NLL_RISE,
+    MIN_GAIN,
+    NATIVE,
+    FluencyBar,
+    SteeringCell,
+    SteeringSweep,
+    distinct_bigrams,
+    score_cell,
+)
 from .workflows import NothingToChange, intervention_for, write_json_atomic
 
 STEER_MODES = ("set", "add")
-FLUENCY_NLL_RISE = 1.0
-"""A strength keeps fluency while its outputs' NLL stays within this many nats per token
-of the unmodified outputs' ..."""
-DISTINCT_KEEP = 0.75
-"""... and their distinct-bigram share at this fraction of the unmodified outputs' or more."""
-MIN_GAIN = 0.05
-"""A strength is recommended only if its success is this much above the baseline's."""
 CELL_FORMAT = 2
 """Version of the cached cells: raised when the same settings would now give other texts
 (2: a character left incomplete at the token limit is dropped from the text)."""
@@ -100,99 +122,6 @@ class SteeringConfig:
             no_repeat_ngram=self.no_repeat_ngram,
             byte_guard=self.byte_guard,
         )
-
-
-def distinct_bigrams(sequences: Sequence[Sequence[int]]) -> float:
-    """Distinct token bigrams over all bigrams of ``sequences`` (0 when there are none)."""
-    pairs = [tuple(s[i : i + 2]) for s in sequences for i in range(len(s) - 1)]
-    return len(set(pairs)) / len(pairs) if pairs else 0.0
-
-
-@dataclass
-class SteeringCell:
-    """One (target, strength, layers) of a sweep: the outputs and their scores."""
-
-    target: str
-    strength: float
-    layers: str
-    success: float
-    line_pass_rate: float
-    nll: float
-    distinct2: float
-    n: int
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-
-    def row(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "outputs"}
-
-
-@dataclass
-class SteeringSweep:
-    """The cells of a sweep and what produced them (JSON: ``{"rows", "settings"}``)."""
-
-    cells: list[SteeringCell]
-    settings: dict[str, Any]
-
-    def to_frame(self) -> Any:
-        """One row per cell: target, strength, layers, success, line_pass_rate, nll,
-        distinct2, n (a pandas DataFrame)."""
-        import pandas as pd
-
-        return pd.DataFrame([c.row() for c in self.cells])
-
-    def to_json(self, outputs: bool = False) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "rows": [c.row() for c in self.cells],
-            "settings": self.settings,
-            "recommended": self.recommended(),
-        }
-        if outputs:
-            document["outputs"] = [
-                {
-                    "target": c.target,
-                    "strength": c.strength,
-                    "layers": c.layers,
-                    "outputs": c.outputs,
-                }
-                for c in self.cells
-            ]
-        return document
-
-    def cell(self, target: str, strength: float, layers: str = "all") -> SteeringCell:
-        for c in self.cells:
-            if (c.target, c.strength, c.layers) == (target, strength, layers):
-                return c
-        raise KeyError((target, strength, layers))
-
-    def recommended(self) -> dict[str, dict[str, Any] | None]:
-        """Per target: the strength (and layers) with the highest success among those that
-        keep fluency (NLL within :data:`FLUENCY_NLL_RISE` of the unmodified outputs',
-        distinct bigrams at :data:`DISTINCT_KEEP` of theirs or more), the lowest strength
-        on a tie; ``None`` when no strength beats the baseline by :data:`MIN_GAIN`."""
-        chosen: dict[str, dict[str, Any] | None] = {}
-        for target in dict.fromkeys(c.target for c in self.cells):
-            cells = [c for c in self.cells if c.target == target]
-            base = next((c for c in cells if c.strength == 0), None)
-            best: SteeringCell | None = None
-            for c in sorted(cells, key=lambda c: c.strength):
-                if c.strength == 0 or base is None or not _fluent(c, base):
-                    continue
-                if c.success >= base.success + MIN_GAIN and (
-                    best is None or c.success > best.success
-                ):
-                    best = c
-            chosen[target] = (
-                None
-                if best is None
-                else {"strength": best.strength, "layers": best.layers, "success": best.success}
-            )
-        return chosen
-
-
-def _fluent(cell: SteeringCell, base: SteeringCell) -> bool:
-    return (
-        cell.nll <= base.nll + FLUENCY_NLL_RISE and cell.distinct2 >= DISTINCT_KEEP * base.distinct2
-    )
 
 
 def _digest(
@@ -273,33 +202,6 @@ def _continue(
     }
 
 
-def _score(target: str, strength: float, layers: str, document: dict[str, Any]) -> SteeringCell:
-    outputs = []
-    for item in document["outputs"]:
-        code, probability = detect_language(item["text"])
-        outputs.append(
-            {
-                "prompt": item["prompt"],
-                "text": item["text"],
-                "language": code,
-                "probability": round(probability, 3),
-                "lines_pass": passes_lines(item["text"], target),
-            }
-        )
-    n = len(outputs)
-    return SteeringCell(
-        target=target,
-        strength=strength,
-        layers=layers,
-        success=sum(o["language"] == target for o in outputs) / n if n else 0.0,
-        line_pass_rate=sum(o["lines_pass"] for o in outputs) / n if n else 0.0,
-        nll=float(document["nll"]),
-        distinct2=distinct_bigrams([item["tokens"] for item in document["outputs"]]),
-        n=n,
-        outputs=outputs,
-    )
-
-
 def steering_sweep(
     lm: LoadedModel,
     masks: Sequence[Sequence[torch.Tensor]],
@@ -339,23 +241,30 @@ def steering_sweep(
     layer_names = [spec or "all" for spec in layers]
     _check_targets(lm, masks, languages, targets, layer_names)
     folder = cache_dir() / "steering" / _digest(lm, masks, languages, statistics, prompts, config)
-    plan = [("baseline", 0.0, "all")] + [
-        (t, s, ln) for t in targets for s in strengths if s != 0 for ln in layer_names
-    ]
+    native = [t for t in dict.fromkeys(targets) if t in prompt_languages()]
+    plan = (
+        [("baseline", 0.0, "all")]
+        + [(t, 0.0, NATIVE) for t in native]
+        + [(t, s, ln) for t in targets for s in strengths if s != 0 for ln in layer_names]
+    )
     documents: dict[tuple[str, float, str], dict[str, Any]] = {}
     for done, (target, strength, layer_name) in enumerate(plan):
+        unmodified = target == "baseline" or layer_name == NATIVE
+        own = embedded_prompts(target) if layer_name == NATIVE else prompts
         path = folder / f"{target}_{strength:g}_{layer_name}.json"
-        if target == "baseline":
-            path = folder.parent / f"{_baseline_digest(lm, prompts, config)}.json"
+        if unmodified:  # shared by every run of this model: keyed by the prompts only
+            path = folder.parent / f"{_baseline_digest(lm, own, config)}.json"
         found = _read(path) if use_cache else None
-        label = "unmodified" if target == "baseline" else f"{target} x{strength:g} ({layer_name})"
+        label = {"baseline": "unmodified"}.get(target, f"{target} x{strength:g} ({layer_name})")
+        if layer_name == NATIVE:
+            label = f"{target} written by the unmodified model (reference)"
         if found is not None:
             emit(progress, "cache", f"{label}: found in the cache", done=done + 1, total=len(plan))
             documents[(target, strength, layer_name)] = found
             continue
         emit(progress, "steer", f"{label}: generating", done=done, total=len(plan))
         make = None
-        if target != "baseline":
+        if not unmodified:
             make = functools.partial(
                 _steering,
                 lm,
@@ -367,18 +276,18 @@ def steering_sweep(
                 layer_name,
                 config=config,
             )
-        document = _continue(lm, prompts, config, _Memo(make))
+        document = _continue(lm, own, config, _Memo(make))
         _write(path, document)
         documents[(target, strength, layer_name)] = document
         emit(progress, "steer", f"{label}: done", done=done + 1, total=len(plan))
     cells = []
     for target in targets:
         for layer_name in layer_names:
-            cells.append(_score(target, 0.0, layer_name, documents[("baseline", 0.0, "all")]))
+            cells.append(score_cell(target, 0.0, layer_name, documents[("baseline", 0.0, "all")]))
             for strength in strengths:
                 if strength != 0:
                     cells.append(
-                        _score(
+                        score_cell(
                             target, strength, layer_name, documents[(target, strength, layer_name)]
                         )
                     )
@@ -391,8 +300,10 @@ def steering_sweep(
         "model": lm.name,
         "languages": list(languages),
         "cache": str(folder),
+        "native_references": native,
     }
-    return SteeringSweep(cells, settings)
+    references = {t: score_cell(t, 0.0, NATIVE, documents[(t, 0.0, NATIVE)]) for t in native}
+    return SteeringSweep(cells, settings, references)
 
 
 def _check_targets(

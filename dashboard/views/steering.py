@@ -16,6 +16,7 @@ from langneurons.steering import (
     DISTINCT_KEEP,
     FLUENCY_NLL_RISE,
     MIN_GAIN,
+    NATIVE,
     SteeringConfig,
     SteeringSweep,
     steering_sweep,
@@ -135,6 +136,8 @@ def _recommended(sweep: SteeringSweep) -> None:
     for target, choice in sweep.recommended().items():
         base = sweep.cell(target, 0.0, sweep.settings["layers"][0])
         cell = sweep.cell(target, choice["strength"], choice["layers"]) if choice else None
+        native = sweep.native.get(target)
+        bar = sweep.fluency_bar(target)
         rows.append(
             {
                 "target": widgets.language_label(target),
@@ -143,21 +146,28 @@ def _recommended(sweep: SteeringSweep) -> None:
                 "unmodified success": f"{base.success:.0%}",
                 "NLL": round(cell.nll, 2) if cell else None,
                 "unmodified NLL": round(base.nll, 2),
+                "model's own text NLL": round(native.nll, 2) if native else None,
+                "NLL allowed": round(bar.max_nll, 2) if bar else None,
             }
         )
     st.dataframe(rows, hide_index=True)
     st.caption(
-        f"Recommended: the strength with the highest success among those that keep fluency "
-        f"(NLL at most {FLUENCY_NLL_RISE:g} above the unmodified outputs', distinct bigrams at "
-        f"least {DISTINCT_KEEP:.0%} of theirs), the lowest on a tie; none when no strength "
-        f"beats the unmodified model by {MIN_GAIN:.0%}."
+        f"Recommended: the strength with the highest success among those that keep fluency, "
+        f"the lowest on a tie; none when no strength beats the unmodified model by "
+        f"{MIN_GAIN:.0%}. Fluency is judged against the looser of two references: the "
+        f"unmodified outputs of these prompts, and the model's own text in the target "
+        f"language (the unmodified model continuing the embedded openings written in it, the "
+        f"open diamonds): NLL at most {FLUENCY_NLL_RISE:g} above, distinct bigrams at least "
+        f"{DISTINCT_KEEP:.0%} of the reference's."
     )
 
 
 def _outputs(sweep: SteeringSweep, picked: tuple[str, float, str] | None) -> None:
     """The outputs behind one point: chosen by a click on the curves or below."""
     targets = list(dict.fromkeys(c.target for c in sweep.cells))
-    strengths = sorted({c.strength for c in sweep.cells})
+    strengths: list[float | str] = [*sorted({c.strength for c in sweep.cells})]
+    if sweep.native:
+        strengths.append(NATIVE)  # the model's own text in the target, where there is one
     if picked is not None and picked != st.session_state.get("sl_last_pick"):
         # A new click chooses; the boxes below stay the user's until the next one.
         st.session_state["sl_last_pick"] = picked
@@ -167,12 +177,22 @@ def _outputs(sweep: SteeringSweep, picked: tuple[str, float, str] | None) -> Non
         "Outputs of", targets, key="sl_pick_target", format_func=widgets.language_label
     )
     strength = c2.selectbox(
-        "at strength", strengths, key="sl_pick_strength", format_func=lambda s: f"{s:g}"
+        "at strength",
+        strengths,
+        key="sl_pick_strength",
+        format_func=lambda s: "its own text (reference)" if s == NATIVE else f"{s:g}",
     )
-    cell = sweep.cell(str(target), float(strength or 0.0), sweep.settings["layers"][0])
+    if strength == NATIVE and str(target) not in sweep.native:
+        st.info(f"There are no embedded openings in {target}, so no reference of its own text.")
+        return
+    if strength == NATIVE:
+        cell = sweep.cell(str(target), 0.0, NATIVE)
+        what = f"{cell.n} openings written in {target}, continued by the unmodified model"
+    else:
+        cell = sweep.cell(str(target), float(strength or 0.0), sweep.settings["layers"][0])
+        what = f"{cell.n} outputs towards {target} at strength {cell.strength:g}"
     st.caption(
-        f"{cell.n} outputs towards {target} at strength {cell.strength:g}: "
-        f"{cell.success:.0%} in {target}, every line in {target} for "
+        f"{what}: {cell.success:.0%} in {target}, every line in {target} for "
         f"{cell.line_pass_rate:.0%}; NLL {cell.nll:.2f}; distinct bigrams {cell.distinct2:.2f}."
     )
     st.dataframe(

@@ -140,6 +140,13 @@ def _print_table(document: dict[str, Any]) -> None:
             f"{row['target']:>6} {row['strength']:>8g} {row['layers']:>7} {row['success']:>7.2f} "
             f"{row['line_pass_rate']:>6.2f} {nll:>6} {row['distinct2']:>6.2f} {row['n']:>4}"
         )
+    for target, ref in document.get("references", {}).items():
+        if ref.get("native_nll") is not None:
+            print(
+                f"{target} written by the unmodified model (reference): nll "
+                f"{ref['native_nll']:.2f}, dist2 {ref['native_distinct2']:.2f}; allowed: nll <= "
+                f"{ref['max_nll']:.2f}, dist2 >= {ref['min_distinct2']:.2f}"
+            )
     for target, choice in document["recommended"].items():
         if choice is None:
             print(

@@ -11,7 +11,8 @@ def steering_curves(sweep: Any, colors: dict[str, str] | None = None) -> Any:
     """A steering sweep (:class:`~langneurons.steering.SteeringSweep`) as curves against
     strength, one line per target (and layer range): success on the left, fluency (NLL
     of the outputs under the unmodified model) in the middle, distinct bigrams on the
-    right; each target's recommended strength ringed.  Points carry
+    right; each target's recommended strength ringed, and its native reference (the model's
+    own text in the target, where there are openings in it) an open diamond.  Points carry
     ``customdata = [target, strength, layers]`` so a click can show their outputs."""
     go = graph_objects()
     from plotly.subplots import make_subplots
@@ -74,11 +75,39 @@ def steering_curves(sweep: Any, colors: dict[str, str] | None = None) -> Any:
                     row=1,
                     col=1,
                 )
+        _native_markers(fig, sweep, target, color)
     fig.update_yaxes(range=[-0.03, 1.03], row=1, col=1)
     fig.update_yaxes(range=[-0.03, 1.03], row=1, col=3)
     fig.update_xaxes(title_text="strength (x mean activation)")
     layout(fig, "Steering towards each language: success and fluency by strength", height=420)
     return fig
+
+
+def _native_markers(fig: Any, sweep: Any, target: str, color: str) -> None:
+    """The native reference of ``target`` (the unmodified model continuing openings written
+    in it) as open diamonds at strength 0 on the fluency panels: what the model's own text
+    in that language scores."""
+    native = getattr(sweep, "native", {}).get(target)
+    if native is None:
+        return
+    go = graph_objects()
+    for col, metric in ((2, "nll"), (3, "distinct2")):
+        value = getattr(native, metric)
+        fig.add_trace(
+            go.Scatter(
+                x=[0.0],
+                y=[value],
+                mode="markers",
+                marker={"size": 13, "symbol": "diamond-open", "color": color, "line": {"width": 2}},
+                name=f"{target}: the model's own {target} text",
+                legendgroup=f"native-{target}",
+                showlegend=col == 2,
+                hovertemplate=f"the unmodified model writing {target} itself: {metric} "
+                f"{value:.2f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
 
 
 def detector_layers(comparison: Any, language: str | None = None) -> Any:
