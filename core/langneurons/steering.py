@@ -25,9 +25,10 @@ baseline: without them steering towards Chinese and Japanese gives the language 
 that repeats one phrase (measured in ``docs/steering.md``).
 
 Strength 0 is the unmodified model, so every target has a baseline row.  Where a target
-has embedded openings, the unmodified model also continues those in the target language
-(the native reference: how fluent the model is in that language at all); a strength keeps
-fluency relative to the looser of the two (:mod:`langneurons.steering_cells`).  Cells are
+has embedded openings, the unmodified model also continues as many of them as there are
+prompts (the native reference: how fluent the model is in that language at all); a
+strength keeps fluency relative to the looser of the two
+(:mod:`langneurons.steering_cells`).  Cells are
 cached on disk (JSON, keyed by the weights, the neurons, their mean activations, the
 prompts and the settings), written one by one as they finish, so an interrupted sweep
 resumes where it stopped.
@@ -250,7 +251,8 @@ def steering_sweep(
     documents: dict[tuple[str, float, str], dict[str, Any]] = {}
     for done, (target, strength, layer_name) in enumerate(plan):
         unmodified = target == "baseline" or layer_name == NATIVE
-        own = embedded_prompts(target) if layer_name == NATIVE else prompts
+        # The reference has as many openings as the sweep has prompts (up to the 22 there are).
+        own = embedded_prompts(target)[: len(prompts)] if layer_name == NATIVE else prompts
         path = folder / f"{target}_{strength:g}_{layer_name}.json"
         if unmodified:  # shared by every run of this model: keyed by the prompts only
             path = folder.parent / f"{_baseline_digest(lm, own, config)}.json"

@@ -143,8 +143,9 @@ def _print_table(document: dict[str, Any]) -> None:
     for target, ref in document.get("references", {}).items():
         if ref.get("native_nll") is not None:
             print(
-                f"{target} written by the unmodified model (reference): nll "
-                f"{ref['native_nll']:.2f}, dist2 {ref['native_distinct2']:.2f}; allowed: nll <= "
+                f"{target} written by the unmodified model (reference): in {target} "
+                f"{ref['native_success']:.2f}, nll {ref['native_nll']:.2f}, dist2 "
+                f"{ref['native_distinct2']:.2f}; allowed: nll <= "
                 f"{ref['max_nll']:.2f}, dist2 >= {ref['min_distinct2']:.2f}"
             )
     for target, choice in document["recommended"].items():
