@@ -81,11 +81,7 @@ def _computed(settings: state.Settings, pressed: bool) -> tuple[state.Settings, 
     key = settings.statistics_key()
     if st.session_state.get("result_key") == key:
         return settings, st.session_state["result"]
-    with st.spinner(
-        f"Loading {settings.model} (the first start converts the embedded model once, "
-        "about a minute)..."
-    ):
-        lm = state.shared_model(settings.model, settings.dtype, settings.device)
+    lm = _load_with_stages(settings)
     if pressed or not st.session_state.get("computed_once") or _is_cached(lm, settings):
         with state.long_job(settings):
             bar = widgets.ComputeBar(list(settings.languages))
@@ -109,6 +105,28 @@ def _computed(settings: state.Settings, pressed: bool) -> tuple[state.Settings, 
     return None
 
 
+def _load_with_stages(settings: state.Settings) -> Any:
+    """The shared model, with the loading stages shown while this session loads it (the
+    embedded model's first start converts it, about a minute, in named steps)."""
+    placeholder = st.empty()
+    status: Any = None
+
+    def stage(event: ProgressEvent) -> None:
+        nonlocal status
+        if status is None:
+            status = placeholder.status(f"Loading {settings.model}...", expanded=True)
+        status.write(event.message)
+        status.update(label=event.message)
+
+    with st.spinner(
+        f"Loading {settings.model} (the first start converts the embedded model once, "
+        "about a minute)..."
+    ):
+        lm = state.shared_model(settings.model, settings.dtype, settings.device, stage)
+    placeholder.empty()
+    return lm
+
+
 def prepare(settings: state.Settings, pressed: bool) -> state.PageContext | None:
     """The context the pages draw from, or ``None`` after saying in the page what is
     missing or wrong."""
@@ -124,7 +142,7 @@ def prepare(settings: state.Settings, pressed: bool) -> state.PageContext | None
     run = None
     try:
         if settings.run_dir is not None:
-            lm = state.shared_model(settings.model, settings.dtype, settings.device)
+            lm = _load_with_stages(settings)
             run, result = state.open_run(settings.run_dir)
             check_model_matches(lm, run)
             shown = settings

@@ -38,14 +38,16 @@ class ModelPool:
     recently used one is let go when another is needed (its memory is freed once no
     session still holds it)."""
 
-    def __init__(self, capacity: int, loader: Callable[[str, str, str], Any]) -> None:
+    def __init__(self, capacity: int, loader: Callable[..., Any]) -> None:
         self.capacity = capacity
         self.loader = loader
         self.models: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
         self.loading: dict[tuple[str, str, str], threading.Lock] = {}
         self.lock = threading.Lock()
 
-    def get(self, spec: str, dtype: str, device: str) -> Any:
+    def get(self, spec: str, dtype: str, device: str, progress: Any = None) -> Any:
+        """The model for these settings, loaded now if no one has; ``progress`` hears the
+        load's stages when this call is the one loading (others wait without them)."""
         key = (spec, dtype, device)
         with self.lock:
             if key in self.models:
@@ -56,7 +58,11 @@ class ModelPool:
             with self.lock:
                 if key in self.models:
                     return self.models[key]
-            model = self.loader(spec, dtype, device)
+            model = (
+                self.loader(spec, dtype, device)
+                if progress is None
+                else self.loader(spec, dtype, device, progress)
+            )
             with self.lock:
                 self.models[key] = model
                 while len(self.models) > self.capacity:

@@ -220,9 +220,13 @@ def classroom() -> ClassroomConfig | None:
     return server.read_classroom()
 
 
-def _load(spec: str, dtype: str, device: str) -> LoadedModel:
+def _load(
+    spec: str, dtype: str, device: str, progress: Callable[[ProgressEvent], None] | None = None
+) -> LoadedModel:
     def log(event: ProgressEvent) -> None:  # conversion and loading, in the server's log
         print(f"[langneurons] {event.message}", file=sys.stderr, flush=True)
+        if progress is not None:  # and on the page of the session that is loading
+            progress(event)
 
     return load_model(
         None if spec == DEFAULT_MODEL else spec, dtype=dtype, device=device, progress=log
@@ -235,9 +239,15 @@ def model_pool() -> server.ModelPool:
     return server.ModelPool(server.OPEN_MODEL_LIMIT, _load)
 
 
-def shared_model(spec: str, dtype: str, device: str) -> LoadedModel:
-    """The process-wide model for these settings (loaded or converted once); a classroom
-    server refuses models it does not allow."""
+def shared_model(
+    spec: str,
+    dtype: str,
+    device: str,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> LoadedModel:
+    """The process-wide model for these settings (loaded or converted once; ``progress``
+    hears the stages when this session is the one loading); a classroom server refuses
+    models it does not allow."""
     limits = classroom()
     if limits is not None and not limits.allows_model(spec):
         raise ModelLoadError(
@@ -246,7 +256,7 @@ def shared_model(spec: str, dtype: str, device: str) -> LoadedModel:
         )
     pool = model_pool()
     pool.capacity = limits.max_loaded_models if limits else server.OPEN_MODEL_LIMIT
-    model: LoadedModel = pool.get(spec, dtype, device)
+    model: LoadedModel = pool.get(spec, dtype, device, progress)
     return model
 
 

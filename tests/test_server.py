@@ -148,3 +148,20 @@ def test_live_pictures_come_less_often_while_many_sessions_stream():
     with pytest.raises(RuntimeError), streams.streaming():
         raise RuntimeError("a failed stream still leaves the count")
     assert streams.active == 0
+
+
+def test_the_session_that_loads_a_model_hears_its_stages():
+    heard = []
+
+    def loader(spec, dtype, device, progress=None):
+        if progress is not None:
+            progress(f"converting {spec}")
+        return object()
+
+    pool = ModelPool(2, loader)
+    first = pool.get("a", "f", "c", heard.append)
+    assert heard == ["converting a"]
+    assert pool.get("a", "f", "c", heard.append) is first  # already loaded: nothing to hear
+    assert heard == ["converting a"]
+    pool.get("b", "f", "c")  # no listener: loads all the same
+    assert list(pool.models) == [("a", "f", "c"), ("b", "f", "c")]
