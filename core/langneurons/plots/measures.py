@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import PALETTE, graph_objects, language_color, layout
+from .base import PALETTE, graph_objects, language_color, layer_tick, layout
 
 
 def steering_curves(sweep: Any, colors: dict[str, str] | None = None) -> Any:
@@ -132,7 +132,7 @@ def detector_layers(comparison: Any, language: str | None = None) -> Any:
             )
         )
     last = int(frame["layer"].max()) if len(frame) else 0
-    fig.update_xaxes(title_text="layer", dtick=1 if last < 40 else None, range=[-0.5, last + 0.5])
+    fig.update_xaxes(title_text="layer", dtick=layer_tick(last + 1), range=[-0.5, last + 0.5])
     fig.update_yaxes(title_text="selected neurons", rangemode="tozero")
     which = language if language is not None else "all languages"
     return layout(fig, f"Neurons per layer ({which})")

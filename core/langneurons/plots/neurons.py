@@ -18,7 +18,7 @@ import numpy as np
 from ..analysis import MapPoints, membership_mask, pool_columns
 from ..selection import Selection
 from ..stats import Statistics
-from .base import graph_objects, language_color, layout
+from .base import graph_objects, language_color, layer_tick, layout
 
 PROBABILITY = "probability"
 SCORE = "score"
@@ -77,7 +77,7 @@ def layer_distribution(source: HasCounts) -> Any:
             x=np.arange(counts.shape[0]), y=counts[:, k], name=code, marker_color=language_color(k)
         )
     fig.update_layout(barmode="stack")
-    fig.update_xaxes(title="layer", dtick=1 if counts.shape[0] <= 40 else None)
+    fig.update_xaxes(title="layer", dtick=layer_tick(counts.shape[0]))
     fig.update_yaxes(title="selected neurons")
     return layout(fig, "Where each language's neurons sit")
 
