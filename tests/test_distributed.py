@@ -308,3 +308,52 @@ def test_the_documented_slurm_script_runs(model_dir, tmp_path):
     assert torch.equal(a["tokens"], b["tokens"])
     assert int((a["over_zero"] - b["over_zero"]).abs().sum()) <= 5  # batch shapes differ
     assert json.loads((tmp_path / "slurm" / "meta.json").read_text())["world_size"] == 2
+
+
+def test_two_processes_share_the_per_sample_pass_and_equal_one(model_dir, tmp_path):
+    """Average precision under torchrun: each rank takes half of every language's windows
+    for the per-sample pass, and the gathered samples are those of one process, in order."""
+    from langneurons.results import read_run
+
+    args = compute_args(model_dir, "en,fr,ja", max_tokens=600, seq_len=64, batch_size=1, quiet=True)
+    args += ["--method", "average-precision", "--top-rate", "0.3", "--min-ap", "0.3"]
+    assert main([*args, "--no-cache", "--out", str(tmp_path / "single")]) == 0
+    env = {**os.environ, "LANGNEURONS_CACHE": str(tmp_path / "dist-cache"), "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [
+            *torchrun(),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "langneurons.cli",
+            *args,
+            "--out",
+            str(tmp_path / "dist"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    single, dist = read_run(tmp_path / "single"), read_run(tmp_path / "dist")
+    assert single.samples is not None and dist.samples is not None
+    assert torch.equal(single.samples.language, dist.samples.language)
+    assert single.samples.means.shape == dist.samples.means.shape
+    torch.testing.assert_close(dist.samples.means, single.samples.means, rtol=0, atol=2e-3)
+    # Rank 0 cached each language's samples once, whole.
+    cached = list((tmp_path / "dist-cache" / "samples").glob("*.safetensors"))
+    assert len(cached) == 3
+
+    def chosen(run):
+        return {
+            (k, layer, int(n))
+            for k, per_layer in enumerate(run.masks)
+            for layer, idx in enumerate(per_layer)
+            for n in idx
+        }
+
+    a, b = chosen(single), chosen(dist)
+    assert a  # the low bar below makes a random model's neurons count
+    assert len(a & b) / len(a | b) > 0.95  # the same neurons, but for ties moved by rounding

@@ -36,11 +36,21 @@ class DistributedContext:
         """Every ``world_size``-th item, starting at this rank."""
         return items[self.rank :: self.world_size]
 
+    def shard_all(self, items: list) -> list[list]:
+        """Every rank's :meth:`shard` of ``items``, in rank order."""
+        return [items[r :: self.world_size] for r in range(self.world_size)]
+
     def all_have(self, flag: bool) -> bool:
         """Whether ``flag`` holds on every rank (decides cache hits together)."""
         value = torch.tensor([1 if flag else 0], device=self.device)
         torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MIN)
         return bool(value.item())
+
+    def gather(self, part: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``part`` (any shape), in rank order, on every rank (CPU tensors)."""
+        parts: list[torch.Tensor | None] = [None] * self.world_size
+        torch_dist.all_gather_object(parts, part.cpu())
+        return [p for p in parts if p is not None]
 
     def sum_stats(self, stats: LanguageStats) -> LanguageStats:
         """Sum one language's partial counts over all ranks."""

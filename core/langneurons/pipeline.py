@@ -377,7 +377,9 @@ def compute(
     statistics = Statistics.stack(per_language)
     samples = None
     if detector_for(selection_config).needs_samples:
-        samples = _collect_samples(model, codes, source, settings, use_cache, progress)
+        samples = _collect_samples(
+            model, codes, source, settings, use_cache, progress, group=job.group
+        )
     emit(progress, "select", "Selecting neurons")
     chosen = select(statistics, selection_config, samples=samples)
     meta = run_meta(job, per_language, chosen, time.perf_counter() - start)
@@ -404,13 +406,21 @@ def _collect_samples(
     counting: CountingConfig,
     use_cache: bool,
     progress: ProgressCallback | None,
+    group: distributed.DistributedContext | None = None,
 ) -> SampleActivations:
-    """Per-sample activations for a detector that ranks texts (same windows as counted)."""
+    """Per-sample activations for a detector that ranks texts (same windows as counted;
+    shared between the ranks under a launcher)."""
     if not isinstance(source, Corpus):
         raise CorpusError(_STREAMED_SAMPLES)
     emit(progress, "samples", "Collecting per-sample activations")
     return collect_samples(
-        model, source, codes, counting=counting, use_cache=use_cache, progress=progress
+        model,
+        source,
+        codes,
+        counting=counting,
+        use_cache=use_cache,
+        progress=progress,
+        group=group,
     )
 
 

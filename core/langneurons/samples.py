@@ -30,6 +30,7 @@ from . import hooks
 from .atomic import write_atomically
 from .config import CountingConfig, setting, validate
 from .corpus import Corpus, tokenize_windows
+from .distributed import DistributedContext
 from .errors import LangNeuronsError
 from .models import LoadedModel
 from .paths import cache_dir
@@ -122,6 +123,17 @@ def _chunk_means(values: torch.Tensor, sample_tokens: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
+def _skips_bos(lm: LoadedModel, windows: Sequence[torch.Tensor]) -> bool:
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    return bos is not None and all(int(w[0]) == bos for w in windows)
+
+
+def samples_in(length: int, sample_tokens: int) -> int:
+    """How many samples a window of ``length`` counted tokens gives (see the module)."""
+    whole, rest = divmod(length, sample_tokens)
+    return whole + int(rest > 0 and rest * 2 >= sample_tokens)
+
+
 def language_sample_means(
     lm: LoadedModel,
     windows: Sequence[torch.Tensor],
@@ -130,14 +142,16 @@ def language_sample_means(
     batch_size: int = 8,
     language: str = "",
     progress: ProgressCallback | None = None,
+    skip_bos: bool | None = None,
 ) -> torch.Tensor:
     """Mean neuron values per sample of one language's token ``windows``, float16
-    ``[samples, layers, neurons]``, in this thread's forward passes only.  A window's
-    first position is skipped when every window starts with the BOS token."""
+    ``[samples, layers, neurons]`` (windows in counting order), in this thread's forward
+    passes only.  A window's first position is skipped when every window starts with the
+    BOS token (``skip_bos`` decides instead when given: a rank's share of the windows
+    follows what holds for all of them)."""
     if sample_tokens < 2:
         raise LangNeuronsError(f"sample_tokens must be at least 2, got {sample_tokens}.")
-    bos = getattr(lm.tokenizer, "bos_token_id", None)
-    skip = int(bos is not None and all(int(w[0]) == bos for w in windows))
+    skip = int(_skips_bos(lm, windows) if skip_bos is None else skip_bos)
     ordered = counting_order(windows)
     collected: dict[int, list[torch.Tensor]] = {layer: [] for layer in range(lm.num_layers)}
     shape: list[tuple[int, int]] = []
@@ -174,8 +188,44 @@ def language_sample_means(
             done += (length - skip) * (stop - index)
             index = stop
             emit(progress, "samples", "", language=language, done=done, total=total)
+    if not ordered:
+        return torch.zeros((0, lm.num_layers, lm.num_neurons), dtype=torch.float16)
     per_layer = [torch.cat(parts) for parts in collected.values()]
     return torch.stack(per_layer, dim=1)
+
+
+def shared_sample_means(
+    lm: LoadedModel,
+    windows: Sequence[torch.Tensor],
+    sample_tokens: int,
+    group: DistributedContext,
+    *,
+    batch_size: int = 8,
+    language: str = "",
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """:func:`language_sample_means` under a launcher: each rank takes every
+    ``world_size``-th window (in counting order), and the ranks' samples are gathered and
+    put back in the order one process gives, on every rank."""
+    skip = _skips_bos(lm, windows)
+    ordered = counting_order(windows)
+    mine = group.shard(ordered)
+    part = language_sample_means(
+        lm,
+        mine,
+        sample_tokens,
+        batch_size=batch_size,
+        language=language,
+        progress=progress,
+        skip_bos=skip,
+    )
+    per_rank = group.gather(part)
+    pieces = [
+        list(torch.split(per_rank[r], [samples_in(len(w) - skip, sample_tokens) for w in share]))
+        for r, share in enumerate(group.shard_all(ordered))
+    ]
+    world = group.world_size
+    return torch.cat([pieces[i % world][i // world] for i in range(len(ordered))])
 
 
 def samples_key(lm: LoadedModel, windows: Sequence[torch.Tensor], sample_tokens: int) -> str:
@@ -219,10 +269,12 @@ def collect_samples(
     counting: CountingConfig | None = None,
     use_cache: bool = True,
     progress: ProgressCallback | None = None,
+    group: DistributedContext | None = None,
 ) -> SampleActivations:
     """Per-sample mean neuron values of ``languages``' identification text in ``corpus``
     (cut into windows as ``counting`` says, as for the statistics), each language cached
-    on disk once computed.
+    on disk once computed.  Under a launcher (``group``) the ranks share each language's
+    windows and all receive the whole result; rank 0 writes the cache.
 
     >>> from langneurons.config import CountingConfig
     >>> from langneurons.corpus import load_corpus
@@ -252,19 +304,33 @@ def collect_samples(
         key = samples_key(lm, windows, config.sample_tokens)
         path = cache_dir() / "samples" / f"{key}.safetensors"
         found = _load(path, key, shape) if use_cache and path.is_file() else None
+        if group is not None and not group.all_have(found is not None):
+            found = None  # the ranks compute together or not at all
         if found is not None:
             emit(progress, "cache", f"{code}: samples found in the cache", language=code)
             per_language[code] = found
             continue
-        means = language_sample_means(
-            lm,
-            windows,
-            config.sample_tokens,
-            batch_size=counting.batch_size,
-            language=code,
-            progress=progress,
-        )
-        _save(path, key, means)
+        if group is None:
+            means = language_sample_means(
+                lm,
+                windows,
+                config.sample_tokens,
+                batch_size=counting.batch_size,
+                language=code,
+                progress=progress,
+            )
+        else:
+            means = shared_sample_means(
+                lm,
+                windows,
+                config.sample_tokens,
+                group,
+                batch_size=counting.batch_size,
+                language=code,
+                progress=progress,
+            )
+        if group is None or group.is_main:
+            _save(path, key, means)
         per_language[code] = means
     return SampleActivations.stack(per_language, config.sample_tokens)
 

@@ -282,17 +282,7 @@ def steering_sweep(
         _write(path, document)
         documents[(target, strength, layer_name)] = document
         emit(progress, "steer", f"{label}: done", done=done + 1, total=len(plan))
-    cells = []
-    for target in targets:
-        for layer_name in layer_names:
-            cells.append(score_cell(target, 0.0, layer_name, documents[("baseline", 0.0, "all")]))
-            for strength in strengths:
-                if strength != 0:
-                    cells.append(
-                        score_cell(
-                            target, strength, layer_name, documents[(target, strength, layer_name)]
-                        )
-                    )
+    cells = _cells(targets, strengths, layer_names, documents)
     settings = {
         **asdict(config),
         "targets": list(targets),
@@ -306,6 +296,26 @@ def steering_sweep(
     }
     references = {t: score_cell(t, 0.0, NATIVE, documents[(t, 0.0, NATIVE)]) for t in native}
     return SteeringSweep(cells, settings, references)
+
+
+def _cells(
+    targets: Sequence[str],
+    strengths: Sequence[float],
+    layer_names: Sequence[str],
+    documents: dict[tuple[str, float, str], dict[str, Any]],
+) -> list[SteeringCell]:
+    """The sweep's cells in order: per target and layer range, strength 0 (the shared
+    unmodified outputs) then each strength."""
+    cells = []
+    for target in targets:
+        for layer_name in layer_names:
+            cells.append(score_cell(target, 0.0, layer_name, documents[("baseline", 0.0, "all")]))
+            cells.extend(
+                score_cell(target, s, layer_name, documents[(target, s, layer_name)])
+                for s in strengths
+                if s != 0
+            )
+    return cells
 
 
 def _check_targets(
