@@ -127,6 +127,13 @@ def test_a_sweep_has_a_row_per_target_strength_and_layers(tiny_model, tiny_run):
     # As many of the target's openings as the sweep has prompts.
     assert [o["prompt"] for o in own_fr.outputs] == embedded_prompts("fr")[: len(PROMPTS)]
     assert document["references"]["fr"]["native_nll"] == own_fr.nll
+    # Without them (a caller reading success only), no reference is generated.
+    events = []
+    bare = _sweep(
+        tiny_model, tiny_run, strengths=[0, 1], native_references=False, progress=events.append
+    )
+    assert bare.native == {} and not any("reference" in e.message for e in events)
+    assert bare.fluency_bar("fr").reference == "unmodified"
     assert set(document["rows"][0]) == {
         "target", "strength", "layers", "success", "line_pass_rate", "nll", "distinct2", "n",
     }  # fmt: skip

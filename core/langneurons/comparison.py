@@ -266,5 +266,6 @@ def compare_detectors(
                 strengths=(0.0, 1.0),
                 config=SteeringConfig(max_new_tokens=max_new_tokens),
                 progress=progress,
+                native_references=False,  # only success at strength 1 is compared
             )
     return comparison

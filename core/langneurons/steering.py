@@ -216,10 +216,13 @@ def steering_sweep(
     config: SteeringConfig | None = None,
     use_cache: bool = True,
     progress: ProgressCallback | None = None,
+    native_references: bool = True,
 ) -> SteeringSweep:
     """Steer ``prompts`` (default: the embedded English openings) towards each of
     ``targets`` at each of ``strengths`` and ``layers`` (``"A-B"`` or ``None`` for all)
-    and score each cell (see the module's docstring).
+    and score each cell (see the module's docstring).  ``native_references=False`` skips
+    the model's own text in each target (for a caller that reads success only; the
+    recommendation then judges fluency against the unmodified outputs alone).
 
     >>> from langneurons import compute
     >>> from langneurons.selection import LapeConfig
@@ -242,7 +245,7 @@ def steering_sweep(
     layer_names = [spec or "all" for spec in layers]
     _check_targets(lm, masks, languages, targets, layer_names)
     folder = cache_dir() / "steering" / _digest(lm, masks, languages, statistics, prompts, config)
-    native = [t for t in dict.fromkeys(targets) if t in prompt_languages()]
+    native = [t for t in dict.fromkeys(targets) if native_references and t in prompt_languages()]
     plan = (
         [("baseline", 0.0, "all")]
         + [(t, 0.0, NATIVE) for t in native]
