@@ -181,6 +181,13 @@ def test_steer_eval_measures_that_steering_to_french_works(
     assert rows[1.0]["success"] >= 0.6 and rows[0.0]["success"] <= 0.2, rows
     assert rows[1.0]["line_pass_rate"] >= 0.5
     assert document["recommended"]["fr"]["strength"] == 1.0
+    # The native references: the model continuing French and Japanese openings writes
+    # French and Japanese, and the bar a steered cell must reach follows from them.
+    for code in ("fr", "ja"):
+        reference = document["references"][code]
+        assert reference["native_success"] >= 0.8, reference
+        allowed = max(reference["unmodified_nll"], reference["native_nll"]) + 1.0
+        assert reference["max_nll"] == pytest.approx(allowed)
     assert main([*argv[:-1], "--outputs", "--json"]) == 0  # from the cache
     again = json.loads(capsys.readouterr().out)
     assert again["rows"] == document["rows"]
