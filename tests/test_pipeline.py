@@ -41,7 +41,9 @@ def test_counting_settings_as_an_object_or_as_keywords_are_the_same_call(tiny_mo
         compute(tiny_model, LANGS, max_token=200)
 
 
-def test_average_precision_through_compute_keeps_its_samples_with_the_run(tiny_model, tmp_path):
+def test_average_precision_through_compute_keeps_its_samples_with_the_run(
+    tiny_model, tmp_path, monkeypatch
+):
     from langneurons.errors import CorpusError, ResultsError
     from langneurons.merge import merge_runs
     from langneurons.results import read_run
@@ -57,6 +59,18 @@ def test_average_precision_through_compute_keeps_its_samples_with_the_run(tiny_m
     run = read_run(tmp_path / "ap")
     assert run.samples is not None and torch.equal(run.samples.means, result.samples.means)
     assert "probabilities" in result.selection.scores  # shown beside the AP in the heatmaps
+    # The samples come from the windows compute() counted, not from cutting the text again,
+    # and equal what compute_samples collects on its own for the same settings.
+    from langneurons import samples as samples_module
+    from langneurons.config import CountingConfig
+    from langneurons.pipeline import compute_samples
+
+    alone = compute_samples(tiny_model, LANGS, counting=CountingConfig(**SMALL), use_cache=False)
+    assert torch.equal(alone.means, result.samples.means)
+    monkeypatch.setattr(samples_module, "tokenize_windows", None)  # a call would fail
+    again = compute(tiny_model, LANGS, selection=config, use_cache=False, **SMALL)
+    assert again.samples is not None and torch.equal(again.samples.means, result.samples.means)
+    monkeypatch.undo()
     # Merging loses the texts behind the samples: refused with the way out.
     compute(tiny_model, ["es", "ru"], selection=config, out_dir=tmp_path / "ap2", **SMALL)
     with pytest.raises(ResultsError, match="merge with another method"):

@@ -146,6 +146,7 @@ class _StatisticsJob:
         self.keys: dict[str, str] = {}
         self.cached: list[str] = []
         self.group = distributed.context(model.input_device)
+        self.keep_windows = False  # set when a detector reads samples of the same windows
 
     def prepare(self) -> None:
         """Fail on bad input before any long computation: an in-memory corpus is tokenized
@@ -166,7 +167,7 @@ class _StatisticsJob:
 
     def windows_of(self, code: str) -> list[torch.Tensor]:
         if not isinstance(self.corpus, HFSource):
-            return self.windows.pop(code)
+            return self.windows[code] if self.keep_windows else self.windows.pop(code)
         emit(self.progress, "tokenize", f"Reading and tokenizing {code}", language=code)
         assert self.counting.max_tokens is not None  # checked by compute()
         found, self.stream_info[code] = streamed_windows(
@@ -372,13 +373,21 @@ def compute(
     if not isinstance(model, LoadedModel):
         model = load_model(model, progress=progress, **(load_options or {}))
     job = _StatisticsJob(model, codes, source, settings, cache or StatsCache(), use_cache, progress)
+    job.keep_windows = detector_for(selection_config).needs_samples
     job.prepare()
     per_language = {code: job.count(code) for code in codes}
     statistics = Statistics.stack(per_language)
     samples = None
     if detector_for(selection_config).needs_samples:
         samples = _collect_samples(
-            model, codes, source, settings, use_cache, progress, group=job.group
+            model,
+            codes,
+            source,
+            settings,
+            use_cache,
+            progress,
+            group=job.group,
+            windows=job.windows,
         )
     emit(progress, "select", "Selecting neurons")
     chosen = select(statistics, selection_config, samples=samples)
@@ -407,6 +416,7 @@ def _collect_samples(
     use_cache: bool,
     progress: ProgressCallback | None,
     group: distributed.DistributedContext | None = None,
+    windows: dict[str, list[torch.Tensor]] | None = None,
 ) -> SampleActivations:
     """Per-sample activations for a detector that ranks texts (same windows as counted;
     shared between the ranks under a launcher)."""
@@ -421,6 +431,7 @@ def _collect_samples(
         use_cache=use_cache,
         progress=progress,
         group=group,
+        windows=windows,
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,11 +270,14 @@ def collect_samples(
     use_cache: bool = True,
     progress: ProgressCallback | None = None,
     group: DistributedContext | None = None,
+    windows: Mapping[str, Sequence[torch.Tensor]] | None = None,
 ) -> SampleActivations:
     """Per-sample mean neuron values of ``languages``' identification text in ``corpus``
     (cut into windows as ``counting`` says, as for the statistics), each language cached
     on disk once computed.  Under a launcher (``group``) the ranks share each language's
-    windows and all receive the whole result; rank 0 writes the cache.
+    windows and all receive the whole result; rank 0 writes the cache.  ``windows`` are
+    the languages' counting windows when the caller has them (``compute`` just made them),
+    so they are not cut again.
 
     >>> from langneurons.config import CountingConfig
     >>> from langneurons.corpus import load_corpus
@@ -294,14 +297,19 @@ def collect_samples(
     per_language: dict[str, torch.Tensor] = {}
     shape = (lm.num_layers, lm.num_neurons)
     for code in languages:
-        windows = tokenize_windows(
-            lm.tokenizer,
-            corpus.identify_text(code, counting.eval_fraction),
-            max_tokens=counting.max_tokens,
-            seq_len=counting.seq_len,
-            language=code,
+        made = windows.get(code) if windows is not None else None
+        language_windows = (
+            list(made)
+            if made is not None
+            else tokenize_windows(
+                lm.tokenizer,
+                corpus.identify_text(code, counting.eval_fraction),
+                max_tokens=counting.max_tokens,
+                seq_len=counting.seq_len,
+                language=code,
+            )
         )
-        key = samples_key(lm, windows, config.sample_tokens)
+        key = samples_key(lm, language_windows, config.sample_tokens)
         path = cache_dir() / "samples" / f"{key}.safetensors"
         found = _load(path, key, shape) if use_cache and path.is_file() else None
         if group is not None and not group.all_have(found is not None):
@@ -313,7 +321,7 @@ def collect_samples(
         if group is None:
             means = language_sample_means(
                 lm,
-                windows,
+                language_windows,
                 config.sample_tokens,
                 batch_size=counting.batch_size,
                 language=code,
@@ -322,7 +330,7 @@ def collect_samples(
         else:
             means = shared_sample_means(
                 lm,
-                windows,
+                language_windows,
                 config.sample_tokens,
                 group,
                 batch_size=counting.batch_size,
