@@ -67,7 +67,7 @@ def test_average_precision_through_compute_keeps_its_samples_with_the_run(
 
     alone = compute_samples(tiny_model, LANGS, counting=CountingConfig(**SMALL), use_cache=False)
     assert torch.equal(alone.means, result.samples.means)
-    monkeypatch.setattr(samples_module, "tokenize_windows", None)  # a call would fail
+    monkeypatch.setattr(samples_module, "counting_windows", None)  # a call would fail
     again = compute(tiny_model, LANGS, selection=config, use_cache=False, **SMALL)
     assert again.samples is not None and torch.equal(again.samples.means, result.samples.means)
     monkeypatch.undo()

@@ -14,7 +14,7 @@ import torch
 
 from . import __version__, distributed
 from .config import CountingConfig, from_mapping, to_dict
-from .corpus import EMBEDDED, Corpus, load_corpus, parse_languages, tokenize_windows
+from .corpus import EMBEDDED, Corpus, load_corpus, parse_languages
 from .errors import CorpusError
 from .launch import is_reporting_rank
 from .models import LoadedModel, load_model
@@ -29,6 +29,7 @@ from .stats import (
     StatsCache,
     cache_key,
     collect_language_stats,
+    counting_windows,
 )
 from .streaming import PREFIX as HF_PREFIX
 from .streaming import HFSource, streamed_windows
@@ -86,18 +87,6 @@ def counting_config(counting: CountingConfig | None, overrides: dict[str, Any]) 
     return from_mapping(CountingConfig, {**to_dict(base), **overrides}, "Counting")
 
 
-def _identify_windows(
-    model: LoadedModel, corpus: Corpus, code: str, counting: CountingConfig
-) -> list[torch.Tensor]:
-    return tokenize_windows(
-        model.tokenizer,
-        corpus.identify_text(code, counting.eval_fraction),
-        max_tokens=counting.max_tokens,
-        seq_len=counting.seq_len,
-        language=code,
-    )
-
-
 def cached_languages(
     model: LoadedModel,
     languages: Sequence[str] | str,
@@ -119,7 +108,7 @@ def cached_languages(
     return [
         code
         for code in codes
-        if cache.path(cache_key(model, _identify_windows(model, corpus, code, settings))).is_file()
+        if cache.path(cache_key(model, counting_windows(model, corpus, code, settings))).is_file()
     ]
 
 
@@ -163,7 +152,7 @@ class _StatisticsJob:
                 self.corpus.check(code)
                 continue
             emit(self.progress, "tokenize", f"Tokenizing {code}", language=code)
-            self.windows[code] = _identify_windows(self.model, self.corpus, code, self.counting)
+            self.windows[code] = counting_windows(self.model, self.corpus, code, self.counting)
 
     def windows_of(self, code: str) -> list[torch.Tensor]:
         if not isinstance(self.corpus, HFSource):

@@ -29,13 +29,13 @@ from safetensors.torch import load_file, save_file
 from . import hooks
 from .atomic import write_atomically
 from .config import CountingConfig, setting, validate
-from .corpus import Corpus, tokenize_windows
+from .corpus import Corpus
 from .distributed import DistributedContext
 from .errors import LangNeuronsError
 from .models import LoadedModel
 from .paths import cache_dir
 from .progress import ProgressCallback, emit
-from .stats import counting_order, read_metadata, tokens_digest
+from .stats import counting_order, counting_windows, read_metadata, tokens_digest
 
 SAMPLES_FORMAT = 1
 
@@ -299,15 +299,7 @@ def collect_samples(
     for code in languages:
         made = windows.get(code) if windows is not None else None
         language_windows = (
-            list(made)
-            if made is not None
-            else tokenize_windows(
-                lm.tokenizer,
-                corpus.identify_text(code, counting.eval_fraction),
-                max_tokens=counting.max_tokens,
-                seq_len=counting.seq_len,
-                language=code,
-            )
+            list(made) if made is not None else counting_windows(lm, corpus, code, counting)
         )
         key = samples_key(lm, language_windows, config.sample_tokens)
         path = cache_dir() / "samples" / f"{key}.safetensors"

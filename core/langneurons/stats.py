@@ -30,6 +30,8 @@ from safetensors.torch import load_file, save_file
 
 from . import hooks
 from .atomic import write_atomically
+from .config import CountingConfig
+from .corpus import Corpus, tokenize_windows
 from .errors import CacheError
 from .models import LoadedModel
 from .paths import cache_dir
@@ -200,6 +202,20 @@ class Checkpoint:
     every_tokens: int
     part: str = "all"
     resume: bool = True
+
+
+def counting_windows(
+    lm: LoadedModel, corpus: Corpus, code: str, counting: CountingConfig
+) -> list[torch.Tensor]:
+    """``code``'s identification text in ``corpus`` cut into the windows the statistics
+    count (and the per-sample pass reads), as ``counting`` says."""
+    return tokenize_windows(
+        lm.tokenizer,
+        corpus.identify_text(code, counting.eval_fraction),
+        max_tokens=counting.max_tokens,
+        seq_len=counting.seq_len,
+        language=code,
+    )
 
 
 def counting_order(windows: Sequence[torch.Tensor]) -> list[torch.Tensor]:
