@@ -38,7 +38,7 @@ class ModelPool:
     recently used one is let go when another is needed (its memory is freed once no
     session still holds it)."""
 
-    def __init__(self, capacity: int, loader: Callable[..., Any]) -> None:
+    def __init__(self, capacity: int, loader: Callable[[str, str, str, Any], Any]) -> None:
         self.capacity = capacity
         self.loader = loader
         self.models: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
@@ -58,11 +58,7 @@ class ModelPool:
             with self.lock:
                 if key in self.models:
                     return self.models[key]
-            model = (
-                self.loader(spec, dtype, device)
-                if progress is None
-                else self.loader(spec, dtype, device, progress)
-            )
+            model = self.loader(spec, dtype, device, progress)
             with self.lock:
                 self.models[key] = model
                 while len(self.models) > self.capacity:

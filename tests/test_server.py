@@ -20,7 +20,7 @@ from .helpers import Upload
 def test_the_model_pool_keeps_at_most_its_capacity_and_loads_each_model_once():
     loads = []
 
-    def loader(spec, dtype, device):
+    def loader(spec, dtype, device, progress=None):
         loads.append(spec)
         time.sleep(0.05)
         return object()

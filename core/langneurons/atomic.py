@@ -11,6 +11,7 @@ its users stays readable by all of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -20,7 +21,16 @@ from typing import Any
 
 
 def current_umask() -> int:
-    """The process's file-creation mask (reading it means setting it; it is put back)."""
+    """The process's file-creation mask.
+
+    Read from ``/proc/self/status`` where the kernel reports it: ``os.umask`` can only read
+    it by setting it, and for that moment every file another thread of a shared server
+    creates would get no mask at all.  Elsewhere the set-and-restore is the fallback.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask

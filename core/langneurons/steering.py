@@ -62,6 +62,7 @@ from typing import Any
 
 import torch
 
+from .atomic import write_json_file
 from .config import ConfigError, setting, validate
 from .corpus import bos_windows
 from .errors import LangNeuronsError
@@ -85,7 +86,7 @@ from .steering_cells import (
     distinct_bigrams,
     score_cell,
 )
-from .workflows import NothingToChange, intervention_for, write_json_atomic
+from .workflows import NothingToChange, intervention_for
 
 STEER_MODES = ("set", "add")
 CELL_FORMAT = 2
@@ -157,8 +158,8 @@ def _baseline_digest(lm: LoadedModel, prompts: Sequence[str], config: SteeringCo
 
 def _write(path: Path, document: dict[str, Any]) -> None:
     """Cache a cell; one that cannot be written is skipped (the sweep keeps its result)."""
-    with contextlib.suppress(LangNeuronsError):
-        write_json_atomic(path, document)
+    with contextlib.suppress(OSError):
+        write_json_file(path, document, indent=None)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -260,9 +261,12 @@ def steering_sweep(
         if unmodified:  # shared by every run of this model: keyed by the prompts only
             path = folder.parent / f"{_baseline_digest(lm, own, config)}.json"
         found = _read(path) if use_cache else None
-        label = {"baseline": "unmodified"}.get(target, f"{target} x{strength:g} ({layer_name})")
-        if layer_name == NATIVE:
+        if target == "baseline":
+            label = "unmodified"
+        elif layer_name == NATIVE:
             label = f"{target} written by the unmodified model (reference)"
+        else:
+            label = f"{target} x{strength:g} ({layer_name})"
         if found is not None:
             emit(progress, "cache", f"{label}: found in the cache", done=done + 1, total=len(plan))
             documents[(target, strength, layer_name)] = found
