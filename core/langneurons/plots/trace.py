@@ -1,19 +1,87 @@
-"""Figures and token colourings of a language trace (:mod:`langneurons.trace`)."""
+"""Figures and token colourings of a language trace (:mod:`langneurons.trace`).
+
+Each figure is built in one call from arrays (no per-cell Python loop, no figure edited
+after it is made) and carries a template trimmed to the trace types it uses, so a live
+picture redrawn a few times a second stays cheap; the hover details are built with
+array operations too."""
 
 from __future__ import annotations
 
+import functools
 import html
 from typing import Any
 
 import numpy as np
 
-from ..trace import Trace
-from .base import graph_objects, language_color, layout, rgba
+from ..trace import BLOCKS, Trace
+from .base import FONT, graph_objects, language_color, rgba
+
+COMPACT = 320  # figures lower than this: no token labels, smaller margins
+PROMPT_LINE = {"color": "#adb5bd", "dash": "dot", "width": 2}
 
 
 def _labels(trace: Trace) -> list[str]:
     """Unique tick labels: the token, made visible, with its position."""
     return [f"{i}: {t.replace(chr(10), '⏎').strip() or '␣'}" for i, t in enumerate(trace.tokens)]
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> str:
+    """The house template (``plotly_white``) with only the trace types drawn here: the
+    same look, a fifth of the cost of copying the whole template into every figure."""
+    import plotly.io as pio
+
+    go = graph_objects()
+    white = pio.templates["plotly_white"]
+    name = "langneurons_trace"
+    pio.templates[name] = go.layout.Template(
+        layout=white.layout, data={"heatmap": white.data.heatmap, "scatter": white.data.scatter}
+    )
+    return name
+
+
+def _layout(title: str, height: int, prompt_line: float | None, **axes: Any) -> dict[str, Any]:
+    """The house style (:func:`langneurons.plots.base.layout`) as one layout dictionary,
+    with the dotted line where the prompt ends."""
+    compact = height < COMPACT
+    return {
+        "template": _template(),
+        "title": {"text": title, "x": 0, "font": {"size": 14 if compact else 16}},
+        "height": height,
+        "margin": {"l": 50, "r": 10, "t": 32, "b": 28}
+        if compact
+        else {"l": 60, "r": 20, "t": 50, "b": 40},
+        "legend": {"orientation": "h", "y": -0.2},
+        "font": FONT,
+        "shapes": []
+        if prompt_line is None
+        else [
+            {
+                "type": "line",
+                "x0": prompt_line,
+                "x1": prompt_line,
+                "xref": "x",
+                "y0": 0,
+                "y1": 1,
+                "yref": "y domain",
+                "line": PROMPT_LINE,
+            }
+        ],
+        **axes,
+    }
+
+
+def _hover_text(languages: list[str], activity: np.ndarray) -> np.ndarray:
+    """``[L, T]`` strings: every language's activity at each layer and token
+    (``en 0.12 · fr 0.80``, ``–`` where a layer has none of a language's neurons)."""
+    values = np.asarray(activity, dtype=np.float64)  # [T, L, K]
+    shown = np.char.mod("%.2f", np.nan_to_num(values))
+    shown = np.where(np.isnan(values), "–", shown)
+    text = np.full(values.shape[:2], "", dtype=object)
+    for k, code in enumerate(languages):
+        part = np.char.add(f"{code} ", shown[..., k]).astype(object)
+        text = part if k == 0 else text + " · " + part
+    return np.asarray(text.T, dtype=object)
 
 
 def trace_heatmap(
@@ -25,11 +93,13 @@ def trace_heatmap(
     prompt_tokens: int = 0,
     title: str | None = None,
     hover: bool = True,
+    height: int | None = None,
 ) -> Any:
     """Layer x token activity of ``language``'s neurons (0 to 1 on every side, so two
     continuations compare by colour); with ``baseline``, the difference from it (-1 to 1).
     Hovering a cell gives every language's activity at that layer and token (``hover``;
-    leave it out for a lighter live picture)."""
+    leave it out for a lighter live picture).  ``height`` below 320 pixels gives a
+    compact figure (no token labels: the text beside it shows the tokens)."""
     go = graph_objects()
     k = trace.languages.index(language)
     activity = trace.activity(after)  # [T, L, K]
@@ -41,35 +111,49 @@ def trace_heatmap(
         z = z[:, :width] - other[:, :width]
         zmin, zmax, scale, bar = -1.0, 1.0, "RdBu_r", "difference"
     width = z.shape[1]
+    height = height or max(360, 18 * trace.layers + 170)
+    compact = height < COMPACT
     labels = _labels(trace)[:width]
-    custom = np.full((trace.layers, width), "", dtype=object)
-    for layer in range(trace.layers if hover else 0):
-        for t in range(width):
-            custom[layer, t] = " · ".join(
-                f"{code} {'–' if np.isnan(v) else f'{v:.2f}'}"
-                for code, v in zip(trace.languages, activity[t, layer], strict=True)
-            )
-    fig = go.Figure(
-        go.Heatmap(
-            z=z.astype(np.float32),
-            x=labels,
-            y=np.arange(trace.layers),
-            zmin=zmin,
-            zmax=zmax,
-            colorscale=scale,
-            colorbar={"title": {"text": bar, "side": "right"}, "thickness": 12},
-            customdata=custom,
-            hovertemplate="%{x} · layer %{y}<br>"
+    cells: dict[str, Any] = {
+        "hovertemplate": "%{x} · layer %{y}<br>" + language + ": %{z:.2f}<extra></extra>"
+    }
+    if hover:
+        cells = {
+            "customdata": _hover_text(trace.languages, activity[:width]),
+            "hovertemplate": "%{x} · layer %{y}<br>"
             + language
             + ": %{z:.2f}<br>%{customdata}<extra></extra>",
-        )
+        }
+    heatmap = go.Heatmap(
+        z=z.astype(np.float32),
+        x=labels,
+        y=np.arange(trace.layers),
+        zmin=zmin,
+        zmax=zmax,
+        colorscale=scale,
+        colorbar={"title": {"text": bar, "side": "right"}, "thickness": 10 if compact else 12},
+        **cells,
     )
-    if 0 < prompt_tokens < width:
-        fig.add_vline(x=prompt_tokens - 0.5, line={"color": "#adb5bd", "dash": "dot", "width": 2})
-    fig.update_yaxes(title="layer", autorange="reversed", dtick=1 if trace.layers <= 40 else None)
-    fig.update_xaxes(title="token", tickangle=-60, showticklabels=width <= 80)
     default = f"{language} neurons{' after the intervention' if after else ''}"
-    return layout(fig, title or default, height=max(360, 18 * trace.layers + 170))
+    ticks = trace.layers <= 40 and not compact
+    return go.Figure(
+        heatmap,
+        layout=_layout(
+            title or default,
+            height,
+            prompt_tokens - 0.5 if 0 < prompt_tokens < width else None,
+            yaxis={
+                "title": {"text": "layer"},
+                "autorange": "reversed",
+                "dtick": 1 if ticks else None,
+            },
+            xaxis={
+                "title": {"text": "tokens →" if compact else "token"},
+                "tickangle": -60,
+                "showticklabels": not compact and width <= 80,
+            },
+        ),
+    )
 
 
 def trace_lines(
@@ -85,9 +169,8 @@ def trace_lines(
     go = graph_objects()
     overall = trace.overall(after)
     labels = _labels(trace)
-    fig = go.Figure()
-    for k, code in enumerate(trace.languages):
-        fig.add_scatter(
+    lines = [
+        go.Scatter(
             x=labels,
             y=overall[:, k],
             mode="lines+markers",
@@ -95,16 +178,35 @@ def trace_lines(
             line={"color": language_color(k), "width": 3},
             hovertemplate=f"{code}: " + "%{y:.2f}<extra>%{x}</extra>",
         )
-    if 0 < prompt_tokens < len(labels):
-        fig.add_vline(x=prompt_tokens - 0.5, line={"color": "#adb5bd", "dash": "dot", "width": 2})
-    fig.update_yaxes(title="share firing", range=[0, 1.02])
-    compact = height < 320  # beside a text that shows the tokens: no token labels
-    fig.update_xaxes(
-        title="tokens →" if compact else "token",
-        tickangle=-60,
-        showticklabels=not compact and len(labels) <= 80,
+        for k, code in enumerate(trace.languages)
+    ]
+    compact = height < COMPACT  # beside a text that shows the tokens: no token labels
+    return go.Figure(
+        lines,
+        layout=_layout(
+            title or "Each language's neurons, token by token",
+            height,
+            prompt_tokens - 0.5 if 0 < prompt_tokens < len(labels) else None,
+            yaxis={"title": {"text": "share firing"}, "range": [0, 1.02]},
+            xaxis={
+                "title": {"text": "tokens →" if compact else "token"},
+                "tickangle": -60,
+                "showticklabels": not compact and len(labels) <= 80,
+            },
+        ),
     )
-    return layout(fig, title or "Each language's neurons, token by token", height=height)
+
+
+def _sparklines(activity: np.ndarray) -> np.ndarray:
+    """``[T, K]`` strings: each language's activity over the layers of each token as
+    block characters (:meth:`langneurons.trace.Trace.sparkline`, for all at once)."""
+    steps = len(BLOCKS) - 1
+    index = np.clip((np.nan_to_num(activity) * steps + 0.5).astype(np.int64), 0, steps)
+    chars = np.where(np.isnan(activity), "·", np.asarray(list(BLOCKS))[index])  # [T, L, K]
+    return np.array(
+        [["".join(chars[t, :, k]) for k in range(chars.shape[2])] for t in range(chars.shape[0])],
+        dtype=object,
+    ).reshape(chars.shape[0], chars.shape[2])
 
 
 def tokens_html(
@@ -122,20 +224,22 @@ def tokens_html(
     dominant = trace.dominant(after)
     confidence = trace.confidence(after)
     overall = trace.overall(after)
+    bars = _sparklines(trace.activity(after)) if tooltips else None
+    index = {code: k for k, code in enumerate(trace.languages)}
     spans = []
     for t, token in enumerate(trace.tokens):
         language = dominant[t]
-        k = trace.languages.index(language) if language else None
+        k = index[language] if language else None
         alpha = 0.15 + 0.6 * min(max(confidence[t] * 2, 0.0), 1.0)
         if t < prompt_tokens:
             alpha *= 0.5
         color = language_color(k) if k is not None else "#adb5bd"
         shade = rgba(color, alpha)
         title = ""
-        if tooltips:
+        if bars is not None:
             lines = [f"{token!r} · {language or 'none'}"]
             for j, code in enumerate(trace.languages):
-                lines.append(f"{code} {trace.sparkline(t, j, after)} {overall[t, j]:.2f}")
+                lines.append(f"{code} {bars[t, j]} {overall[t, j]:.2f}")
             title = f' title="{html.escape(chr(10).join(lines), quote=True)}"'
         text = html.escape(token).replace("\n", "⏎<br>")
         spans.append(
