@@ -97,10 +97,10 @@ class _ByteTokenizer(_ByteVocab):
 
 
 def test_a_character_cut_by_the_token_limit_is_left_out_of_the_text():
-    from langneurons.generation import _Row
+    from langneurons.engine import RowText
 
     tokenizer = _ByteTokenizer()
-    row = _Row(tokenizer, torch.tensor([0]), 0, None)
+    row = RowText(tokenizer, [0], 0)
     space = [3 + 0xE3, 3 + 0x80, 3 + 0x80]  # U+3000 as three byte tokens
     for token in [1, *space, 3 + 0xE3, 3 + 0x80]:  # "b", U+3000, then two of three bytes
         row.add(token)

@@ -107,13 +107,15 @@ def guard(
     no_repeat_ngram: int,
     table: ByteTokens | None,
     pending: int,
+    in_place: bool = False,
 ) -> torch.Tensor:
-    """``logits`` (one row) with the guarded tokens set to ``-inf`` (a copy when any is)."""
+    """``logits`` (one row) with the guarded tokens set to ``-inf`` (a copy when any is,
+    unless ``in_place``: a caller that owns the row saves copying the vocabulary)."""
     banned = repeated_ngram_tokens(history, no_repeat_ngram)
     if table is None or not table.present:
         if not banned:
             return logits
-        logits = logits.clone()
+        logits = logits if in_place else logits.clone()
         logits[torch.tensor(banned, device=logits.device)] = -float("inf")
         return logits
     if pending:
@@ -123,7 +125,7 @@ def guard(
         if banned:
             out[torch.tensor(banned, device=logits.device)] = -float("inf")
         return out if bool(torch.isfinite(out).any()) else logits
-    logits = logits.clone()
+    logits = logits if in_place else logits.clone()
     logits[table.never_first.to(logits.device)] = -float("inf")
     if banned:
         logits[torch.tensor(banned, device=logits.device)] = -float("inf")

@@ -1,30 +1,28 @@
 """Text generation with and without an intervention, side by side.
 
-A small generation loop of its own (KV cache, greedy or sampling, repetition
-penalty) rather than ``model.generate``: it streams tokens, and its sampling uses a
-per-call ``torch.Generator``, so seeded runs are reproducible even when several
-threads generate on one shared model at once.
+A generation loop of its own (KV cache, greedy or sampling, repetition penalty,
+decoding guards) rather than ``model.generate``: it streams tokens, and its sampling
+uses a per-row ``torch.Generator``, so seeded runs are reproducible even when several
+threads generate on one shared model at once.  Every function here is a client of the
+model's one decode loop (:mod:`langneurons.engine`): calls from many threads at once are
+served together, one batched forward pass per step, each caller receiving its own rows.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
 from .config import setting, validate
 from .corpus import token_piece
-from .decoding import byte_tokens, guard
+from .engine import RowSpec, engine_for
 from .errors import LangNeuronsError
-from .interventions import Intervention, activate, prepare
+from .interventions import Intervention, prepare
 from .langid import detect_language
 from .models import LoadedModel
-from .trace import Trace, TraceRecorder, TraceSpec
+from .trace import Trace, TraceSpec
 
 MAX_NEW_TOKENS_LIMIT = 4096
 
@@ -73,95 +71,6 @@ class GenerationConfig:
         validate(self)
 
 
-def _cache_argument(body: torch.nn.Module) -> str:
-    """The keyword for the KV cache: ``cache`` in newer ``transformers``, else
-    ``past_key_values``."""
-    parameters = inspect.signature(body.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
-def _cache_of(output: Any) -> Any:
-    cache = output.get("cache")
-    return cache if cache is not None else output.get("past_key_values")
-
-
-def _next_token(
-    logits: torch.Tensor, seen: torch.Tensor, config: GenerationConfig, rng: torch.Generator
-) -> int:
-    logits = logits.clone()
-    if config.repetition_penalty != 1.0 and seen.numel():
-        scores = logits[seen]
-        logits[seen] = torch.where(
-            scores > 0, scores / config.repetition_penalty, scores * config.repetition_penalty
-        )
-    if not config.do_sample:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / config.temperature, dim=-1)
-    if config.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < config.top_p
-        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs.cpu(), 1, generator=rng))
-
-
-class _Row:
-    """One continuation being generated: its tokens, text so far, random generator, and
-    (when traced) its trace."""
-
-    def __init__(self, tokenizer: Any, prompt_ids: torch.Tensor, seed: int, trace: Trace | None):
-        self.tokenizer = tokenizer
-        self.prompt: list[int] = prompt_ids.tolist()
-        self.pending = 0  # continuation bytes a started UTF-8 character still needs
-        self.partial = 0  # byte tokens of that character so far
-        self.generated: list[int] = []
-        self.emitted = ""
-        self.seen = prompt_ids.unique()
-        self.rng = torch.Generator().manual_seed(seed)
-        self.done = False
-        self.trace = trace
-
-    def choose(self, logits: torch.Tensor, config: GenerationConfig) -> int:
-        """The next token from ``logits`` under the decoding guards and ``config``."""
-        table = byte_tokens(self.tokenizer) if config.byte_guard else None
-        if config.no_repeat_ngram or table is not None:
-            history = self.prompt + self.generated if config.no_repeat_ngram else []
-            logits = guard(logits, history, config.no_repeat_ngram, table, self.pending)
-        return _next_token(logits, self.seen, config, self.rng)
-
-    def add(self, token: int) -> str:
-        """Take a new token; the newly complete text (held back while a UTF-8 character is
-        incomplete)."""
-        table = byte_tokens(self.tokenizer)
-        before, self.pending = self.pending, table.expected_after(token, self.pending)
-        if not self.pending:
-            self.partial = 0
-        elif before and not table.starts_character(token):
-            self.partial += 1
-        else:
-            self.partial = 1
-        self.generated.append(token)
-        self.seen = torch.unique(
-            torch.cat([self.seen, torch.tensor([token], device=self.seen.device)])
-        )
-        text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return ""
-        delta, self.emitted = text[len(self.emitted) :], text
-        return delta
-
-    def text(self) -> str:
-        """The continuation's text, without a last character left incomplete (byte
-        tokens cut by the token limit would otherwise turn their whole run into U+FFFD)."""
-        whole = len(self.generated) - (self.partial if self.pending else 0)
-        return self.tokenizer.decode(self.generated[:whole], skip_special_tokens=True)
-
-    def flush(self) -> str:
-        final = self.text()
-        delta = final[len(self.emitted) :] if len(final) > len(self.emitted) else ""
-        self.emitted = final
-        return delta
-
-
 def _check_prompt(prompt: str) -> None:
     if not prompt or not prompt.strip():
         raise LangNeuronsError("The prompt is empty: give some text to continue.")
@@ -174,72 +83,28 @@ def _generate_rows(
     interventions: Sequence[Intervention | None],
     spec: TraceSpec | None = None,
 ) -> Iterator[tuple[list[str], list[Trace | None]]]:
-    """Continue ``prompt`` once per intervention, all rows in one batched forward pass per
-    step, each intervention acting on its own row only; yields each row's new text per
-    step, with each row's :class:`~langneurons.trace.Trace` (with ``spec``; it grows as
-    tokens are read: the prompt's columns come with the first step, each generated
-    token's when it is read, one step after it appears)."""
+    """Continue ``prompt`` once per intervention, as one request of the model's decode loop
+    (:mod:`langneurons.engine`: one batched forward pass per step, shared with every other
+    request running now, each intervention acting on its own row only); yields each
+    row's new text per step, with each row's :class:`~langneurons.trace.Trace` (with
+    ``spec``; it grows as tokens are read: the prompt's columns come with the first step,
+    each generated token's when it is read, one step after it appears)."""
     _check_prompt(prompt)
-    batch = len(interventions)
     prepared = [prepare(lm, i) if i is not None and not i.is_empty else None for i in interventions]
-    ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"].to(lm.input_device)
-    eos = lm.tokenizer.eos_token_id
-    recorder = TraceRecorder(lm, spec, batch) if spec is not None else None
-    rows = [
-        _Row(lm.tokenizer, ids[0], config.seed, recorder.new_trace() if recorder else None)
-        for _ in range(batch)
+    ids = tuple(lm.tokenizer(prompt)["input_ids"])
+    request = engine_for(lm).submit([RowSpec(ids, config, ready, spec) for ready in prepared])
+    traces: list[Trace | None] = [
+        Trace(list(spec.languages), spec.selected()) if spec is not None else None for _ in prepared
     ]
-    cache_arg = _cache_argument(lm.body)
-
-    def forward(input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        # Interventions, the trace and inference mode hold around each forward pass only,
-        # never across a yield: a generator shares its caller's context and grad mode, so
-        # interleaved generators in one thread stay apart.
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.inference_mode())
-            for r, ready in enumerate(prepared):
-                rows_of = slice(r, r + 1) if batch > 1 else None
-                stack.enter_context(activate(ready, rows=rows_of, batch=batch))
-            if recorder is not None:
-                stack.enter_context(recorder.recording(edited=any(prepared)))
-            extra = {cache_arg: cache} if cache is not None else {}
-            out = lm.body(input_ids=input_ids, use_cache=True, **extra)
-            return lm.logits(out.last_hidden_state[:, -1]), _cache_of(out)
-
-    def record(fed: list[list[int]], skip: int = 0) -> None:
-        if recorder is None:
-            return
-        before, after = recorder.take()
-        for r, row in enumerate(rows):
-            if fed[r] and row.trace is not None:
-                pieces = [token_piece(lm.tokenizer, t) for t in fed[r][skip:]]
-                row.trace.extend(pieces, fed[r][skip:], before[r, skip:], after[r, skip:])
-
-    logits, cache = forward(ids.expand(batch, -1).contiguous(), None)
-    bos = getattr(lm.tokenizer, "bos_token_id", None)
-    prompt_ids = ids[0].tolist()
-    record([prompt_ids] * batch, skip=1 if bos is not None and prompt_ids[0] == bos else 0)
-    traces = [row.trace for row in rows]
-    yield [""] * batch, traces  # the prompt's trace is there before the first token
-    for _ in range(config.max_new_tokens):
-        deltas: list[str] = []
-        fed: list[list[int]] = []
-        for r, row in enumerate(rows):
-            token = eos if row.done else row.choose(logits[r], config)
-            if row.done or token == eos:
-                row.done = True
-                deltas.append("")
-                fed.append([])
-                continue
-            deltas.append(row.add(token))
-            fed.append([token])
-        if all(row.done for row in rows):
-            break
-        next_ids = [f[0] if f else (eos if eos is not None else 0) for f in fed]
-        logits, cache = forward(torch.tensor(next_ids, device=ids.device)[:, None], cache)
-        record(fed)  # each new token's column, read as it was fed
-        yield deltas, traces
-    yield [row.flush() for row in rows], traces
+    try:
+        for step in request.results():
+            for trace, columns in zip(traces, step.columns, strict=True):
+                if trace is not None and columns is not None and columns.ids:
+                    pieces = [token_piece(lm.tokenizer, t) for t in columns.ids]
+                    trace.extend(pieces, columns.ids, columns.fired, columns.fired_after)
+            yield step.deltas, traces
+    finally:
+        request.cancel()  # a caller that stops reading frees its rows at the next step
 
 
 def stream(
@@ -301,7 +166,7 @@ def generate_batch(
     config: GenerationConfig | None = None,
     intervention: Intervention | None = None,
 ) -> list[Continuation]:
-    """Continue several prompts at once, one batched forward pass per step (prompts
+    """Continue several prompts at once, one request of the model's decode loop (prompts
     left-padded, each row with its own positions and attention mask), the same
     ``intervention`` acting on every row.  Sampling uses one seeded generator per row, so
     a row's continuation does not depend on the others'.  For sweeps over many prompts,
@@ -311,54 +176,16 @@ def generate_batch(
         return []
     for prompt in prompts:
         _check_prompt(prompt)
-    tokenizer = lm.tokenizer
-    encoded = [tokenizer(p, return_tensors="pt")["input_ids"][0] for p in prompts]
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
-    width = max(len(e) for e in encoded)
-    device = lm.input_device
-    ids = torch.full((len(prompts), width), int(pad), dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, e in enumerate(encoded):
-        ids[r, width - len(e) :] = e
-        mask[r, width - len(e) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    rows = [_Row(tokenizer, e.to(device), config.seed, None) for e in encoded]
     prepared = prepare(lm, intervention) if intervention and not intervention.is_empty else None
-    cache_arg = _cache_argument(lm.body)
-
-    def forward(step_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
-        extra = {cache_arg: cache} if cache is not None else {}
-        with torch.inference_mode(), activate(prepared):
-            out = lm.body(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                **extra,
-            )
-            return lm.logits(out.last_hidden_state[:, -1]), _cache_of(out)
-
-    logits, cache = forward(ids, None)
-    for _ in range(config.max_new_tokens):
-        next_ids = []
-        for r, row in enumerate(rows):
-            token = eos if row.done else row.choose(logits[r], config)
-            if row.done or token == eos:
-                row.done = True
-                next_ids.append(int(pad))
-            else:
-                row.add(token)
-                next_ids.append(token)
-        if all(row.done for row in rows):
-            break
-        done = torch.tensor([0 if row.done else 1 for row in rows], device=device)
-        mask = torch.cat([mask, done[:, None]], dim=1)
-        logits, cache = forward(torch.tensor(next_ids, device=device)[:, None], cache)
+    specs = [RowSpec(tuple(lm.tokenizer(p)["input_ids"]), config, prepared, None) for p in prompts]
+    request = engine_for(lm).submit(specs)
+    try:
+        (final,) = deque(request.results(), maxlen=1)
+    finally:
+        request.cancel()
     return [
-        Continuation(prompt, row.text(), tuple(row.generated))
-        for prompt, row in zip(prompts, rows, strict=True)
+        Continuation(prompt, text, ids)
+        for prompt, text, ids in zip(prompts, final.texts, final.token_ids, strict=True)
     ]
 
 

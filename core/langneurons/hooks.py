@@ -15,6 +15,14 @@ that interleaves with another in one thread binds around each forward pass only.
 Handlers of one module run in phase order: :data:`OBSERVE` (what the model computed),
 then :data:`EDIT` (interventions write their values), then :data:`OBSERVE_AFTER` (what
 flows on); within a phase, in the order they were bound (outer blocks first).
+
+**Rows.**  Generation runs in one decode loop per model (:mod:`langneurons.engine`),
+whose batch holds the rows of many callers.  A caller's bindings travel with its rows
+(:func:`current_bindings`, taken where the caller asked for generation), and the loop
+runs them with :func:`bound_rows`: each row's handlers see that row of the batch only,
+``[1, positions, neurons]``, exactly as if the row had been computed alone.  So a
+binding acts on the forward passes of its own context, and on the rows computed on that
+context's behalf, never on anyone else's.
 """
 
 from __future__ import annotations
@@ -140,6 +148,69 @@ def bound_modules(
     finally:
         _BOUND.reset(token)
         installed.release()
+
+
+Bindings = Mapping[int, tuple[tuple[int, Handler], ...]]
+"""What one context has bound: ``id(activation module) -> ((phase, handler), ...)``."""
+
+
+def current_bindings() -> Bindings:
+    """The handlers bound in this thread or context now (to run them on rows computed
+    elsewhere, see :func:`bound_rows`)."""
+    return _BOUND.get()
+
+
+@contextlib.contextmanager
+def holding(lm: LoadedModel) -> Iterator[None]:
+    """Keep the forward hooks installed on ``lm`` until the block ends (rows whose
+    bindings outlive the block that bound them, see :func:`bound_rows`)."""
+    installed = _installed_for(lm.model)
+    installed.acquire(lm.modules)
+    try:
+        yield
+    finally:
+        installed.release()
+
+
+def _on_row(
+    handler: Handler, row: int, batch: int, failed: Callable[[int, BaseException], None]
+) -> Handler:
+    def handle(values: torch.Tensor) -> None:
+        view = rows_view(values, batch)[row : row + 1]
+        try:
+            result = handler(view)
+            if result is not None and result is not view:
+                view.copy_(result)
+        except Exception as exc:  # this row's failure only: the others go on
+            failed(row, exc)
+
+    return handle
+
+
+@contextlib.contextmanager
+def bound_rows(
+    rows: list[Bindings], failed: Callable[[int, BaseException], None]
+) -> Iterator[None]:
+    """Run ``rows[b]``'s handlers on row ``b`` of the batch (``len(rows)`` rows) in this
+    context's forward passes until the block ends.  Handlers edit their row in place (a
+    replacement is copied into it), which is what generation needs: no gradient flows.
+    A handler that raises calls ``failed(b, exception)`` and leaves the other rows alone.
+
+    The caller keeps the hooks installed (:func:`holding`) for as long as rows with
+    bindings run.
+    """
+    batch = len(rows)
+    merged: dict[int, list[tuple[int, Handler]]] = {}
+    for b, bindings in enumerate(rows):
+        for key, handlers in bindings.items():
+            for phase, handler in handlers:
+                merged.setdefault(key, []).append((phase, _on_row(handler, b, batch, failed)))
+    table = {key: tuple(sorted(found, key=lambda item: item[0])) for key, found in merged.items()}
+    token = _BOUND.set(MappingProxyType(table))
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
 
 
 def active_hook_count(lm: LoadedModel) -> int:

@@ -1,0 +1,630 @@
+"""One decode loop per loaded model: every generation request joins it (continuous batching).
+
+Several browser sessions, the command line and library calls from many threads generate
+on one shared model.  Run separately, each request makes its own small forward pass per
+token, and sixteen of them take sixteen times the hardware's time: on a CPU the matrix
+products of one row cost nearly as much as those of sixteen, and on a GPU each small
+launch waits on the previous one.  Here they share one: the engine keeps the rows of
+every request in one batch and makes **one forward pass per step for all of them**.
+
+**Rows.**  A request is one or more rows (the unmodified and the modified continuation
+side by side, the prompts of a sweep); each row has its own prompt, intervention,
+sampling settings and seed, trace, and stop condition.  A request's rows are read
+(prefilled) together as soon as the loop reaches a step boundary, then join the batch;
+a row leaves as soon as it stops (end of text, its token limit, or its caller gone).  A
+late request does not wait for the earlier ones to finish.
+
+**Isolation.**  A row's intervention and trace act on its row only
+(:func:`langneurons.hooks.bound_rows`); the handlers its caller had bound when it asked
+(``with apply(lm, ...): generate(...)``) travel with its rows.  Counting statistics and
+other forward passes outside generation never pass through the engine and keep their
+per-thread isolation.  An exception in one request (an intervention that fails, a
+cancelled session) ends that request only.
+
+**Same results.**  The batch is left-padded: each row's cache holds its own tokens at
+the right end, padding is masked out, and each row has its own positions, so a row's
+greedy continuation is the one it gets alone (up to float rounding of differently sized
+products, which does not change an argmax in practice).  The cache is transformers' own
+``DynamicCache``; rows are added by padding and concatenating its layers and removed with
+its ``batch_select_indices``.  Where a model's cache has another layout, requests are
+still served by the one loop, each group in its own forward pass.
+
+The functions of :mod:`langneurons.generation` are thin clients of this module; nothing
+here needs to be called directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import hooks
+from .decoding import byte_tokens, guard
+from .interventions import PreparedIntervention, activate
+from .trace import TraceRecorder, TraceSpec
+
+if TYPE_CHECKING:
+    from .generation import GenerationConfig
+    from .models import LoadedModel
+
+IDLE_SECONDS = 5.0
+"""The loop's thread ends after this long without work (a new request starts it again)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Choosing tokens (per row)
+
+
+def _next_token(
+    logits: torch.Tensor, seen: torch.Tensor, config: GenerationConfig, rng: torch.Generator
+) -> int:
+    """The next token from one row's ``logits`` (changed in place: the row owns them)."""
+    if config.repetition_penalty != 1.0 and seen.numel():
+        scores = logits[seen]
+        logits[seen] = torch.where(
+            scores > 0, scores / config.repetition_penalty, scores * config.repetition_penalty
+        )
+    if not config.do_sample:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / config.temperature, dim=-1)
+    if config.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < config.top_p
+        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs.cpu(), 1, generator=rng))
+
+
+class RowText:
+    """One continuation's tokens and text so far, and how it chooses its next token (its
+    own random generator, repetition penalty and decoding guards)."""
+
+    def __init__(self, tokenizer: Any, prompt: list[int], seed: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.pending = 0  # continuation bytes a started UTF-8 character still needs
+        self.partial = 0  # byte tokens of that character so far
+        self.generated: list[int] = []
+        self.emitted = ""
+        self.seen = torch.tensor(sorted(set(prompt)), dtype=torch.long)
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def choose(self, logits: torch.Tensor, config: GenerationConfig) -> int:
+        """The next token from ``logits`` under the decoding guards and ``config``
+        (``logits`` are this row's own and are changed in place)."""
+        table = byte_tokens(self.tokenizer) if config.byte_guard else None
+        if config.no_repeat_ngram or table is not None:
+            history = self.prompt + self.generated if config.no_repeat_ngram else []
+            logits = guard(logits, history, config.no_repeat_ngram, table, self.pending, True)
+        return _next_token(logits, self.seen.to(logits.device), config, self.rng)
+
+    def add(self, token: int) -> str:
+        """Take a new token; the newly complete text (held back while a UTF-8 character is
+        incomplete)."""
+        table = byte_tokens(self.tokenizer)
+        before, self.pending = self.pending, table.expected_after(token, self.pending)
+        if not self.pending:
+            self.partial = 0
+        elif before and not table.starts_character(token):
+            self.partial += 1
+        else:
+            self.partial = 1
+        self.generated.append(token)
+        if not bool((self.seen == token).any()):
+            self.seen = torch.cat([self.seen, torch.tensor([token])]).sort().values
+        text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        delta, self.emitted = text[len(self.emitted) :], text
+        return delta
+
+    def text(self) -> str:
+        """The continuation's text, without a last character left incomplete (byte
+        tokens cut by the token limit would otherwise turn their whole run into U+FFFD)."""
+        whole = len(self.generated) - (self.partial if self.pending else 0)
+        return self.tokenizer.decode(self.generated[:whole], skip_special_tokens=True)
+
+    def flush(self) -> str:
+        final = self.text()
+        delta = final[len(self.emitted) :] if len(final) > len(self.emitted) else ""
+        self.emitted = final
+        return delta
+
+
+# ---------------------------------------------------------------------------------------
+# What callers send and receive
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row a caller asks for: its prompt (token ids), settings, intervention (prepared
+    for the model, or ``None``) and trace (``None``: untraced)."""
+
+    prompt: tuple[int, ...]
+    config: GenerationConfig
+    intervention: PreparedIntervention | None = None
+    trace: TraceSpec | None = None
+
+
+@dataclass(frozen=True)
+class TraceColumns:
+    """New trace columns of one row: the tokens read and their counts ``[n, L, K]``."""
+
+    ids: list[int]
+    fired: np.ndarray
+    fired_after: np.ndarray
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one step gave a request: each row's new text, and for traced rows the columns
+    of the tokens just read (``None`` where a row has none this step).  The first step
+    carries the prompts' columns and no text; the last has ``done`` and each row's whole
+    continuation."""
+
+    deltas: list[str]
+    columns: list[TraceColumns | None]
+    done: bool = False
+    texts: list[str] = field(default_factory=list)
+    token_ids: list[tuple[int, ...]] = field(default_factory=list)
+
+
+class Cancelled(Exception):
+    """A request's caller went away; its rows leave the batch."""
+
+
+class Request:
+    """A caller's rows in the loop, and the queue their steps arrive on."""
+
+    def __init__(self, specs: Sequence[RowSpec], context: contextvars.Context) -> None:
+        self.specs = list(specs)
+        self.context = context
+        self.steps: queue.SimpleQueue[Step | BaseException] = queue.SimpleQueue()
+        self.cancelled = threading.Event()
+        self.finished = False
+        self.rows: list[_Row] = []  # once admitted
+
+    def cancel(self) -> None:
+        """Leave at the next step boundary (nothing more is computed for these rows)."""
+        self.cancelled.set()
+
+    def results(self) -> Iterator[Step]:
+        """The steps as they are produced (blocking); raises what failed the request."""
+        while True:
+            item = self.steps.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.done:
+                return
+
+    def _put(self, item: Step | BaseException) -> None:
+        if not self.finished:
+            self.finished = isinstance(item, BaseException) or item.done
+            self.steps.put(item)
+
+
+class _Row:
+    """A row inside the loop."""
+
+    def __init__(self, lm: LoadedModel, request: Request, index: int, spec: RowSpec) -> None:
+        self.request = request
+        self.index = index  # within its request
+        self.spec = spec
+        self.text = RowText(lm.tokenizer, list(spec.prompt), spec.config.seed)
+        self.recorder = TraceRecorder(lm, spec.trace, 1) if spec.trace is not None else None
+        self.stack = contextlib.ExitStack()
+        self.context = request.context.copy()  # the caller's bindings, then the row's own
+        self.bindings: hooks.Bindings = {}
+        self.logits: torch.Tensor | None = None  # the next choice's logits
+        self.feed: int | None = None  # the token to read next step
+        self.done = False
+        self.error: BaseException | None = None
+
+    @property
+    def last(self) -> bool:
+        """Whether the token to read now is the row's last (its limit is reached)."""
+        return len(self.text.generated) >= self.spec.config.max_new_tokens
+
+    def bind(self, lm: LoadedModel) -> None:
+        """The handlers of this row: its caller's, its intervention, its trace.  Entered
+        in a copy of the caller's context (the row's own), held until the row leaves."""
+        context = self.context
+        spec = self.spec
+        context.run(self.stack.enter_context, hooks.holding(lm))
+        if spec.intervention is not None:
+            context.run(self.stack.enter_context, activate(spec.intervention))
+        if self.recorder is not None:
+            edited = spec.intervention is not None or bool(context.run(hooks.current_bindings))
+            context.run(self.stack.enter_context, self.recorder.recording(edited))
+        self.bindings = context.run(hooks.current_bindings)
+
+    def release(self) -> None:
+        self.context.run(self.stack.close)
+
+    def columns(self, ids: list[int], skip: int) -> TraceColumns | None:
+        if self.recorder is None:
+            return None
+        before, after = self.recorder.take()
+        return TraceColumns(ids[skip:], before[0, skip:], after[0, skip:])
+
+
+# ---------------------------------------------------------------------------------------
+# The batch's cache
+
+
+def _layers_of(cache: Any) -> list[Any] | None:
+    """The cache's layers when rows can be added to and removed from it (transformers'
+    dynamic full-attention and sliding-window layers), else ``None``."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(x) not in (DynamicLayer, DynamicSlidingWindowLayer) for x in layers):
+        return None
+    if any(not x.is_initialized for x in layers):
+        return None
+    return list(layers)
+
+
+def _pad_left(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    missing = length - tensor.shape[-2]
+    if missing <= 0:
+        return tensor
+    shape = (*tensor.shape[:-2], missing, tensor.shape[-1])
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=-2)
+
+
+def _pad_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
+    missing = length - mask.shape[1]
+    if missing <= 0:
+        return mask
+    return torch.cat([mask.new_zeros((mask.shape[0], missing)), mask], dim=1)
+
+
+@dataclass
+class _Cohort:
+    """Rows that share one cache: ``mask[b, c]`` is 1 where row ``b`` has a token in
+    column ``c`` (its tokens sit at the right end)."""
+
+    rows: list[_Row]
+    cache: Any
+    mask: torch.Tensor  # [B, C] long
+
+    @property
+    def columns(self) -> int:
+        return int(self.mask.shape[1])
+
+    def mergeable(self) -> bool:
+        return _layers_of(self.cache) is not None
+
+    def absorb(self, other: _Cohort) -> None:
+        """Add ``other``'s rows below this cohort's (both caches left-padded to one length)."""
+        ours, theirs = _layers_of(self.cache), _layers_of(other.cache)
+        assert ours is not None and theirs is not None
+        total = max(self.columns, other.columns)
+        for mine, their in zip(ours, theirs, strict=True):
+            sliding = getattr(mine, "is_sliding", False)
+            stored = min(total, mine.sliding_window - 1) if sliding else total
+            mine.keys = torch.cat([_pad_left(mine.keys, stored), _pad_left(their.keys, stored)])
+            mine.values = torch.cat(
+                [_pad_left(mine.values, stored), _pad_left(their.values, stored)]
+            )
+            if sliding:
+                mine.cumulative_length = total
+        self.mask = torch.cat([_pad_mask(self.mask, total), _pad_mask(other.mask, total)])
+        self.rows = self.rows + other.rows
+
+    def keep(self, keep: list[int]) -> None:
+        """Keep only these rows; drop columns that are now padding in every row."""
+        if not keep:
+            self.rows, self.cache = [], None
+            return
+        if len(keep) < len(self.rows):
+            index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+            self.cache.batch_select_indices(index)
+            self.mask = self.mask[index]
+            self.rows = [self.rows[i] for i in keep]
+        layers = _layers_of(self.cache)
+        if layers is None or not self.rows:
+            return
+        empty = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # leading padding
+        if empty == 0:
+            return
+        total = self.columns - empty
+        for layer in layers:
+            if getattr(layer, "is_sliding", False):
+                layer.cumulative_length = total
+                stored = min(total, layer.keys.shape[-2])
+            else:
+                stored = total
+            layer.keys = layer.keys[..., -stored:, :]
+            layer.values = layer.values[..., -stored:, :]
+        self.mask = self.mask[:, empty:]
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+
+
+class Engine:
+    """The decode loop of one loaded model (see the module's text).  Get it with
+    :func:`engine_for`; callers use :meth:`submit`."""
+
+    def __init__(self, lm: LoadedModel) -> None:
+        self.lm = lm
+        self.condition = threading.Condition()
+        self.pending: list[Request] = []
+        self.cohorts: list[_Cohort] = []
+        self.thread: threading.Thread | None = None
+        parameters = inspect.signature(lm.body.forward).parameters
+        self.cache_arg = "cache" if "cache" in parameters else "past_key_values"
+        self.positions = "position_ids" in parameters
+        self.steps = 0  # forward passes made (for tests and benchmarks)
+        self.widest = 0  # most rows in one forward pass
+
+    # -- callers' side ------------------------------------------------------------------
+
+    def submit(self, specs: Sequence[RowSpec]) -> Request:
+        """Add ``specs`` as one request; its steps arrive on the returned request (see
+        :meth:`Request.results`).  Whatever the calling context has bound with
+        :mod:`langneurons.hooks` acts on these rows too."""
+        request = Request(specs, contextvars.copy_context())
+        with self.condition:
+            self.pending.append(request)
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._run, name=f"langneurons-engine-{self.lm.name}", daemon=True
+                )
+                self.thread.start()
+            self.condition.notify_all()
+        return request
+
+    @property
+    def active_rows(self) -> int:
+        return sum(len(c.rows) for c in self.cohorts)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self.condition:
+                if not self.pending and not self.cohorts:
+                    self.condition.wait(timeout=IDLE_SECONDS)
+                    if not self.pending and not self.cohorts:
+                        self.thread = None
+                        return
+                arrived, self.pending = self.pending, []
+            try:
+                with torch.inference_mode():
+                    for request in arrived:
+                        self._admit(request)
+                    self._step()
+            except Exception as exc:  # a bug or an out-of-memory: fail what was running
+                self._fail_all(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for cohort in self.cohorts:
+            for row in cohort.rows:
+                self._finish_row(row, exc)
+        self.cohorts = []
+
+    def _forward(
+        self, rows: list[_Row], ids: torch.Tensor, mask: torch.Tensor, cache: Any
+    ) -> tuple[list[torch.Tensor | None], Any]:
+        """One forward pass of these rows (each with its own handlers); each row's logits
+        at its last position (``None`` for a row reading its last token: nothing follows,
+        and the vocabulary head is the dearest product of a step) and the cache."""
+        lm = self.lm
+
+        def failed(b: int, exc: BaseException) -> None:
+            rows[b].error = rows[b].error or exc
+
+        extra: dict[str, Any] = {self.cache_arg: cache} if cache is not None else {}
+        if self.positions:
+            extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+        with hooks.bound_rows([row.bindings for row in rows], failed):
+            out = lm.body(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
+        self.steps += 1
+        self.widest = max(self.widest, len(rows))
+        cache_out = out.get("cache")
+        if cache_out is None:
+            cache_out = out.get("past_key_values")
+        need = [b for b, row in enumerate(rows) if not row.last]
+        found: list[torch.Tensor | None] = [None] * len(rows)
+        if need:
+            hidden = out.last_hidden_state[:, -1]
+            picked = hidden if len(need) == len(rows) else hidden[need]
+            for b, values in zip(need, lm.logits(picked), strict=True):
+                found[b] = values
+        return found, cache_out
+
+    def _admit(self, request: Request) -> None:
+        """Read a request's prompts (its rows in one pass, left-padded) and add its rows
+        to the loop; the first step gives the prompts' trace columns."""
+        lm = self.lm
+        rows: list[_Row] = []
+        try:
+            if request.cancelled.is_set():
+                raise Cancelled()
+            rows = [_Row(lm, request, i, spec) for i, spec in enumerate(request.specs)]
+            request.rows = rows
+            for row in rows:
+                row.bind(lm)
+            width = max(len(s.prompt) for s in request.specs)
+            device = lm.input_device
+            ids = torch.zeros((len(rows), width), dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            pad = lm.tokenizer.pad_token_id
+            pad = pad if pad is not None else (lm.tokenizer.eos_token_id or 0)
+            ids.fill_(int(pad))
+            for b, spec in enumerate(request.specs):
+                ids[b, width - len(spec.prompt) :] = torch.tensor(spec.prompt)
+                mask[b, width - len(spec.prompt) :] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            logits, cache = self._forward(rows, ids, mask, None)
+            failure = next((row.error for row in rows if row.error is not None), None)
+            if failure is not None:
+                raise failure
+        except Exception as exc:
+            for row in rows:
+                self._finish_row(row, exc)
+            request._put(exc)
+            return
+        bos = getattr(lm.tokenizer, "bos_token_id", None)
+        columns = []
+        for b, (row, spec) in enumerate(zip(rows, request.specs, strict=True)):
+            row.logits = logits[b]
+            skip = width - len(spec.prompt)
+            skip += 1 if bos is not None and spec.prompt and spec.prompt[0] == bos else 0
+            columns.append(row.columns(ids[b].tolist(), skip))
+        request._put(Step([""] * len(rows), columns))
+        self.cohorts.append(_Cohort(list(rows), cache, mask))
+
+    def _finish_row(self, row: _Row, failure: BaseException | None = None) -> None:
+        """Take ``row`` out of the loop; the request ends with its last row (or at once
+        with ``failure``)."""
+        if row.done:
+            return
+        row.done = True
+        row.logits = None
+        with contextlib.suppress(Exception):
+            row.release()
+        request = row.request
+        if failure is not None:
+            request.cancel()  # its other rows leave at the next boundary
+            request._put(failure)
+            return
+
+    def _choose(self) -> None:
+        """Each row's next token; rows that stop (end of text, cancelled) leave."""
+        eos = self.lm.tokenizer.eos_token_id
+        for cohort in self.cohorts:
+            for row in cohort.rows:
+                row.feed = None
+                if row.done or row.logits is None:
+                    continue
+                if row.request.cancelled.is_set():
+                    self._finish_row(row, Cancelled())
+                    continue
+                config = row.spec.config
+                try:
+                    token = row.text.choose(row.logits, config)
+                except Exception as exc:
+                    self._finish_row(row, exc)
+                    continue
+                row.logits = None
+                if token == eos:
+                    continue  # stops without reading it
+                row.feed = token
+
+    def _step(self) -> None:
+        """Choose, let stopped rows leave, merge cohorts, read the chosen tokens in one
+        forward pass, and send each request its step."""
+        if not self.cohorts:
+            return
+        self._choose()
+        deltas: dict[int, list[str]] = {}
+        for cohort in self.cohorts:
+            for row in cohort.rows:
+                if row.feed is not None:
+                    deltas.setdefault(id(row.request), [""] * len(row.request.specs))
+                    deltas[id(row.request)][row.index] = row.text.add(row.feed)
+        self._leave(lambda row: row.feed is None)
+        self._merge()
+        for cohort in self.cohorts:
+            self._advance(cohort, deltas)
+        self._leave(lambda row: row.last)
+
+    def _advance(self, cohort: _Cohort, deltas: dict[int, list[str]]) -> None:
+        rows = cohort.rows
+        feed = [row.feed for row in rows if row.feed is not None]
+        assert len(feed) == len(rows)  # rows without a token to read have left
+        device = cohort.mask.device
+        ids = torch.tensor([[t] for t in feed], device=device)
+        mask = torch.cat([cohort.mask, cohort.mask.new_ones((len(rows), 1))], dim=1)
+        try:
+            logits, cache = self._forward(rows, ids, mask, cohort.cache)
+        except Exception as exc:
+            for row in rows:
+                self._finish_row(row, exc)
+            cohort.rows = []
+            return
+        cohort.cache, cohort.mask = cache, mask
+        by_request: dict[int, list[TraceColumns | None]] = {}
+        for b, row in enumerate(rows):
+            if row.error is not None:
+                self._finish_row(row, row.error)
+                continue
+            row.logits = logits[b]
+            columns = by_request.setdefault(id(row.request), [None] * len(row.request.specs))
+            columns[row.index] = row.columns([feed[b]], 0)
+        for row in rows:
+            request = row.request
+            if id(request) in by_request:
+                found = by_request.pop(id(request))
+                request._put(Step(deltas.get(id(request), [""] * len(request.specs)), found))
+
+    def _leave(self, stops: Callable[[_Row], bool]) -> None:
+        """Rows for which ``stops`` holds leave; a request whose rows have all left gets
+        its last step."""
+        for cohort in self.cohorts:
+            keep = [b for b, row in enumerate(cohort.rows) if not row.done and not stops(row)]
+            if len(keep) == len(cohort.rows):
+                continue
+            leaving = [row for b, row in enumerate(cohort.rows) if b not in keep]
+            cohort.keep(keep)
+            for row in leaving:
+                self._finish_row(row)
+                self._close_if_done(row.request)
+        self.cohorts = [c for c in self.cohorts if c.rows]
+
+    def _close_if_done(self, request: Request) -> None:
+        rows = request.rows
+        if request.finished or not all(row.done for row in rows):
+            return
+        request._put(
+            Step(
+                [row.text.flush() for row in rows],
+                [None] * len(rows),
+                done=True,
+                texts=[row.text.text() for row in rows],
+                token_ids=[tuple(row.text.generated) for row in rows],
+            )
+        )
+
+    def _merge(self) -> None:
+        """Fold every cohort whose cache allows it into the first such one."""
+        if len(self.cohorts) < 2:
+            return
+        merged: list[_Cohort] = []
+        target: _Cohort | None = None
+        for cohort in self.cohorts:
+            if not cohort.mergeable():
+                merged.append(cohort)
+            elif target is None:
+                target = cohort
+                merged.append(cohort)
+            else:
+                target.absorb(cohort)
+        self.cohorts = merged
+
+
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(lm: LoadedModel) -> Engine:
+    """The decode loop of ``lm`` (made on first use; its thread runs only while there is
+    work)."""
+    with _ENGINES_LOCK:
+        found: Engine | None = lm.__dict__.get("_engine")
+        if found is None:
+            found = lm.__dict__["_engine"] = Engine(lm)
+        return found

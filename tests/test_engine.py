@@ -1,0 +1,250 @@
+"""The decode loop every generation request joins (langneurons.engine): rows of different
+prompts, lengths, interventions and settings served together give each row what it gets
+alone; rows join and leave at step boundaries; one request's failure is its own."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from langneurons import hooks
+from langneurons.engine import Cancelled, RowSpec, engine_for
+from langneurons.generation import (
+    GenerationConfig,
+    generate,
+    stream,
+    stream_side_by_side,
+    stream_traced,
+)
+from langneurons.interventions import deactivate, prepare, scale, steer
+from langneurons.trace import TraceSpec
+
+from .conftest import FAMILY_TYPES
+
+PROMPTS = ["The weather today is", "Hi", "Every child has the right to learn and to play"]
+
+
+def _spec(lm, seed: int = 1) -> TraceSpec:
+    g = torch.Generator().manual_seed(seed)
+    masks = [
+        [torch.randperm(lm.num_neurons, generator=g)[:10].sort().values for _ in range(2)]
+        for _ in range(3)
+    ]
+    return TraceSpec.from_masks(masks, ["en", "fr", "de"])
+
+
+@contextmanager
+def held(engine) -> Iterator[None]:
+    """Hold the loop at a step boundary: requests submitted meanwhile join together."""
+    with engine.condition:
+        yield
+
+
+def _specs(lm, prompt: str, config, intervention=None, trace=None) -> list[RowSpec]:
+    ids = tuple(lm.tokenizer(prompt)["input_ids"])
+    ready = prepare(lm, intervention) if intervention is not None else None
+    return [RowSpec(ids, config, ready, trace)]
+
+
+def _final(request):
+    *_, last = request.results()
+    return last
+
+
+def test_rows_of_every_kind_together_get_what_they_get_alone(tiny_model):
+    lm = tiny_model
+    spec = _spec(lm)
+    neurons = {0: torch.arange(0, 20), 1: torch.arange(10, 40)}
+    means = torch.rand(2, lm.num_neurons)
+    jobs = [
+        ("The weather today is", GenerationConfig(max_new_tokens=12), None),
+        ("Hi", GenerationConfig(max_new_tokens=5), deactivate(neurons)),
+        (PROMPTS[2], GenerationConfig(max_new_tokens=9, repetition_penalty=1.3), scale(neurons, 3)),
+        (
+            "Everyone has",
+            GenerationConfig(max_new_tokens=10, do_sample=True, seed=3, temperature=1.4),
+            steer(means, neurons, 2.0),
+        ),
+        ("Everyone has", GenerationConfig(max_new_tokens=7, no_repeat_ngram=2), None),
+    ]
+    alone = [_final(engine_for(lm).submit(_specs(lm, p, c, i, spec))) for p, c, i in jobs]
+    engine = engine_for(lm)
+    with held(engine):
+        requests = [engine.submit(_specs(lm, p, c, i, spec)) for p, c, i in jobs]
+    together = [list(r.results()) for r in requests]
+    assert engine.widest >= len(jobs)  # they did share forward passes
+    for solo, steps in zip(alone, together, strict=True):
+        assert steps[-1].token_ids == solo.token_ids
+        assert steps[-1].texts == solo.texts
+    assert len(together[1][-1].token_ids[0]) <= 5 < len(together[0][-1].token_ids[0])
+    assert hooks.active_hook_count(lm) == 0
+
+
+def test_traces_together_equal_traces_alone_within_rounding(tiny_model):
+    lm = tiny_model
+    spec = _spec(lm)
+    config = GenerationConfig(max_new_tokens=8)
+    off = deactivate({0: spec.masks[1][0], 1: spec.masks[1][1]})
+    alone = [
+        list(stream_traced(lm, p, spec, config, i))[-1][1]
+        for p, i in ((PROMPTS[0], None), (PROMPTS[1], off))
+    ]
+    results: dict[int, object] = {}
+    barrier = threading.Barrier(2)
+
+    def run(k: int, prompt: str, intervention) -> None:
+        barrier.wait()
+        results[k] = list(stream_traced(lm, prompt, spec, config, intervention))[-1][1]
+
+    threads = [
+        threading.Thread(target=run, args=(0, PROMPTS[0], None)),
+        threading.Thread(target=run, args=(1, PROMPTS[1], off)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, solo in enumerate(alone):
+        got = results[k]
+        assert got.tokens == solo.tokens  # type: ignore[attr-defined]
+        assert np.allclose(got.fired, solo.fired, atol=1)  # type: ignore[attr-defined]
+        assert np.allclose(got.fired_after, solo.fired_after, atol=1)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("family", FAMILY_TYPES)
+def test_a_row_joins_mid_way_and_another_stops_early_in_every_family(make_tiny_model, family):
+    lm = make_tiny_model(family)
+    long = GenerationConfig(max_new_tokens=24, repetition_penalty=1.0)  # past gemma3's window
+    short = GenerationConfig(max_new_tokens=3)
+    alone = {
+        "first": _final(engine_for(lm).submit(_specs(lm, PROMPTS[2], long))).token_ids,
+        "late": _final(engine_for(lm).submit(_specs(lm, "Hi", long))).token_ids,
+        "short": _final(engine_for(lm).submit(_specs(lm, PROMPTS[0], short))).token_ids,
+    }
+    engine = engine_for(lm)
+    first = engine.submit(_specs(lm, PROMPTS[2], long))
+    steps = first.results()
+    for _ in range(6):  # the first row is well under way
+        next(steps)
+    with held(engine):
+        late = engine.submit(_specs(lm, "Hi", long))
+        stopper = engine.submit(_specs(lm, PROMPTS[0], short))
+    rest = list(steps)
+    assert rest[-1].token_ids == alone["first"]
+    assert _final(late).token_ids == alone["late"]
+    assert _final(stopper).token_ids == alone["short"]
+    assert engine.widest >= 3
+
+
+def test_a_failing_or_cancelled_request_ends_alone(tiny_model):
+    lm = tiny_model
+    config = GenerationConfig(max_new_tokens=12)
+    expected = generate(lm, PROMPTS[0], config)
+    engine = engine_for(lm)
+
+    def broken(values: torch.Tensor) -> None:
+        raise RuntimeError("this session's handler broke")
+
+    failures: list[BaseException] = []
+    outputs: dict[str, str] = {}
+    ready = threading.Barrier(3)
+
+    def failing() -> None:
+        ready.wait()
+        with hooks.bound(lm, {1: broken}, hooks.EDIT):
+            try:
+                generate(lm, "Hi", config)
+            except RuntimeError as exc:
+                failures.append(exc)
+
+    def leaving() -> None:
+        ready.wait()
+        pieces = stream(lm, PROMPTS[2], config)
+        next(pieces)
+        pieces.close()  # the tab was closed: its rows leave
+
+    def staying() -> None:
+        ready.wait()
+        outputs["kept"] = generate(lm, PROMPTS[0], config)
+
+    threads = [threading.Thread(target=f) for f in (failing, leaving, staying)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [str(e) for e in failures] == ["this session's handler broke"]
+    assert outputs["kept"] == expected
+    with held(engine):
+        request = engine.submit(_specs(lm, "Hi", config))
+        request.cancel()
+    with pytest.raises(Cancelled):
+        list(request.results())
+    assert engine.active_rows == 0 and hooks.active_hook_count(lm) == 0
+
+
+def test_what_a_caller_bound_acts_on_its_rows_only(tiny_model):
+    lm = tiny_model
+    config = GenerationConfig(max_new_tokens=10)
+    off = deactivate({0: torch.arange(48), 1: torch.arange(48)})
+    plain, modified = generate(lm, PROMPTS[0], config), generate(lm, PROMPTS[0], config, off)
+    assert plain != modified
+    results: dict[str, str] = {}
+    barrier = threading.Barrier(2)
+
+    def inside() -> None:
+        from langneurons.interventions import apply
+
+        with apply(lm, off):
+            barrier.wait()
+            results["inside"] = generate(lm, PROMPTS[0], config)
+
+    def outside() -> None:
+        barrier.wait()
+        results["outside"] = generate(lm, PROMPTS[0], config)
+
+    threads = [threading.Thread(target=inside), threading.Thread(target=outside)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"inside": modified, "outside": plain}
+
+
+def test_sixteen_side_by_side_pairs_in_threads_equal_their_solo_runs(make_tiny_model):
+    lm = make_tiny_model("gemma3_text", seed=2)
+    spec = _spec(lm)
+    config = GenerationConfig(max_new_tokens=10)
+    interventions = [
+        deactivate({layer: spec.masks[k % 3][layer] for layer in range(2)}, str(k))
+        for k in range(16)
+    ]
+
+    def pair(k: int):
+        *_, last = stream_side_by_side(lm, PROMPTS[k % 3], interventions[k], config, trace=spec)
+        return last
+
+    solo = [pair(k) for k in range(16)]
+    engine = engine_for(lm)
+    engine.widest = 0
+    results: dict[int, object] = {}
+    barrier = threading.Barrier(16)
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        results[k] = pair(k)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine.widest > 2  # pairs were served together, not one after another
+    for k in range(16):
+        got = results[k]
+        assert (got.baseline, got.modified) == (solo[k].baseline, solo[k].modified)  # type: ignore[attr-defined]
+        assert got.modified_trace.tokens == solo[k].modified_trace.tokens  # type: ignore[attr-defined]
