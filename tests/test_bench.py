@@ -20,6 +20,8 @@ FIGURES = [
     "generate_overhead",
     "trace_overhead",
     "pair_vs_single",
+    "concurrent_vs_one",
+    "concurrent_equal_alone",
     "selection_seconds",
     "ablation_matrix",
     "compute",
@@ -37,6 +39,8 @@ def test_run_bench_reports_every_figure(tiny_model):
         assert report[key] > 0
     assert report["stats_vs_forward"] > 0 and report["generate_overhead"] > 0
     assert report["ablation_matrix"]["languages"] == 3
+    # Eight sessions at once got the texts each gets alone.
+    assert report["concurrent_sessions"] == 8 and report["concurrent_equal_alone"] is True
     assert report["machine"]["cpu_count"] >= 1
     json.dumps(report)  # JSON-ready
 

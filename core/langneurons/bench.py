@@ -19,6 +19,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from . import __version__
 from .corpus import load_corpus, tokenize_windows
 from .evaluation import ablation_matrix
 from .generation import GenerationConfig, generate, stream_side_by_side, stream_traced
-from .interventions import deactivate, language_neurons
+from .interventions import Intervention, deactivate, language_neurons, steer
 from .models import LoadedModel, load_model
 from .pipeline import compute
 from .progress import ProgressCallback, emit
@@ -277,6 +278,92 @@ def _generation(lm: LoadedModel, quick: bool) -> dict[str, Any]:
     }
 
 
+CONCURRENT_LANGUAGES = ["en", "fr", "de", "ja", "zh"]
+CONCURRENT_SESSIONS = 16
+CONCURRENT_TOKENS = 30
+
+
+def _session_interventions(lm: LoadedModel, count: int) -> tuple[list[Intervention], TraceSpec]:
+    """``count`` different interventions a class would try (each language switched off,
+    steering towards each at two strengths, in turn), and the trace of their neurons."""
+    corpus = load_corpus("udhr", CONCURRENT_LANGUAGES)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = compute(
+            lm, CONCURRENT_LANGUAGES, corpus=corpus, max_tokens=600, cache=StatsCache(Path(tmp))
+        )
+    masks, codes = result.selection.masks, CONCURRENT_LANGUAGES
+    means = result.statistics.mean_activation()
+    choices: list[Intervention] = []
+    for code in codes:
+        choices.append(deactivate(language_neurons(masks, codes, [code]), code))
+    for strength in (1.0, 2.0):
+        for k, code in enumerate(codes):
+            neurons = language_neurons(masks, codes, [code])
+            choices.append(steer(means[..., k], neurons, strength, label=code))
+    while len(choices) < count:
+        choices.append(choices[len(choices) % len(codes)])
+    return choices[:count], TraceSpec.from_masks(masks, codes)
+
+
+def _concurrency(lm: LoadedModel, quick: bool) -> dict[str, Any]:
+    """A class pressing Generate at once: 16 threads (quick: 8) each generating a traced
+    pair (30 new tokens; quick: 16), a different intervention each, on the one loaded
+    model, against one pair alone: the wall time until all finish over one pair's, and
+    whether every greedy text equals its solo run."""
+    sessions = CONCURRENT_SESSIONS // 2 if quick else CONCURRENT_SESSIONS
+    tokens = 16 if quick else CONCURRENT_TOKENS
+    interventions, spec = _session_interventions(lm, sessions)
+    config = GenerationConfig(max_new_tokens=tokens)
+    prompts = [
+        "The weather today is",
+        "Le temps aujourd'hui est",
+        "Das Wetter ist heute",
+        "Everyone has the right to",
+    ]
+
+    def pair(k: int) -> tuple[str, str]:
+        steps = stream_side_by_side(
+            lm, prompts[k % len(prompts)], interventions[k], config, trace=spec
+        )
+        (last,) = deque(steps, maxlen=1)
+        return last.baseline, last.modified
+
+    pair(0)  # warm
+    alone_seconds = float("inf")
+    for _ in range(2):
+        t = time.perf_counter()
+        pair(0)
+        alone_seconds = min(alone_seconds, time.perf_counter() - t)
+    solo = [pair(k) for k in range(sessions)]
+    together: dict[int, tuple[str, str]] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(sessions + 1)
+
+    def worker(k: int) -> None:
+        try:
+            barrier.wait()
+            together[k] = pair(k)
+        except BaseException as exc:  # reported in the figures
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(sessions)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    t = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    all_seconds = time.perf_counter() - t
+    return {
+        "concurrent_sessions": sessions,
+        "concurrent_new_tokens": tokens,
+        "concurrent_seconds": {"one_pair": round(alone_seconds, 3), "all": round(all_seconds, 3)},
+        "concurrent_vs_one": round(all_seconds / alone_seconds, 3),
+        "concurrent_equal_alone": not errors
+        and all(together.get(k) == solo[k] for k in range(sessions)),
+    }
+
+
 def _compute_and_ablation(lm: LoadedModel, quick: bool) -> dict[str, Any]:
     """A whole ``compute`` (quick: 3 languages; full: 10) and the ablation matrix (quick:
     3 x 3 on 150 held-out tokens; full: 6 x 6 on all held-out text)."""
@@ -334,6 +421,8 @@ def run_bench(
     report["selection_seconds"] = _selection_seconds(lm, windows)
     emit(progress, "bench", "Generation")
     report.update(_generation(lm, quick))
+    emit(progress, "bench", "Sessions generating at once")
+    report.update(_concurrency(lm, quick))
     emit(progress, "bench", "Compute and ablation matrix")
     report.update(_compute_and_ablation(lm, quick))
     report["peak_memory_mb"] = {
@@ -349,5 +438,7 @@ def run_bench(
         "selection < 0.2 s": report["selection_seconds"] < 0.2,
         "trace_overhead <= 1.1": report["trace_overhead"] <= 1.1,
         "pair_vs_single <= 1.3": report["pair_vs_single"] <= 1.3,
+        "concurrent_vs_one <= 3": report["concurrent_vs_one"] <= 3,
+        "concurrent_equal_alone": report["concurrent_equal_alone"],
     }
     return report
