@@ -71,9 +71,12 @@ def output_box(
     language: str | None = None,
     waiting: bool = False,
     body_html: str | None = None,
+    compact: bool = False,
 ) -> str:
     """A continuation as HTML: its detected language as a badge, the prompt greyed, the
-    generated text after it (all escaped), or ``body_html`` already rendered."""
+    generated text after it (all escaped), or ``body_html`` already rendered.  A
+    ``compact`` box has smaller type and at most about ten lines; a longer text scrolls
+    inside it and the box shows its end, where new tokens arrive."""
     badge = ""
     if language:
         label = html.escape(language_label(language))
@@ -87,6 +90,13 @@ def output_box(
         body_html = (
             f"<span style='color:#868e96'>{html.escape(prompt)}</span>{html.escape(text)}"
         ).replace("\n", "<br>")
+    if compact:  # a reversed column keeps the scroll at the end while text arrives
+        return (
+            "<div class='ln-output' style='border:1px solid #dde2ea;border-radius:6px;"
+            "padding:.4em .6em;min-height:5em;max-height:15.5em;overflow-y:auto;"
+            "display:flex;flex-direction:column-reverse;font-size:1em;line-height:1.5'>"
+            f"<div>{badge}{body_html}{cursor}</div></div>"
+        )
     return (
         "<div class='ln-output' style='border:1px solid #dde2ea;border-radius:6px;"
         f"padding:.6em;min-height:6em;font-size:1.1em;line-height:1.6'>{badge}"

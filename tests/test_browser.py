@@ -108,13 +108,13 @@ def _outputs(page) -> list[str]:
 
 
 def _trace_widths(page) -> list[int]:
-    """How many tokens the playground's four trace charts (each side: lines and heatmap)
-    have (their x labels), once all are drawn."""
+    """How many tokens the playground's two heatmaps (one under each text) have (their x
+    labels), once both are drawn."""
     handle = page.wait_for_function(
         """() => {
             const widths = [...document.querySelectorAll('.js-plotly-plot')]
                 .map(e => (e.data && e.data[0] && e.data[0].x) ? e.data[0].x.length : 0);
-            return widths.length === 4 && widths.every(w => w > 0) ? widths : null;
+            return widths.length === 2 && widths.every(w => w > 0) ? widths : null;
         }"""
     )
     return handle.json_value()
@@ -167,7 +167,6 @@ def test_every_page_in_a_real_browser(server, browser, tmp_path):
     late = _trace_widths(page)
     assert all(a < b for a, b in zip(early, late, strict=True)), (early, late)
     assert page.locator(".ln-output .ln-token").count() > 2 * late[0] - 10
-    page.get_by_text("Values after the intervention").first.scroll_into_view_if_needed()
     _shot(page, "5-playground")
 
     _view(page, "Trace", "Each language's neurons, token by token")
@@ -235,6 +234,78 @@ def _check_downloads(page, folder: Path) -> None:
     assert [[t.tolist() for t in m] for m in masks] == [
         document["neurons"][c]["per_layer"] for c in document["languages"]
     ]
+
+
+LAPTOP = {"width": 1280, "height": 800}
+BOXES_JS = """() => [...document.querySelectorAll('.ln-output, .js-plotly-plot')].map(e => {
+    const b = e.getBoundingClientRect();
+    return {kind: e.classList.contains('ln-output') ? 'text' : 'heatmap', top: b.top,
+            bottom: b.bottom, title: e.layout && e.layout.title ? e.layout.title.text : null};
+})"""
+
+
+def _laptop_page(browser, url: str, ready: str):
+    page = browser.new_page(viewport=LAPTOP)
+    page.set_default_timeout(240_000)
+    page.goto(url)
+    page.get_by_text(ready).first.wait_for()
+    _settle(page)
+    return page
+
+
+def _press_generate(page) -> None:
+    """Click Generate from inside the page (two pages then start within milliseconds)."""
+    page.evaluate(
+        "() => [...document.querySelectorAll('button')]"
+        ".find(b => b.innerText.trim() === 'Generate').click()"
+    )
+
+
+def test_two_sessions_at_once_on_a_laptop_screen(server, browser):
+    """Two students press Generate together, one switching French off on the French
+    example, one steering an English prompt towards Japanese: each sees its own pair, and
+    at 1280x800 both texts and the heatmap under each are on screen without scrolling;
+    the steered page's heatmaps show the Japanese neurons."""
+    english = "The weather today is"
+    base = f"{server['url']}/playground?langs=en,fr,ja&budget=400"
+    french = _laptop_page(browser, base, "Deactivate the neurons of")
+    steer = f"{base}&mode=Steer&target=ja&prompt={english.replace(' ', '%20')}"
+    steering = _laptop_page(browser, steer, "Steer towards")
+    _press_generate(french)
+    _press_generate(steering)
+    # Mid-stream: the texts grow and the heatmaps are drawn beside them, on screen.
+    _trace_widths(french)
+    _shot(french, "5g-playground-laptop-streaming")
+    for page in (french, steering):
+        _outputs(page)  # both finished: each box has its detected language
+        _settle(page)
+    _shot(french, "5h-playground-laptop")
+    _shot(steering, "5i-playground-laptop-steer")
+
+    headers = [p.get_by_text("Modified —").first.inner_text() for p in (french, steering)]
+    assert "deactivate fr" in headers[0] and "steer" not in headers[0]
+    assert "steer ja" in headers[1] and "deactivate fr" not in headers[1]
+    (french_base, _), (steer_base, _) = _outputs(french), _outputs(steering)
+    assert french_base.startswith("fr · French La Déclaration")
+    assert english in steer_base and "Déclaration" not in steer_base
+    for page, language in ((french, "fr"), (steering, "ja")):
+        assert page.evaluate("() => window.scrollY") == 0
+        boxes = page.evaluate(BOXES_JS)
+        texts = [b for b in boxes if b["kind"] == "text"]
+        maps = [b for b in boxes if b["kind"] == "heatmap"]
+        assert len(texts) == 2 and len(maps) == 2, boxes
+        assert all(b["top"] > 0 and b["bottom"] <= LAPTOP["height"] for b in boxes), boxes
+        assert all(
+            m["title"].replace("<b>", "").replace("</b>", "") == f"{language} neurons" for m in maps
+        ), maps
+        chosen = page.evaluate(
+            """() => { const box = document.querySelector('.st-key-pg_trace_lang');
+                const input = box.querySelector('input');
+                return ((input && input.value) || box.innerText).trim(); }"""
+        )
+        assert chosen.startswith(f"{language} ·"), chosen
+    french.close()
+    steering.close()
 
 
 def test_playground_modes_and_reset_in_a_real_browser(server, browser):

@@ -144,6 +144,7 @@ def test_playground_deactivating_french_changes_a_french_continuation():
     _ok(at)
     assert at.selectbox(key="pg_example").value == "fr"
     assert at.multiselect(key="pg_off").value == ["fr"]
+    assert _expander(at, "Prompt and intervention").proto.expanded  # open before Generate
     last = _generate(at)
     assert last["baseline"] and last["modified"] and last["baseline"] != last["modified"]
     assert last["baseline_language"] == "fr"
@@ -154,8 +155,11 @@ def test_playground_deactivating_french_changes_a_french_continuation():
     base, modified = last["baseline_trace"], last["modified_trace"]
     assert base.tokens[: last["prompt_tokens"]] == modified.tokens[: last["prompt_tokens"]]
     assert len(base.tokens) > last["prompt_tokens"]
-    assert len(_charts(at)) == 4  # each side: every language's line, and the heatmap
+    assert len(_charts(at)) == 2  # a compact heatmap under each text
+    assert [_title(c) for c in _charts(at)] == ["fr neurons", "fr neurons"]
     assert at.selectbox(key="pg_trace_lang").value == "fr"
+    # The controls fold away once Generate is pressed: the outputs take the screen.
+    assert not _expander(at, "Prompt and intervention").proto.expanded
     fr = base.languages.index("fr")
     prompt = last["prompt_tokens"]
     # French neurons are active on the French prompt; switched off, they stay dark after it.
@@ -163,8 +167,75 @@ def test_playground_deactivating_french_changes_a_french_continuation():
     assert modified.overall(after=True)[prompt:, fr].max() == 0
     at.radio(key="pg_trace_view").set_value("Difference (modified − unmodified)").run()
     _ok(at)
+    assert len(_charts(at)) == 2
+    assert _title(_charts(at)[1]) == "fr neurons: modified − unmodified"
+    at.toggle(key="pg_lines").set_value(True).run()  # each language's line under each
+    _ok(at)
     assert len(_charts(at)) == 4
     assert at.session_state["pg_last"] is last  # a new view, no new generation
+
+
+def _title(chart) -> str:
+    return json.loads(chart.proto.spec)["layout"]["title"]["text"]
+
+
+def _expander(at: AppTest, label: str):
+    return next(e for e in at.expander if e.label == label)
+
+
+def test_playground_heatmaps_follow_the_intervention_until_the_user_picks_another():
+    at = _app("playground")
+    assert at.selectbox(key="pg_trace_lang").value == "fr"  # French switched off
+    at.radio(key="pg_mode").set_value("Steer").run()
+    _ok(at)
+    assert at.selectbox(key="pg_target").value == "ja"
+    assert at.selectbox(key="pg_trace_lang").value == "ja"  # the language steered towards
+    at.selectbox(key="pg_target").set_value("en").run()
+    assert at.selectbox(key="pg_trace_lang").value == "en"  # any change of target
+    # The user's own choice stays while the intervention does not change...
+    at.selectbox(key="pg_trace_lang").set_value("fr").run()
+    at.slider(key="pg_strength").set_value(1.5).run()
+    assert at.selectbox(key="pg_trace_lang").value == "fr"
+    # ... and the intervention's language returns when it does (here: another example).
+    at.selectbox(key="pg_example").set_value("ja").run()
+    assert at.selectbox(key="pg_target").value == "en"
+    assert at.selectbox(key="pg_trace_lang").value == "en"
+    last = _generate(at, 6)
+    assert "steer en" in last["intervention"]
+    assert [_title(c) for c in _charts(at)] == ["en neurons", "en neurons"]
+    at.radio(key="pg_mode").set_value("Deactivate").run()
+    assert at.multiselect(key="pg_off").value == ["fr"]  # its own choice, kept
+    assert at.selectbox(key="pg_trace_lang").value == "fr"  # the first one switched off
+
+
+def test_playground_an_example_brings_an_intervention_that_fits_it():
+    at = _app("playground")
+    at.selectbox(key="pg_example").set_value("ja").run()
+    _ok(at)
+    # Deactivate: the example's own language, not French still.
+    assert at.multiselect(key="pg_off").value == ["ja"]
+    assert at.selectbox(key="pg_trace_lang").value == "ja"
+    at.radio(key="pg_mode").set_value("Steer").run()
+    assert at.selectbox(key="pg_target").value == "fr"  # never Japanese towards Japanese
+    at.selectbox(key="pg_example").set_value("en").run()
+    at.selectbox(key="pg_target").set_value("ja").run()
+    at.multiselect(key="pg_steer_off").set_value(["fr"]).run()
+    at.selectbox(key="pg_example").set_value("ja").run()
+    # Not steered towards its own language; the prompt's own language is switched off.
+    assert at.selectbox(key="pg_target").value == "fr"
+    assert at.multiselect(key="pg_steer_off").value == []
+    assert at.selectbox(key="pg_trace_lang").value == "fr"
+    last = _generate(at, 6)
+    assert "steer fr" in last["intervention"] and "deactivate ja" in last["intervention"]
+
+
+def test_playground_a_shared_link_with_its_own_prompt_shows_custom():
+    at = _app("playground", prompt="Once upon a time, far away,")
+    _ok(at)
+    assert at.text_area(key="pg_prompt").value == "Once upon a time, far away,"
+    assert at.selectbox(key="pg_example").value == "(custom)"
+    at = _app("playground", prompt="今日の天気は")  # an example's own prompt names it
+    assert at.selectbox(key="pg_example").value == "ja"
 
 
 def test_playground_modes_keep_their_own_choices_and_reset_restores_everything():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from langneurons.dashboard.live import Producer, snapshot_trace
 from langneurons.dashboard.server import BusyError, JobQueue, ModelPool, UploadFolder
 from langneurons.dashboard.widgets import JOINER, plain
 from langneurons.errors import CorpusError
@@ -165,3 +166,61 @@ def test_the_session_that_loads_a_model_hears_its_stages():
     assert heard == ["converting a"]
     pool.get("b", "f", "c")  # no listener: loads all the same
     assert list(pool.models) == [("a", "f", "c"), ("b", "f", "c")]
+
+
+def test_the_producer_runs_ahead_of_a_slow_reader_and_keeps_only_the_newest_state():
+    def states():
+        for i in range(1, 21):
+            time.sleep(0.005)
+            yield i
+
+    producer = Producer(states()).start()
+    first = producer.latest.wait(0, 0.0)
+    time.sleep(0.3)  # a slow picture: generation goes on meanwhile
+    later = producer.latest.wait(first.version, 0.0)
+    assert later.finished and later.state == 20 and later.version == 20
+    assert later.error is None
+
+
+def test_the_producer_hands_a_failure_to_the_reader():
+    def states():
+        yield 1
+        raise ValueError("bad step")
+
+    sample = Producer(states()).start().latest.wait(1, 0.0)
+    assert sample.finished and isinstance(sample.error, ValueError) and sample.state == 1
+
+
+def test_a_stopped_producer_closes_its_generator_instead_of_generating_on():
+    steps, closed = [], threading.Event()
+
+    def states():
+        try:
+            for i in range(10_000):
+                steps.append(i)
+                time.sleep(0.01)
+                yield i
+        finally:
+            closed.set()
+
+    producer = Producer(states()).start()
+    producer.latest.wait(3, 0.0)
+    producer.stop()  # the page reran or its session ended
+    assert closed.wait(2)
+    producer.thread.join(2)
+    assert not producer.thread.is_alive() and len(steps) < 100
+    assert producer.latest.now().finished
+
+
+def test_a_snapshot_of_a_growing_trace_keeps_only_complete_columns():
+    import numpy as np
+
+    from langneurons.trace import Trace
+
+    trace = Trace(["en", "fr"], np.ones((2, 2), dtype=np.int64))
+    trace.extend(["a", "b"], [1, 2], np.ones((2, 2, 2)), np.zeros((2, 2, 2)))
+    trace.tokens.append("c")  # another thread is half-way through extending it
+    copy = snapshot_trace(trace)
+    assert copy is not None and copy.tokens == ["a", "b"] and copy.fired.shape == (2, 2, 2)
+    trace.extend(["d"], [4], np.ones((1, 2, 2)), np.ones((1, 2, 2)))
+    assert copy.tokens == ["a", "b"] and len(copy.fired) == 2  # the copy does not grow

@@ -2,16 +2,20 @@
 neurons deactivated or steered; both stream as they are generated.
 
 Each control starts from what its label promises and stays in step with the others:
-the example box names the example the prompt holds (or "custom"), the two modes keep
-their own choices, Reset restores every control, and a new set of languages keeps only
-the choices it still allows.
+the example box names the example the prompt holds (or "custom"), an example brings an
+intervention that makes sense for it, the heatmaps show the neurons the intervention is
+about until the user picks others, the two modes keep their own choices, Reset restores
+every control, and a new set of languages keeps only the choices it still allows.
+
+Once Generate is pressed the controls fold away, so that on a laptop screen both texts
+and a compact heatmap beside each stay in view while they stream.  Generation runs in
+a producer thread (``live.Producer``); the page samples its newest state a few times a
+second and redraws what changed, lightly, and the finished pair once in full detail.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import streamlit as st
@@ -24,7 +28,7 @@ from langneurons.prompts import example_prompts
 from langneurons.trace import TraceSpec
 from langneurons.workflows import NothingToChange, intervention_for
 
-from .. import traces, widgets
+from .. import live, traces, widgets
 from ..server import LiveStreams
 from ..state import (
     PageContext,
@@ -38,6 +42,11 @@ from ..state import (
 
 MODES = ("Deactivate", "Steer")
 LIVE_INTERVAL = 0.5  # seconds between live pictures while tokens stream
+HEATMAP_HEIGHT = 250  # a compact heatmap under each text: both fit a laptop screen
+LINES_HEIGHT = 220
+TARGETS = ("ja", "fr", "de")  # languages to steer towards first, when one fits
+# Less empty space above the page's first row: the outputs start higher on a laptop.
+PAGE_CSS = "<style>[data-testid='stMainBlockContainer']{padding-top:4.5rem !important}</style>"
 CUSTOM = "(custom)"
 MAX_PROMPT_CHARS = 2000
 
@@ -49,18 +58,24 @@ def _defaults(languages: list[str], num_layers: int) -> dict[str, Any]:
     # few neurons change little.
     example = next((c for c in ("fr", *examples) if c in examples and c != "en"), None)
     example = example or next(iter(examples), CUSTOM)
-    target = next((c for c in ("ja", "fr", "de") if c in languages and c != example), None)
     return {
         "pg_example": example,
         "pg_prompt": examples.get(example, "Hello"),
         "pg_mode": MODES[0],
         "pg_off": [example] if example in languages else languages[:1],
-        "pg_target": target or languages[-1],
+        "pg_target": _other_target(languages, example),
         "pg_strength": 1.0,
         "pg_steer_off": [],
         "pg_layers": (0, num_layers - 1),
         "pg_pairs": "",
     }
+
+
+def _other_target(languages: list[str], example: str) -> str:
+    """A language to steer an example towards: never its own (Japanese, French or German
+    first, whose continuations change visibly)."""
+    others = [c for c in languages if c != example] or languages
+    return next((c for c in TARGETS if c in others), others[-1])
 
 
 def _settle(languages: list[str], num_layers: int) -> dict[str, str]:
@@ -73,6 +88,9 @@ def _settle(languages: list[str], num_layers: int) -> dict[str, str]:
     state = st.session_state
     if state["pg_example"] != CUSTOM and state["pg_example"] not in examples:
         state["pg_example"], state["pg_prompt"] = defaults["pg_example"], defaults["pg_prompt"]
+    if examples.get(state["pg_example"]) != state["pg_prompt"]:
+        # The example box names the example the prompt holds: a link's own prompt is custom.
+        state["pg_example"] = _example_of(examples, str(state["pg_prompt"]))
     if state["pg_mode"] not in MODES:
         state["pg_mode"] = MODES[0]
     kept_off = [c for c in state["pg_off"] if c in languages]
@@ -94,29 +112,60 @@ def _prompt_cap() -> int:
     return min(MAX_PROMPT_CHARS, limits.max_prompt_chars) if limits else MAX_PROMPT_CHARS
 
 
+def _example_of(examples: dict[str, str], prompt: str) -> str:
+    return next((c for c, text in examples.items() if text == prompt), CUSTOM)
+
+
 def _example_chosen() -> None:
-    example = st.session_state["pg_example"]
-    examples = st.session_state["_pg_examples"]
-    if example in examples:
-        st.session_state["pg_prompt"] = examples[example]
+    """The example's prompt, and an intervention that makes sense for it in the current
+    mode: Deactivate switches off the example's own language; Steer steers towards
+    another language than the example's and deactivates the prompt's own (detected)."""
+    state = st.session_state
+    example, examples = state["pg_example"], state["_pg_examples"]
+    if example not in examples:
+        return
+    state["pg_prompt"] = examples[example]
+    languages = state["_pg_languages"]
+    if example not in languages:
+        return
+    if state["pg_mode"] == "Steer":
+        if state["pg_target"] == example:
+            state["pg_target"] = _other_target(languages, example)
+        state["pg_steer_off"] = []
+    else:
+        state["pg_off"] = [example]
+
+
+def _mode_chosen() -> None:
+    """Steering starts towards another language than the example's own."""
+    state = st.session_state
+    example = state["pg_example"]
+    if state["pg_mode"] == "Steer" and state.get("pg_target") == example:
+        state["pg_target"] = _other_target(state["_pg_languages"], example)
 
 
 def _prompt_edited() -> None:
     """The example box follows the prompt: the example it holds, or custom."""
-    prompt = st.session_state["pg_prompt"]
-    examples = st.session_state["_pg_examples"]
-    st.session_state["pg_example"] = next((c for c, t in examples.items() if t == prompt), CUSTOM)
+    state = st.session_state
+    state["pg_example"] = _example_of(state["_pg_examples"], state["pg_prompt"])
 
 
 def _reset() -> None:
     forget("pg_")
     st.session_state.pop("pg_last", None)
+    st.session_state.pop("pg_trace_for", None)
+
+
+def _generating() -> None:
+    """Generate folds the controls away: the outputs take the screen."""
+    st.session_state["pg_folded"] = True
 
 
 def _controls(ctx: PageContext, examples: dict[str, str]) -> dict[str, Any]:
     """The prompt and the intervention's controls; returns the choices."""
     languages, num_layers = ctx.selection.languages, ctx.lm.num_layers
     st.session_state["_pg_examples"] = examples
+    st.session_state["_pg_languages"] = languages
     c1, c2 = st.columns([1, 3])
     c1.selectbox(
         "Example prompt",
@@ -130,7 +179,7 @@ def _controls(ctx: PageContext, examples: dict[str, str]) -> dict[str, Any]:
     c2.text_area("Prompt", key="pg_prompt", height=68, max_chars=most, on_change=_prompt_edited)
     # One row: the mode, then its controls (a compact page: the outputs stay in view).
     c0, c1, c2, c3 = st.columns([1, 2, 2, 2])
-    mode = c0.radio("Intervention", MODES, key="pg_mode")
+    mode = c0.radio("Intervention", MODES, key="pg_mode", on_change=_mode_chosen)
     if mode == "Deactivate":
         c1.multiselect(
             "Deactivate the neurons of", languages, key="pg_off", format_func=widgets.language_label
@@ -193,58 +242,123 @@ def _default_trace_language(choices: dict[str, Any]) -> str:
     return str((choices["pg_off"] or [choices["pg_example"]])[0])
 
 
-class _Outputs:
-    """The two columns: a header, the output box and the heatmap of each continuation."""
+def _follow_intervention(choices: dict[str, Any], languages: list[str]) -> str:
+    """The heatmaps' language follows the intervention: whenever the mode, the example or
+    the languages it is about change, it becomes the one the intervention is about; a
+    language the user picks stays until the intervention changes again."""
+    default = _default_trace_language(choices)
+    steering = choices["pg_mode"] == "Steer"
+    about = (
+        choices["pg_mode"],
+        choices["pg_example"],
+        choices["pg_target"] if steering else tuple(choices["pg_off"]),
+    )
+    if st.session_state.get("pg_trace_for") != about:
+        st.session_state["pg_trace_for"] = about
+        if default in languages:
+            st.session_state["pg_trace_lang"] = default
+            remember("pg_trace_lang", default)
+    return default
 
-    def __init__(self, intervention: str) -> None:
+
+class _Outputs:
+    """The two columns: a header, the output box and a compact heatmap under each
+    continuation (and each language's line, when asked for).  A side is drawn again only
+    when it has changed; live pictures leave out the hover details."""
+
+    def __init__(self, intervention: str, with_lines: bool) -> None:
         left, right = st.columns(2)
         left.markdown("**Unmodified**")
         right.markdown(f"**Modified** — {widgets.plain(intervention)}")
         self.boxes = (left.empty(), right.empty())
-        self.lines = (left.empty(), right.empty())
         self.maps = (left.empty(), right.empty())
+        self.lines = (left.empty(), right.empty()) if with_lines else None
+        self.shown: dict[tuple[str, int], Any] = {}  # what each box and map shows
         self.draws = 0
 
+    def _changed(self, part: str, side: int, mark: Any) -> bool:
+        if self.shown.get((part, side)) == mark:
+            return False
+        self.shown[part, side] = mark
+        return True
+
     def draw(
-        self,
-        ctx: PageContext,
-        pair: dict[str, Any],
-        view: traces.TraceView,
-        waiting: bool,
-        details: bool = True,
+        self, ctx: PageContext, pair: dict[str, Any], view: traces.TraceView, final: bool
     ) -> None:
         base, modified = pair["baseline_trace"], pair["modified_trace"]
-        for i, (key, trace) in enumerate((("baseline", base), ("modified", modified))):
-            html = traces.box(
-                ctx.lm.tokenizer,
-                trace,
-                pair["prompt"],
-                pair[key],
-                pair.get(f"{key}_language"),
-                waiting,
-                pair["prompt_tokens"],
-                after=view.after and i == 1,
-                tooltips=details,
-            )
-            self.boxes[i].markdown(html, unsafe_allow_html=True)
         prompt_tokens = pair["prompt_tokens"]
         self.draws += 1
-        keys = (f"pg_map_base_{self.draws}", f"pg_map_modified_{self.draws}")
-        for i, trace in enumerate((base, modified)):
+        width = len(base.tokens) if base is not None else 0
+        for i, (key, trace) in enumerate((("baseline", base), ("modified", modified))):
+            columns = len(trace.tokens) if trace is not None else 0
             after = view.after and i == 1
-            traces.lines(self.lines[i], f"pg_lines_{i}_{self.draws}", trace, after, prompt_tokens)
-        traces.heatmap(self.maps[0], keys[0], base, view, prompt_tokens, hover=details)
-        if view.difference:
-            title = f"{view.language} neurons: modified − unmodified"
+            if self._changed("box", i, (pair[key], columns, final)):
+                self._box(ctx, pair, key, trace, after, final)
+            if not self._changed("map", i, (columns, width if view.difference else 0, final)):
+                continue  # the trace has no new column on this side
+            difference = view.difference and i == 1
             traces.heatmap(
-                self.maps[1], keys[1], modified, view, prompt_tokens, base, title, details
+                self.maps[i],
+                f"pg_map_{i}_{self.draws}",
+                trace,
+                view,
+                prompt_tokens,
+                base if difference else None,
+                f"{view.language} neurons: modified − unmodified" if difference else None,
+                hover=final,
+                height=HEATMAP_HEIGHT,
             )
-        else:
-            traces.heatmap(self.maps[1], keys[1], modified, view, prompt_tokens, hover=details)
+            if self.lines is not None:
+                traces.lines(
+                    self.lines[i],
+                    f"pg_lines_{i}_{self.draws}",
+                    trace,
+                    after,
+                    prompt_tokens,
+                    LINES_HEIGHT,
+                )
+
+    def _box(
+        self, ctx: PageContext, pair: dict[str, Any], key: str, trace: Any, after: bool, final: bool
+    ) -> None:
+        """One side's text: coloured tokens, the detected language once finished; the
+        tokens' hover profiles only in the finished picture."""
+        i = 0 if key == "baseline" else 1
+        html = traces.box(
+            ctx.lm.tokenizer,
+            trace,
+            pair["prompt"],
+            pair[key],
+            pair.get(f"{key}_language") if final else None,
+            not final,
+            pair["prompt_tokens"],
+            after=after,
+            tooltips=final,
+            compact=True,
+        )
+        self.boxes[i].markdown(html, unsafe_allow_html=True)
+
+
+def _pair(prompt: str, prompt_tokens: int, intervention: str, state: Any) -> dict[str, Any]:
+    return {
+        "prompt": prompt,
+        "prompt_tokens": prompt_tokens,
+        "baseline": state.baseline,
+        "modified": state.modified,
+        "baseline_language": state.baseline_language[0],
+        "modified_language": state.modified_language[0],
+        "baseline_trace": state.baseline_trace,
+        "modified_trace": state.modified_trace,
+        "intervention": intervention,
+    }
 
 
 def _generate(
-    ctx: PageContext, choices: dict[str, Any], config: GenerationConfig, view: traces.TraceView
+    ctx: PageContext,
+    choices: dict[str, Any],
+    config: GenerationConfig,
+    view: traces.TraceView,
+    with_lines: bool,
 ) -> None:
     prompt = choices["pg_prompt"]
     languages = ctx.selection.languages
@@ -268,82 +382,98 @@ def _generate(
     except LangNeuronsError as exc:
         widgets.error(exc)
         return
-    outputs = _Outputs(_describe(intervention))
+    described = _describe(intervention)
+    outputs = _Outputs(described, with_lines)
     prompt_tokens = len(first.baseline_trace.tokens) if first.baseline_trace else 0
+    producer = live.Producer(steps)
+    producer.latest.put(live.snapshot(first))
     streams = live_streams()
     with streams.streaming():
-        pair = _stream(
-            ctx, prompt, prompt_tokens, intervention, first, steps, outputs, view, streams
-        )
+        try:
+            producer.start()
+            pair = _stream(
+                ctx, (prompt, prompt_tokens, described), producer, outputs, view, streams
+            )
+        except LangNeuronsError as exc:
+            widgets.error(exc)
+            return
+        finally:
+            producer.stop()  # a rerun or a closed page ends the generation too
     st.session_state["pg_last"] = pair
 
 
 def _stream(
     ctx: PageContext,
-    prompt: str,
-    prompt_tokens: int,
-    intervention: Intervention,
-    first: Any,
-    steps: Iterator[Any],
+    about: tuple[str, int, str],
+    producer: live.Producer,
     outputs: _Outputs,
     view: traces.TraceView,
     streams: LiveStreams,
 ) -> dict[str, Any]:
-    """Draw the pair as it streams: a few pictures a second (fewer while many sessions
-    stream at once), the whole picture at the end."""
-    pair: dict[str, Any] = {}
-    drawn = 0.0
-    shown_text = False
-    for state in itertools.chain([first], steps):  # lazily: each step as it comes
-        pair = {
-            "prompt": prompt,
-            "prompt_tokens": prompt_tokens,
-            "baseline": state.baseline,
-            "modified": state.modified,
-            "baseline_language": state.baseline_language[0],
-            "modified_language": state.modified_language[0],
-            "baseline_trace": state.baseline_trace,
-            "modified_trace": state.modified_trace,
-            "intervention": _describe(intervention),
-        }
-        # A few pictures a second while tokens stream (lighter ones: no hover details),
-        # the whole picture at the end: the browser keeps up, generation is not slowed.
-        # The first words at once, whatever the load: a wait shows it has begun.
-        first_words = not shown_text and bool(state.baseline or state.modified)
-        if (
-            state.done
-            or first_words
-            or time.perf_counter() - drawn > streams.interval(LIVE_INTERVAL)
-        ):
-            outputs.draw(ctx, pair, view, waiting=not state.done, details=state.done)
-            drawn = time.perf_counter()
-            shown_text = shown_text or first_words
-    return pair
+    """Draw the newest state a few times a second (less often while many sessions
+    stream), the first words as soon as they exist, and the finished pair in full: the
+    producer generates meanwhile, whatever the drawing costs."""
+    drawn, not_before, shown_text = 0, 0.0, False
+    while True:
+        sample = producer.latest.wait(drawn, not_before)
+        if sample.error is not None:
+            raise sample.error
+        state = sample.state
+        final = sample.finished and bool(state.done)
+        if sample.version > drawn or final:
+            pair = _pair(*about, state)
+            outputs.draw(ctx, pair, view, final)
+            drawn = sample.version
+            shown_text = shown_text or bool(state.baseline or state.modified)
+            # Until the first words are on screen, every new state is drawn at once.
+            wait = streams.interval(LIVE_INTERVAL) if shown_text else 0.0
+            not_before = time.monotonic() + wait
+        if sample.finished:
+            return pair
 
 
-def _show(ctx: PageContext, pair: dict[str, Any], view: traces.TraceView) -> None:
+def _show(ctx: PageContext, pair: dict[str, Any], view: traces.TraceView, lines: bool) -> None:
     """The last comparison, redrawn (another heatmap language or view needs no new run)."""
-    _Outputs(pair["intervention"]).draw(ctx, pair, view, waiting=False)
+    _Outputs(pair["intervention"], lines).draw(ctx, pair, view, final=True)
 
 
 def render(ctx: PageContext) -> None:
     examples = _settle(ctx.selection.languages, ctx.lm.num_layers)
-    choices = _controls(ctx, examples)
-    with st.expander("Generation settings"):
+    folded = bool(st.session_state.get("pg_folded")) and "pg_last" in st.session_state
+    folded = folded or bool(st.session_state.get("pg_go"))
+    with st.expander("Prompt and intervention", expanded=not folded):
+        choices = _controls(ctx, examples)
+    languages = ctx.selection.languages
+    default = _follow_intervention(choices, languages)
+    # Two compact rows: the buttons, the generation settings and the colours; then how
+    # the heatmaps show the pair.
+    row = st.columns([1.1, 0.9, 1.1, 5.4], vertical_alignment="center")
+    go = row[0].button(
+        "Generate", type="primary", key="pg_go", width="stretch", on_click=_generating
+    )
+    row[1].button("Reset", key="pg_reset", on_click=_reset, width="stretch")
+    with row[2].popover("Settings", width="stretch", help="Generation settings"):
         limits = classroom()
         caps = {"max_new_tokens": limits.max_new_tokens} if limits else None
         values = widgets.setting_widgets(
             GenerationConfig, st, prefix="pg_gen_", numbers=True, caps=caps
         )
-    languages = ctx.selection.languages
-    view = traces.controls(languages, _default_trace_language(choices), "pg")
-    b1, b2, _ = st.columns([1, 1, 5])
-    go = b1.button("Generate", type="primary", key="pg_go", width="stretch")
-    b2.button("Reset", key="pg_reset", on_click=_reset, width="stretch")
-    traces.legend(languages)
+    row[3].markdown(
+        PAGE_CSS + traces.legend_markdown(languages, short=True), unsafe_allow_html=True
+    )
+    shown = st.columns([2.2, 2.6, 2.3, 1.2], vertical_alignment="center")
+    view = traces.controls(languages, default, "pg", columns=list(shown[:3]))
+    with_lines = bool(
+        shown[3].toggle(
+            "Lines",
+            key="pg_lines",
+            help="Each language's neurons token by token (all layers pooled), under each "
+            "heatmap: where the text turns to another language, its line rises.",
+        )
+    )
     if not go:
         if "pg_last" in st.session_state:
-            _show(ctx, st.session_state["pg_last"], view)
+            _show(ctx, st.session_state["pg_last"], view, with_lines)
         return
     if not choices["pg_prompt"].strip():
         st.warning("Write a prompt to continue, or pick an example.")
@@ -356,7 +486,7 @@ def render(ctx: PageContext) -> None:
     except ConfigError as exc:
         widgets.error(exc)
         return
-    _generate(ctx, choices, config, view)
+    _generate(ctx, choices, config, view, with_lines)
 
 
 def page() -> None:
