@@ -248,3 +248,35 @@ def test_sixteen_side_by_side_pairs_in_threads_equal_their_solo_runs(make_tiny_m
         got = results[k]
         assert (got.baseline, got.modified) == (solo[k].baseline, solo[k].modified)  # type: ignore[attr-defined]
         assert got.modified_trace.tokens == solo[k].modified_trace.tokens  # type: ignore[attr-defined]
+
+
+def test_a_prompt_beyond_the_context_is_refused_with_the_limit(make_tiny_model):
+    from langneurons.errors import LangNeuronsError
+    from langneurons.generation import context_length, generate_batch
+
+    lm = make_tiny_model("gpt2")  # 512 positions
+    assert context_length(lm) == 512
+    long = "All human beings are born free " * 120
+    for call in (
+        lambda: generate(lm, long, GenerationConfig(max_new_tokens=5)),
+        lambda: next(stream_side_by_side(lm, long, None)),
+        lambda: generate_batch(lm, ["Hi", long]),
+        lambda: generate(lm, "Hi", GenerationConfig(max_new_tokens=600)),
+    ):
+        with pytest.raises(LangNeuronsError, match=r"context of 512 tokens"):
+            call()
+    assert engine_for(lm).steps == 0  # refused before anything was computed
+
+
+def test_a_prompt_that_breaks_the_model_fails_its_own_request_only(make_tiny_model):
+    lm = make_tiny_model("gpt2")
+    config = GenerationConfig(max_new_tokens=6)
+    expected = _final(engine_for(lm).submit(_specs(lm, PROMPTS[0], config))).token_ids
+    engine = engine_for(lm)
+    too_long = RowSpec(tuple(5 + i % 300 for i in range(600)), config)  # past 512 positions
+    with held(engine):
+        good = engine.submit(_specs(lm, PROMPTS[0], config))
+        bad = engine.submit([too_long])
+    with pytest.raises(Exception):  # noqa: B017 - whatever the model raises
+        list(bad.results())
+    assert _final(good).token_ids == expected

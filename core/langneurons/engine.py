@@ -404,8 +404,8 @@ class Engine:
                 arrived, self.pending = self.pending, []
             try:
                 with torch.inference_mode():
-                    for request in arrived:
-                        self._admit(request)
+                    if arrived:
+                        self._admit(arrived)
                     self._step()
             except Exception as exc:  # a bug or an out-of-memory: fail what was running
                 self._fail_all(exc)
@@ -442,51 +442,78 @@ class Engine:
         if need:
             hidden = out.last_hidden_state[:, -1]
             picked = hidden if len(need) == len(rows) else hidden[need]
-            for b, values in zip(need, lm.logits(picked), strict=True):
+            # One row's logits contiguous (the CPU head gives them transposed): choosing a
+            # token reads the whole row, and a strided row is several times slower to read.
+            for b, values in zip(need, lm.logits(picked).contiguous(), strict=True):
                 found[b] = values
         return found, cache_out
 
-    def _admit(self, request: Request) -> None:
-        """Read a request's prompts (its rows in one pass, left-padded) and add its rows
-        to the loop; the first step gives the prompts' trace columns."""
+    def _admit(self, requests: list[Request]) -> None:
+        """Read the prompts of the requests that arrived (all their rows in one pass,
+        left-padded) and add their rows to the loop; each request's first step gives its
+        prompts' trace columns."""
         lm = self.lm
         rows: list[_Row] = []
+        for request in requests:
+            try:
+                if request.cancelled.is_set():
+                    raise Cancelled()
+                request.rows = [_Row(lm, request, i, spec) for i, spec in enumerate(request.specs)]
+                for row in request.rows:
+                    row.bind(lm)
+            except Exception as exc:
+                for row in request.rows:
+                    self._finish_row(row, exc)
+                request._put(exc)
+                continue
+            rows += request.rows
+        if rows:
+            self._prefill(rows, requests)
+
+    def _prefill(self, rows: list[_Row], requests: list[Request]) -> None:
+        """The prompts' forward pass of ``rows`` (of ``requests``); when it fails for
+        several requests at once, each is tried alone, so a bad one fails alone."""
+        lm = self.lm
+        width = max(len(row.spec.prompt) for row in rows)
+        pad = lm.tokenizer.pad_token_id
+        pad = pad if pad is not None else (lm.tokenizer.eos_token_id or 0)
+        ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, width - len(row.spec.prompt) :] = torch.tensor(row.spec.prompt)
+            mask[b, width - len(row.spec.prompt) :] = 1
+        ids, mask = ids.to(lm.input_device), mask.to(lm.input_device)
         try:
-            if request.cancelled.is_set():
-                raise Cancelled()
-            rows = [_Row(lm, request, i, spec) for i, spec in enumerate(request.specs)]
-            request.rows = rows
-            for row in rows:
-                row.bind(lm)
-            width = max(len(s.prompt) for s in request.specs)
-            device = lm.input_device
-            ids = torch.zeros((len(rows), width), dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            pad = lm.tokenizer.pad_token_id
-            pad = pad if pad is not None else (lm.tokenizer.eos_token_id or 0)
-            ids.fill_(int(pad))
-            for b, spec in enumerate(request.specs):
-                ids[b, width - len(spec.prompt) :] = torch.tensor(spec.prompt)
-                mask[b, width - len(spec.prompt) :] = 1
-            ids, mask = ids.to(device), mask.to(device)
             logits, cache = self._forward(rows, ids, mask, None)
-            failure = next((row.error for row in rows if row.error is not None), None)
-            if failure is not None:
-                raise failure
         except Exception as exc:
+            if len(requests) > 1:
+                for request in requests:
+                    self._prefill([r for r in rows if r.request is request], [request])
+                return
             for row in rows:
                 self._finish_row(row, exc)
-            request._put(exc)
             return
+        for row in rows:
+            if row.error is not None:
+                self._finish_row(row, row.error)  # its request fails; the others go on
         bos = getattr(lm.tokenizer, "bos_token_id", None)
-        columns = []
-        for b, (row, spec) in enumerate(zip(rows, request.specs, strict=True)):
+        columns: dict[int, list[TraceColumns | None]] = {}
+        for b, row in enumerate(rows):
             row.logits = logits[b]
-            skip = width - len(spec.prompt)
-            skip += 1 if bos is not None and spec.prompt and spec.prompt[0] == bos else 0
-            columns.append(row.columns(ids[b].tolist(), skip))
-        request._put(Step([""] * len(rows), columns))
-        self.cohorts.append(_Cohort(list(rows), cache, mask))
+            prompt = row.spec.prompt
+            skip = width - len(prompt) + (1 if bos is not None and prompt[0] == bos else 0)
+            found = columns.setdefault(id(row.request), [None] * len(row.request.specs))
+            found[row.index] = row.columns(ids[b].tolist(), skip)
+        for request in requests:
+            if id(request) in columns:
+                request._put(Step([""] * len(request.specs), columns[id(request)]))
+        cohort = _Cohort(list(rows), cache, mask)
+        cohort.keep([b for b, row in enumerate(rows) if not row.request.finished])
+        if cohort.rows:
+            self.cohorts.append(cohort)
+        for row in rows:
+            if row.request.finished and not row.done:
+                self._finish_row(row)
 
     def _finish_row(self, row: _Row, failure: BaseException | None = None) -> None:
         """Take ``row`` out of the loop; the request ends with its last row (or at once

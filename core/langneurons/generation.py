@@ -76,6 +76,33 @@ def _check_prompt(prompt: str) -> None:
         raise LangNeuronsError("The prompt is empty: give some text to continue.")
 
 
+def context_length(lm: LoadedModel) -> int | None:
+    """The most tokens ``lm`` reads at once (prompt and continuation), from its config;
+    ``None`` where the config does not say."""
+    config = lm.model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "seq_length"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _encode(lm: LoadedModel, prompt: str, config: GenerationConfig) -> tuple[int, ...]:
+    """``prompt``'s token ids, refused with the limit when prompt and continuation would
+    not fit the model's context (before anything is computed)."""
+    _check_prompt(prompt)
+    ids = tuple(lm.tokenizer(prompt)["input_ids"])
+    limit = context_length(lm)
+    if limit is not None and len(ids) + config.max_new_tokens > limit:
+        raise LangNeuronsError(
+            f"The prompt is {len(ids)} tokens; with {config.max_new_tokens} new tokens it "
+            f"exceeds {lm.name}'s context of {limit} tokens. Shorten the prompt or ask for "
+            "fewer new tokens."
+        )
+    return ids
+
+
 def _generate_rows(
     lm: LoadedModel,
     prompt: str,
@@ -89,9 +116,8 @@ def _generate_rows(
     row's new text per step, with each row's :class:`~langneurons.trace.Trace` (with
     ``spec``; it grows as tokens are read: the prompt's columns come with the first step,
     each generated token's when it is read, one step after it appears)."""
-    _check_prompt(prompt)
+    ids = _encode(lm, prompt, config)
     prepared = [prepare(lm, i) if i is not None and not i.is_empty else None for i in interventions]
-    ids = tuple(lm.tokenizer(prompt)["input_ids"])
     request = engine_for(lm).submit([RowSpec(ids, config, ready, spec) for ready in prepared])
     traces: list[Trace | None] = [
         Trace(list(spec.languages), spec.selected()) if spec is not None else None for _ in prepared
@@ -174,10 +200,9 @@ def generate_batch(
     config = config or GenerationConfig()
     if not prompts:
         return []
-    for prompt in prompts:
-        _check_prompt(prompt)
+    encoded = [_encode(lm, prompt, config) for prompt in prompts]
     prepared = prepare(lm, intervention) if intervention and not intervention.is_empty else None
-    specs = [RowSpec(tuple(lm.tokenizer(p)["input_ids"]), config, prepared, None) for p in prompts]
+    specs = [RowSpec(ids, config, prepared, None) for ids in encoded]
     request = engine_for(lm).submit(specs)
     try:
         (final,) = deque(request.results(), maxlen=1)
@@ -223,10 +248,11 @@ def stream_side_by_side(
 
     Raises on a bad prompt or intervention before anything is generated.
     """
-    _check_prompt(prompt)
+    config = config or GenerationConfig()
+    _encode(lm, prompt, config)  # rows start lazily: check before anything is drawn
     if intervention is not None and not intervention.is_empty:
-        prepare(lm, intervention)  # rows start lazily: check before anything is drawn
-    steps = _generate_rows(lm, prompt, config or GenerationConfig(), [None, intervention], trace)
+        prepare(lm, intervention)
+    steps = _generate_rows(lm, prompt, config, [None, intervention], trace)
     texts = ["", ""]
     traces: list[Trace | None] = [None, None]
     for deltas, traces in steps:
