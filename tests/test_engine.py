@@ -280,3 +280,48 @@ def test_a_prompt_that_breaks_the_model_fails_its_own_request_only(make_tiny_mod
     with pytest.raises(Exception):  # noqa: B017 - whatever the model raises
         list(bad.results())
     assert _final(good).token_ids == expected
+
+
+def test_identical_unmodified_rows_share_one_batch_row_and_keep_their_own_traces(tiny_model):
+    lm = tiny_model
+    spec = _spec(lm)
+    config = GenerationConfig(max_new_tokens=8)
+    off = deactivate({0: spec.masks[1][0], 1: spec.masks[1][1]})
+
+    def fired(steps) -> np.ndarray:
+        return np.concatenate([s.columns[0].fired for s in steps if s.columns[0] is not None])
+
+    alone_steps = list(engine_for(lm).submit(_specs(lm, PROMPTS[0], config, None, spec)).results())
+    off_steps = list(engine_for(lm).submit(_specs(lm, PROMPTS[0], config, off, spec)).results())
+    alone, alone_off = alone_steps[-1], off_steps[-1]
+    engine = engine_for(lm)
+    engine.widest = 0
+    with held(engine):
+        plain = [engine.submit(_specs(lm, PROMPTS[0], config, None, spec)) for _ in range(4)]
+        modified = [engine.submit(_specs(lm, PROMPTS[0], config, off, spec)) for _ in range(2)]
+        leaver = engine.submit(_specs(lm, PROMPTS[0], config, None, spec))
+    first = leaver.results()
+    next(first)
+    leaver.cancel()  # one reader of the shared row leaves; the row goes on for the others
+    assert engine.widest == 3  # four unmodified requests (and the leaver) read one row
+    pairs = [(r, alone_steps) for r in plain] + [(r, off_steps) for r in modified]
+    for request, expected in pairs:
+        steps = list(request.results())
+        assert steps[-1].token_ids == expected[-1].token_ids
+        assert np.allclose(fired(steps), fired(expected), atol=1)  # each its own whole trace
+    with pytest.raises(Cancelled):
+        list(first)
+
+    # Rows whose caller bound an edit get a row of their own.
+    from langneurons.interventions import apply
+
+    engine.widest = 0
+    results: dict[str, str] = {}
+    with held(engine):
+        with apply(lm, off):
+            inside = engine.submit(_specs(lm, PROMPTS[0], config))
+        outside = engine.submit(_specs(lm, PROMPTS[0], config))
+    results["inside"] = _final(inside).texts[0]
+    results["outside"] = _final(outside).texts[0]
+    assert engine.widest == 2
+    assert results == {"inside": alone_off.texts[0], "outside": alone.texts[0]}

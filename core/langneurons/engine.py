@@ -7,12 +7,16 @@ products of one row cost nearly as much as those of sixteen, and on a GPU each s
 launch waits on the previous one.  Here they share one: the engine keeps the rows of
 every request in one batch and makes **one forward pass per step for all of them**.
 
-**Rows.**  A request is one or more rows (the unmodified and the modified continuation
+**Rows and lanes.**  A request is one or more rows (the unmodified and the modified continuation
 side by side, the prompts of a sweep); each row has its own prompt, intervention,
 sampling settings and seed, trace, and stop condition.  A request's rows are read
 (prefilled) together as soon as the loop reaches a step boundary, then join the batch;
 a row leaves as soon as it stops (end of text, its token limit, or its caller gone).  A
-late request does not wait for the earlier ones to finish.
+late request does not wait for the earlier ones to finish.  Rows that change nothing (no
+intervention, no editing handler) with the same prompt and settings, arriving together,
+read one batch row (a *lane*): they would compute the same values and choose the same
+tokens.  A class pressing Generate on one example then computes one unmodified
+continuation, not one per student; each row still gets its own trace.
 
 **Isolation.**  A row's intervention and trace act on its row only
 (:func:`langneurons.hooks.bound_rows`); the handlers its caller had bound when it asked
@@ -213,26 +217,21 @@ class Request:
 
 
 class _Row:
-    """A row inside the loop."""
+    """A caller's row inside the loop: its request, its handlers and its trace.  The
+    tokens come from its lane (the batch row it reads, possibly shared, see
+    :class:`_Lane`)."""
 
     def __init__(self, lm: LoadedModel, request: Request, index: int, spec: RowSpec) -> None:
         self.request = request
         self.index = index  # within its request
         self.spec = spec
-        self.text = RowText(lm.tokenizer, list(spec.prompt), spec.config.seed)
         self.recorder = TraceRecorder(lm, spec.trace, 1) if spec.trace is not None else None
         self.stack = contextlib.ExitStack()
         self.context = request.context.copy()  # the caller's bindings, then the row's own
         self.bindings: hooks.Bindings = {}
-        self.logits: torch.Tensor | None = None  # the next choice's logits
-        self.feed: int | None = None  # the token to read next step
         self.done = False
         self.error: BaseException | None = None
-
-    @property
-    def last(self) -> bool:
-        """Whether the token to read now is the row's last (its limit is reached)."""
-        return len(self.text.generated) >= self.spec.config.max_new_tokens
+        self.lane: _Lane | None = None
 
     def bind(self, lm: LoadedModel) -> None:
         """The handlers of this row: its caller's, its intervention, its trace.  Entered
@@ -247,6 +246,13 @@ class _Row:
             context.run(self.stack.enter_context, self.recorder.recording(edited))
         self.bindings = context.run(hooks.current_bindings)
 
+    @property
+    def edits(self) -> bool:
+        """Whether any of its handlers may change values (then it needs a lane of its own)."""
+        return any(
+            phase == hooks.EDIT for handlers in self.bindings.values() for phase, _ in handlers
+        )
+
     def release(self) -> None:
         self.context.run(self.stack.close)
 
@@ -255,6 +261,39 @@ class _Row:
             return None
         before, after = self.recorder.take()
         return TraceColumns(ids[skip:], before[0, skip:], after[0, skip:])
+
+
+class _Lane:
+    """One row of the batch: a prompt continued under one setting, read by one or more
+    callers' rows.  Rows that change nothing (no intervention, no editing handler) with
+    the same prompt and settings, arriving together, share a lane: they would compute the
+    same values and choose the same tokens (a class pressing Generate on one example
+    shares every unmodified continuation), and each still gets its own trace."""
+
+    def __init__(self, lm: LoadedModel, row: _Row) -> None:
+        spec = row.spec
+        self.rows: list[_Row] = []
+        self.add(row)
+        self.prompt = spec.prompt
+        self.config = spec.config
+        self.text = RowText(lm.tokenizer, list(spec.prompt), spec.config.seed)
+        self.logits: torch.Tensor | None = None  # the next choice's logits
+        self.feed: int | None = None  # the token to read next step
+        self.done = False
+        self.tail = ""  # the text held back until the lane stopped
+
+    def add(self, row: _Row) -> None:
+        self.rows.append(row)
+        row.lane = self
+
+    @property
+    def last(self) -> bool:
+        """Whether the token to read now is the lane's last (its limit is reached)."""
+        return len(self.text.generated) >= self.config.max_new_tokens
+
+    @property
+    def alive(self) -> list[_Row]:
+        return [row for row in self.rows if not row.done]
 
 
 # ---------------------------------------------------------------------------------------
@@ -294,7 +333,7 @@ class _Cohort:
     """Rows that share one cache: ``mask[b, c]`` is 1 where row ``b`` has a token in
     column ``c`` (its tokens sit at the right end)."""
 
-    rows: list[_Row]
+    rows: list[_Lane]
     cache: Any
     mask: torch.Tensor  # [B, C] long
 
@@ -389,6 +428,7 @@ class Engine:
 
     @property
     def active_rows(self) -> int:
+        """Batch rows in the loop now (lanes: rows sharing one count once)."""
         return sum(len(c.rows) for c in self.cohorts)
 
     # -- the loop -----------------------------------------------------------------------
@@ -412,36 +452,41 @@ class Engine:
 
     def _fail_all(self, exc: BaseException) -> None:
         for cohort in self.cohorts:
-            for row in cohort.rows:
-                self._finish_row(row, exc)
+            for lane in cohort.rows:
+                for row in lane.rows:
+                    self._finish_row(row, exc)
         self.cohorts = []
 
     def _forward(
-        self, rows: list[_Row], ids: torch.Tensor, mask: torch.Tensor, cache: Any
+        self, lanes: list[_Lane], ids: torch.Tensor, mask: torch.Tensor, cache: Any
     ) -> tuple[list[torch.Tensor | None], Any]:
-        """One forward pass of these rows (each with its own handlers); each row's logits
-        at its last position (``None`` for a row reading its last token: nothing follows,
-        and the vocabulary head is the dearest product of a step) and the cache."""
+        """One forward pass of these lanes (each row's handlers on its lane's row); each
+        lane's logits at its last position (``None`` for a lane reading its last token:
+        nothing follows, and the vocabulary head is the dearest product of a step) and the
+        cache."""
         lm = self.lm
+        readers = [(b, row) for b, lane in enumerate(lanes) for row in lane.alive]
 
-        def failed(b: int, exc: BaseException) -> None:
-            rows[b].error = rows[b].error or exc
+        def failed(k: int, exc: BaseException) -> None:
+            row = readers[k][1]
+            row.error = row.error or exc
 
         extra: dict[str, Any] = {self.cache_arg: cache} if cache is not None else {}
         if self.positions:
             extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
-        with hooks.bound_rows([row.bindings for row in rows], failed):
+        bindings = [(b, row.bindings) for b, row in readers]
+        with hooks.bound_rows(bindings, len(lanes), failed):
             out = lm.body(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
         self.steps += 1
-        self.widest = max(self.widest, len(rows))
+        self.widest = max(self.widest, len(lanes))
         cache_out = out.get("cache")
         if cache_out is None:
             cache_out = out.get("past_key_values")
-        need = [b for b, row in enumerate(rows) if not row.last]
-        found: list[torch.Tensor | None] = [None] * len(rows)
+        need = [b for b, lane in enumerate(lanes) if not lane.last]
+        found: list[torch.Tensor | None] = [None] * len(lanes)
         if need:
             hidden = out.last_hidden_state[:, -1]
-            picked = hidden if len(need) == len(rows) else hidden[need]
+            picked = hidden if len(need) == len(lanes) else hidden[need]
             # One row's logits contiguous (the CPU head gives them transposed): choosing a
             # token reads the whole row, and a strided row is several times slower to read.
             for b, values in zip(need, lm.logits(picked).contiguous(), strict=True):
@@ -449,11 +494,13 @@ class Engine:
         return found, cache_out
 
     def _admit(self, requests: list[Request]) -> None:
-        """Read the prompts of the requests that arrived (all their rows in one pass,
-        left-padded) and add their rows to the loop; each request's first step gives its
+        """Read the prompts of the requests that arrived (all their lanes in one pass,
+        left-padded) and add them to the loop; each request's first step gives its
         prompts' trace columns."""
         lm = self.lm
-        rows: list[_Row] = []
+        lanes: list[_Lane] = []
+        shared: dict[tuple[tuple[int, ...], GenerationConfig], _Lane] = {}
+        admitted: list[Request] = []
         for request in requests:
             try:
                 if request.cancelled.is_set():
@@ -466,164 +513,181 @@ class Engine:
                     self._finish_row(row, exc)
                 request._put(exc)
                 continue
-            rows += request.rows
-        if rows:
-            self._prefill(rows, requests)
+            admitted.append(request)
+            for row in request.rows:
+                key = (row.spec.prompt, row.spec.config)
+                if not row.edits and key in shared:
+                    shared[key].add(row)
+                    continue
+                lane = _Lane(lm, row)
+                lanes.append(lane)
+                if not row.edits:
+                    shared[key] = lane
+        if lanes:
+            self._prefill(lanes, admitted)
 
-    def _prefill(self, rows: list[_Row], requests: list[Request]) -> None:
-        """The prompts' forward pass of ``rows`` (of ``requests``); when it fails for
+    def _prefill(self, lanes: list[_Lane], requests: list[Request]) -> None:
+        """The prompts' forward pass of ``lanes`` (of ``requests``); when it fails for
         several requests at once, each is tried alone, so a bad one fails alone."""
         lm = self.lm
-        width = max(len(row.spec.prompt) for row in rows)
+        width = max(len(lane.prompt) for lane in lanes)
         pad = lm.tokenizer.pad_token_id
         pad = pad if pad is not None else (lm.tokenizer.eos_token_id or 0)
-        ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, row in enumerate(rows):
-            ids[b, width - len(row.spec.prompt) :] = torch.tensor(row.spec.prompt)
-            mask[b, width - len(row.spec.prompt) :] = 1
+        ids = torch.full((len(lanes), width), int(pad), dtype=torch.long)
+        mask = torch.zeros((len(lanes), width), dtype=torch.long)
+        for b, lane in enumerate(lanes):
+            ids[b, width - len(lane.prompt) :] = torch.tensor(lane.prompt)
+            mask[b, width - len(lane.prompt) :] = 1
         ids, mask = ids.to(lm.input_device), mask.to(lm.input_device)
         try:
-            logits, cache = self._forward(rows, ids, mask, None)
+            logits, cache = self._forward(lanes, ids, mask, None)
         except Exception as exc:
             if len(requests) > 1:
                 for request in requests:
-                    self._prefill([r for r in rows if r.request is request], [request])
+                    mine = [_Lane(lm, row) for row in request.rows]
+                    self._prefill(mine, [request])
                 return
-            for row in rows:
-                self._finish_row(row, exc)
+            for lane in lanes:
+                for row in lane.rows:
+                    self._finish_row(row, exc)
             return
-        for row in rows:
-            if row.error is not None:
-                self._finish_row(row, row.error)  # its request fails; the others go on
         bos = getattr(lm.tokenizer, "bos_token_id", None)
         columns: dict[int, list[TraceColumns | None]] = {}
-        for b, row in enumerate(rows):
-            row.logits = logits[b]
-            prompt = row.spec.prompt
+        for b, lane in enumerate(lanes):
+            lane.logits = logits[b]
+            prompt = lane.prompt
             skip = width - len(prompt) + (1 if bos is not None and prompt[0] == bos else 0)
-            found = columns.setdefault(id(row.request), [None] * len(row.request.specs))
-            found[row.index] = row.columns(ids[b].tolist(), skip)
+            for row in lane.rows:
+                if row.error is not None:
+                    self._finish_row(row, row.error)  # its request fails; the others go on
+                    continue
+                found = columns.setdefault(id(row.request), [None] * len(row.request.specs))
+                found[row.index] = row.columns(ids[b].tolist(), skip)
         for request in requests:
-            if id(request) in columns:
+            if id(request) in columns and not request.finished:
                 request._put(Step([""] * len(request.specs), columns[id(request)]))
-        cohort = _Cohort(list(rows), cache, mask)
-        cohort.keep([b for b, row in enumerate(rows) if not row.request.finished])
-        if cohort.rows:
-            self.cohorts.append(cohort)
-        for row in rows:
-            if row.request.finished and not row.done:
-                self._finish_row(row)
+        self.cohorts.append(_Cohort(list(lanes), cache, mask))
+        self._leave(lambda lane: False)  # lanes whose every row failed
 
     def _finish_row(self, row: _Row, failure: BaseException | None = None) -> None:
-        """Take ``row`` out of the loop; the request ends with its last row (or at once
-        with ``failure``)."""
+        """Take ``row`` out of the loop (its lane goes on while others read it); the
+        request ends with its last row, or at once with ``failure``."""
         if row.done:
             return
         row.done = True
-        row.logits = None
         with contextlib.suppress(Exception):
             row.release()
         request = row.request
         if failure is not None:
             request.cancel()  # its other rows leave at the next boundary
             request._put(failure)
-            return
 
     def _choose(self) -> None:
-        """Each row's next token; rows that stop (end of text, cancelled) leave."""
+        """Each lane's next token; rows whose callers left leave, and lanes that stop (end
+        of text, no reader left) leave."""
         eos = self.lm.tokenizer.eos_token_id
         for cohort in self.cohorts:
-            for row in cohort.rows:
-                row.feed = None
-                if row.done or row.logits is None:
+            for lane in cohort.rows:
+                lane.feed = None
+                for row in lane.alive:
+                    if row.request.cancelled.is_set():
+                        self._finish_row(row, Cancelled())
+                if lane.done or lane.logits is None or not lane.alive:
                     continue
-                if row.request.cancelled.is_set():
-                    self._finish_row(row, Cancelled())
-                    continue
-                config = row.spec.config
                 try:
-                    token = row.text.choose(row.logits, config)
+                    token = lane.text.choose(lane.logits, lane.config)
                 except Exception as exc:
-                    self._finish_row(row, exc)
+                    for row in lane.alive:
+                        self._finish_row(row, exc)
                     continue
-                row.logits = None
-                if token == eos:
-                    continue  # stops without reading it
-                row.feed = token
+                lane.logits = None
+                if token != eos:
+                    lane.feed = token  # else it stops without reading it
 
     def _step(self) -> None:
-        """Choose, let stopped rows leave, merge cohorts, read the chosen tokens in one
+        """Choose, let stopped lanes leave, merge cohorts, read the chosen tokens in one
         forward pass, and send each request its step."""
         if not self.cohorts:
             return
         self._choose()
         deltas: dict[int, list[str]] = {}
         for cohort in self.cohorts:
-            for row in cohort.rows:
-                if row.feed is not None:
-                    deltas.setdefault(id(row.request), [""] * len(row.request.specs))
-                    deltas[id(row.request)][row.index] = row.text.add(row.feed)
-        self._leave(lambda row: row.feed is None)
+            for lane in cohort.rows:
+                if lane.feed is None:
+                    continue
+                delta = lane.text.add(lane.feed)
+                for row in lane.alive:
+                    found = deltas.setdefault(id(row.request), [""] * len(row.request.specs))
+                    found[row.index] = delta
+        self._leave(lambda lane: lane.feed is None)
         self._merge()
         for cohort in self.cohorts:
             self._advance(cohort, deltas)
-        self._leave(lambda row: row.last)
+        self._leave(lambda lane: lane.last)
 
     def _advance(self, cohort: _Cohort, deltas: dict[int, list[str]]) -> None:
-        rows = cohort.rows
-        feed = [row.feed for row in rows if row.feed is not None]
-        assert len(feed) == len(rows)  # rows without a token to read have left
+        lanes = cohort.rows
+        feed = [lane.feed for lane in lanes if lane.feed is not None]
+        assert len(feed) == len(lanes)  # lanes without a token to read have left
         device = cohort.mask.device
         ids = torch.tensor([[t] for t in feed], device=device)
-        mask = torch.cat([cohort.mask, cohort.mask.new_ones((len(rows), 1))], dim=1)
+        mask = torch.cat([cohort.mask, cohort.mask.new_ones((len(lanes), 1))], dim=1)
         try:
-            logits, cache = self._forward(rows, ids, mask, cohort.cache)
+            logits, cache = self._forward(lanes, ids, mask, cohort.cache)
         except Exception as exc:
-            for row in rows:
-                self._finish_row(row, exc)
+            for lane in lanes:
+                for row in lane.rows:
+                    self._finish_row(row, exc)
             cohort.rows = []
             return
         cohort.cache, cohort.mask = cache, mask
         by_request: dict[int, list[TraceColumns | None]] = {}
-        for b, row in enumerate(rows):
-            if row.error is not None:
-                self._finish_row(row, row.error)
-                continue
-            row.logits = logits[b]
-            columns = by_request.setdefault(id(row.request), [None] * len(row.request.specs))
-            columns[row.index] = row.columns([feed[b]], 0)
-        for row in rows:
-            request = row.request
-            if id(request) in by_request:
-                found = by_request.pop(id(request))
-                request._put(Step(deltas.get(id(request), [""] * len(request.specs)), found))
+        for b, lane in enumerate(lanes):
+            lane.logits = logits[b]
+            for row in lane.alive:
+                if row.error is not None:
+                    self._finish_row(row, row.error)
+                    continue
+                found = by_request.setdefault(id(row.request), [None] * len(row.request.specs))
+                found[row.index] = row.columns([feed[b]], 0)
+        for request_id, found in by_request.items():
+            request = next(
+                row.request for lane in lanes for row in lane.rows if id(row.request) == request_id
+            )
+            request._put(Step(deltas.get(request_id, [""] * len(request.specs)), found))
 
-    def _leave(self, stops: Callable[[_Row], bool]) -> None:
-        """Rows for which ``stops`` holds leave; a request whose rows have all left gets
-        its last step."""
+    def _leave(self, stops: Callable[[_Lane], bool]) -> None:
+        """Lanes for which ``stops`` holds, or that no row reads any more, leave; a request
+        whose rows have all left gets its last step."""
         for cohort in self.cohorts:
-            keep = [b for b, row in enumerate(cohort.rows) if not row.done and not stops(row)]
+            keep = [b for b, lane in enumerate(cohort.rows) if lane.alive and not stops(lane)]
             if len(keep) == len(cohort.rows):
                 continue
-            leaving = [row for b, row in enumerate(cohort.rows) if b not in keep]
+            leaving = [lane for b, lane in enumerate(cohort.rows) if b not in keep]
             cohort.keep(keep)
-            for row in leaving:
-                self._finish_row(row)
-                self._close_if_done(row.request)
+            for lane in leaving:
+                lane.done = True
+                lane.logits = None
+                lane.tail = lane.text.flush()
+                for row in lane.rows:
+                    self._finish_row(row)
+                    self._close_if_done(row.request)
         self.cohorts = [c for c in self.cohorts if c.rows]
 
     def _close_if_done(self, request: Request) -> None:
         rows = request.rows
         if request.finished or not all(row.done for row in rows):
             return
+        lanes = [row.lane for row in rows]
+        if any(lane is None for lane in lanes):
+            return
         request._put(
             Step(
-                [row.text.flush() for row in rows],
+                [lane.tail for lane in lanes if lane is not None],
                 [None] * len(rows),
                 done=True,
-                texts=[row.text.text() for row in rows],
-                token_ids=[tuple(row.text.generated) for row in rows],
+                texts=[lane.text.text() for lane in lanes if lane is not None],
+                token_ids=[tuple(lane.text.generated) for lane in lanes if lane is not None],
             )
         )
 

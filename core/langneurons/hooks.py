@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -173,7 +174,7 @@ def holding(lm: LoadedModel) -> Iterator[None]:
 
 
 def _on_row(
-    handler: Handler, row: int, batch: int, failed: Callable[[int, BaseException], None]
+    handler: Handler, row: int, batch: int, failed: Callable[[BaseException], None]
 ) -> Handler:
     def handle(values: torch.Tensor) -> None:
         view = rows_view(values, batch)[row : row + 1]
@@ -182,29 +183,32 @@ def _on_row(
             if result is not None and result is not view:
                 view.copy_(result)
         except Exception as exc:  # this row's failure only: the others go on
-            failed(row, exc)
+            failed(exc)
 
     return handle
 
 
 @contextlib.contextmanager
 def bound_rows(
-    rows: list[Bindings], failed: Callable[[int, BaseException], None]
+    bindings: Sequence[tuple[int, Bindings]],
+    batch: int,
+    failed: Callable[[int, BaseException], None],
 ) -> Iterator[None]:
-    """Run ``rows[b]``'s handlers on row ``b`` of the batch (``len(rows)`` rows) in this
-    context's forward passes until the block ends.  Handlers edit their row in place (a
-    replacement is copied into it), which is what generation needs: no gradient flows.
-    A handler that raises calls ``failed(b, exception)`` and leaves the other rows alone.
+    """Run each ``(row, handlers)`` of ``bindings`` on that row of the batch (``batch``
+    rows) in this context's forward passes until the block ends.  Handlers edit their row
+    in place (a replacement is copied into it), which is what generation needs: no
+    gradient flows.  A handler that raises calls ``failed(k, exception)`` (``k``: its
+    entry in ``bindings``) and leaves everything else alone.
 
     The caller keeps the hooks installed (:func:`holding`) for as long as rows with
     bindings run.
     """
-    batch = len(rows)
     merged: dict[int, list[tuple[int, Handler]]] = {}
-    for b, bindings in enumerate(rows):
-        for key, handlers in bindings.items():
+    for k, (row, bound) in enumerate(bindings):
+        report = functools.partial(failed, k)
+        for key, handlers in bound.items():
             for phase, handler in handlers:
-                merged.setdefault(key, []).append((phase, _on_row(handler, b, batch, failed)))
+                merged.setdefault(key, []).append((phase, _on_row(handler, row, batch, report)))
     table = {key: tuple(sorted(found, key=lambda item: item[0])) for key, found in merged.items()}
     token = _BOUND.set(MappingProxyType(table))
     try:
