@@ -97,7 +97,7 @@ class _ByteTokenizer(_ByteVocab):
 
 
 def test_a_character_cut_by_the_token_limit_is_left_out_of_the_text():
-    from langneurons.engine import RowText
+    from langneurons.decoding import RowText
 
     tokenizer = _ByteTokenizer()
     row = RowText(tokenizer, [0], 0)

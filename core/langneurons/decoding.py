@@ -21,9 +21,12 @@ import contextlib
 import re
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from .config import GenerationConfig
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -130,3 +133,78 @@ def guard(
     if banned:
         logits[torch.tensor(banned, device=logits.device)] = -float("inf")
     return logits
+
+
+def _next_token(
+    logits: torch.Tensor, seen: torch.Tensor, config: GenerationConfig, rng: torch.Generator
+) -> int:
+    """The next token from one row's ``logits`` (changed in place: the row owns them)."""
+    if config.repetition_penalty != 1.0 and seen.numel():
+        scores = logits[seen]
+        logits[seen] = torch.where(
+            scores > 0, scores / config.repetition_penalty, scores * config.repetition_penalty
+        )
+    if not config.do_sample:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / config.temperature, dim=-1)
+    if config.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < config.top_p
+        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs.cpu(), 1, generator=rng))
+
+
+class RowText:
+    """One continuation's tokens and text so far, and how it chooses its next token (its
+    own random generator, repetition penalty and decoding guards)."""
+
+    def __init__(self, tokenizer: Any, prompt: list[int], seed: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.pending = 0  # continuation bytes a started UTF-8 character still needs
+        self.partial = 0  # byte tokens of that character so far
+        self.generated: list[int] = []
+        self.emitted = ""
+        self.seen = torch.tensor(sorted(set(prompt)), dtype=torch.long)
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def choose(self, logits: torch.Tensor, config: GenerationConfig) -> int:
+        """The next token from ``logits`` under the decoding guards and ``config``
+        (``logits`` are this row's own and are changed in place)."""
+        table = byte_tokens(self.tokenizer) if config.byte_guard else None
+        if config.no_repeat_ngram or table is not None:
+            history = self.prompt + self.generated if config.no_repeat_ngram else []
+            logits = guard(logits, history, config.no_repeat_ngram, table, self.pending, True)
+        return _next_token(logits, self.seen.to(logits.device), config, self.rng)
+
+    def add(self, token: int) -> str:
+        """Take a new token; the newly complete text (held back while a UTF-8 character is
+        incomplete)."""
+        table = byte_tokens(self.tokenizer)
+        before, self.pending = self.pending, table.expected_after(token, self.pending)
+        if not self.pending:
+            self.partial = 0
+        elif before and not table.starts_character(token):
+            self.partial += 1
+        else:
+            self.partial = 1
+        self.generated.append(token)
+        if not bool((self.seen == token).any()):
+            self.seen = torch.cat([self.seen, torch.tensor([token])]).sort().values
+        text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        delta, self.emitted = text[len(self.emitted) :], text
+        return delta
+
+    def text(self) -> str:
+        """The continuation's text, without a last character left incomplete (byte
+        tokens cut by the token limit would otherwise turn their whole run into U+FFFD)."""
+        whole = len(self.generated) - (self.partial if self.pending else 0)
+        return self.tokenizer.decode(self.generated[:whole], skip_special_tokens=True)
+
+    def flush(self) -> str:
+        final = self.text()
+        delta = final[len(self.emitted) :] if len(final) > len(self.emitted) else ""
+        self.emitted = final
+        return delta

@@ -42,355 +42,22 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from . import hooks
-from .decoding import byte_tokens, guard
-from .interventions import PreparedIntervention, activate
-from .trace import TraceRecorder, TraceSpec
+from .batch_cache import Cohort
+from .engine_rows import Cancelled, Lane, Request, Row, RowSpec, Step, TraceColumns
 
 if TYPE_CHECKING:
-    from .generation import GenerationConfig
+    from .config import GenerationConfig
     from .models import LoadedModel
 
 IDLE_SECONDS = 5.0
 """The loop's thread ends after this long without work (a new request starts it again)."""
-
-
-# ---------------------------------------------------------------------------------------
-# Choosing tokens (per row)
-
-
-def _next_token(
-    logits: torch.Tensor, seen: torch.Tensor, config: GenerationConfig, rng: torch.Generator
-) -> int:
-    """The next token from one row's ``logits`` (changed in place: the row owns them)."""
-    if config.repetition_penalty != 1.0 and seen.numel():
-        scores = logits[seen]
-        logits[seen] = torch.where(
-            scores > 0, scores / config.repetition_penalty, scores * config.repetition_penalty
-        )
-    if not config.do_sample:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / config.temperature, dim=-1)
-    if config.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < config.top_p
-        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs.cpu(), 1, generator=rng))
-
-
-class RowText:
-    """One continuation's tokens and text so far, and how it chooses its next token (its
-    own random generator, repetition penalty and decoding guards)."""
-
-    def __init__(self, tokenizer: Any, prompt: list[int], seed: int) -> None:
-        self.tokenizer = tokenizer
-        self.prompt = prompt
-        self.pending = 0  # continuation bytes a started UTF-8 character still needs
-        self.partial = 0  # byte tokens of that character so far
-        self.generated: list[int] = []
-        self.emitted = ""
-        self.seen = torch.tensor(sorted(set(prompt)), dtype=torch.long)
-        self.rng = torch.Generator().manual_seed(seed)
-
-    def choose(self, logits: torch.Tensor, config: GenerationConfig) -> int:
-        """The next token from ``logits`` under the decoding guards and ``config``
-        (``logits`` are this row's own and are changed in place)."""
-        table = byte_tokens(self.tokenizer) if config.byte_guard else None
-        if config.no_repeat_ngram or table is not None:
-            history = self.prompt + self.generated if config.no_repeat_ngram else []
-            logits = guard(logits, history, config.no_repeat_ngram, table, self.pending, True)
-        return _next_token(logits, self.seen.to(logits.device), config, self.rng)
-
-    def add(self, token: int) -> str:
-        """Take a new token; the newly complete text (held back while a UTF-8 character is
-        incomplete)."""
-        table = byte_tokens(self.tokenizer)
-        before, self.pending = self.pending, table.expected_after(token, self.pending)
-        if not self.pending:
-            self.partial = 0
-        elif before and not table.starts_character(token):
-            self.partial += 1
-        else:
-            self.partial = 1
-        self.generated.append(token)
-        if not bool((self.seen == token).any()):
-            self.seen = torch.cat([self.seen, torch.tensor([token])]).sort().values
-        text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return ""
-        delta, self.emitted = text[len(self.emitted) :], text
-        return delta
-
-    def text(self) -> str:
-        """The continuation's text, without a last character left incomplete (byte
-        tokens cut by the token limit would otherwise turn their whole run into U+FFFD)."""
-        whole = len(self.generated) - (self.partial if self.pending else 0)
-        return self.tokenizer.decode(self.generated[:whole], skip_special_tokens=True)
-
-    def flush(self) -> str:
-        final = self.text()
-        delta = final[len(self.emitted) :] if len(final) > len(self.emitted) else ""
-        self.emitted = final
-        return delta
-
-
-# ---------------------------------------------------------------------------------------
-# What callers send and receive
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """One row a caller asks for: its prompt (token ids), settings, intervention (prepared
-    for the model, or ``None``) and trace (``None``: untraced)."""
-
-    prompt: tuple[int, ...]
-    config: GenerationConfig
-    intervention: PreparedIntervention | None = None
-    trace: TraceSpec | None = None
-
-
-@dataclass(frozen=True)
-class TraceColumns:
-    """New trace columns of one row: the tokens read and their counts ``[n, L, K]``."""
-
-    ids: list[int]
-    fired: np.ndarray
-    fired_after: np.ndarray
-
-
-@dataclass(frozen=True)
-class Step:
-    """What one step gave a request: each row's new text, and for traced rows the columns
-    of the tokens just read (``None`` where a row has none this step).  The first step
-    carries the prompts' columns and no text; the last has ``done`` and each row's whole
-    continuation."""
-
-    deltas: list[str]
-    columns: list[TraceColumns | None]
-    done: bool = False
-    texts: list[str] = field(default_factory=list)
-    token_ids: list[tuple[int, ...]] = field(default_factory=list)
-
-
-class Cancelled(Exception):
-    """A request's caller went away; its rows leave the batch."""
-
-
-class Request:
-    """A caller's rows in the loop, and the queue their steps arrive on."""
-
-    def __init__(self, specs: Sequence[RowSpec], context: contextvars.Context) -> None:
-        self.specs = list(specs)
-        self.context = context
-        self.steps: queue.SimpleQueue[Step | BaseException] = queue.SimpleQueue()
-        self.cancelled = threading.Event()
-        self.finished = False
-        self.rows: list[_Row] = []  # once admitted
-
-    def cancel(self) -> None:
-        """Leave at the next step boundary (nothing more is computed for these rows)."""
-        self.cancelled.set()
-
-    def results(self) -> Iterator[Step]:
-        """The steps as they are produced (blocking); raises what failed the request."""
-        while True:
-            item = self.steps.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            if item.done:
-                return
-
-    def _put(self, item: Step | BaseException) -> None:
-        if not self.finished:
-            self.finished = isinstance(item, BaseException) or item.done
-            self.steps.put(item)
-
-
-class _Row:
-    """A caller's row inside the loop: its request, its handlers and its trace.  The
-    tokens come from its lane (the batch row it reads, possibly shared, see
-    :class:`_Lane`)."""
-
-    def __init__(self, lm: LoadedModel, request: Request, index: int, spec: RowSpec) -> None:
-        self.request = request
-        self.index = index  # within its request
-        self.spec = spec
-        self.recorder = TraceRecorder(lm, spec.trace, 1) if spec.trace is not None else None
-        self.stack = contextlib.ExitStack()
-        self.context = request.context.copy()  # the caller's bindings, then the row's own
-        self.bindings: hooks.Bindings = {}
-        self.done = False
-        self.error: BaseException | None = None
-        self.lane: _Lane | None = None
-
-    def bind(self, lm: LoadedModel) -> None:
-        """The handlers of this row: its caller's, its intervention, its trace.  Entered
-        in a copy of the caller's context (the row's own), held until the row leaves."""
-        context = self.context
-        spec = self.spec
-        context.run(self.stack.enter_context, hooks.holding(lm))
-        if spec.intervention is not None:
-            context.run(self.stack.enter_context, activate(spec.intervention))
-        if self.recorder is not None:
-            edited = spec.intervention is not None or bool(context.run(hooks.current_bindings))
-            context.run(self.stack.enter_context, self.recorder.recording(edited))
-        self.bindings = context.run(hooks.current_bindings)
-
-    @property
-    def edits(self) -> bool:
-        """Whether any of its handlers may change values (then it needs a lane of its own)."""
-        return any(
-            phase == hooks.EDIT for handlers in self.bindings.values() for phase, _ in handlers
-        )
-
-    def release(self) -> None:
-        self.context.run(self.stack.close)
-
-    def columns(self, ids: list[int], skip: int) -> TraceColumns | None:
-        if self.recorder is None:
-            return None
-        before, after = self.recorder.take()
-        return TraceColumns(ids[skip:], before[0, skip:], after[0, skip:])
-
-
-class _Lane:
-    """One row of the batch: a prompt continued under one setting, read by one or more
-    callers' rows.  Rows that change nothing (no intervention, no editing handler) with
-    the same prompt and settings, arriving together, share a lane: they would compute the
-    same values and choose the same tokens (a class pressing Generate on one example
-    shares every unmodified continuation), and each still gets its own trace."""
-
-    def __init__(self, lm: LoadedModel, row: _Row) -> None:
-        spec = row.spec
-        self.rows: list[_Row] = []
-        self.add(row)
-        self.prompt = spec.prompt
-        self.config = spec.config
-        self.text = RowText(lm.tokenizer, list(spec.prompt), spec.config.seed)
-        self.logits: torch.Tensor | None = None  # the next choice's logits
-        self.feed: int | None = None  # the token to read next step
-        self.done = False
-        self.tail = ""  # the text held back until the lane stopped
-
-    def add(self, row: _Row) -> None:
-        self.rows.append(row)
-        row.lane = self
-
-    @property
-    def last(self) -> bool:
-        """Whether the token to read now is the lane's last (its limit is reached)."""
-        return len(self.text.generated) >= self.config.max_new_tokens
-
-    @property
-    def alive(self) -> list[_Row]:
-        return [row for row in self.rows if not row.done]
-
-
-# ---------------------------------------------------------------------------------------
-# The batch's cache
-
-
-def _layers_of(cache: Any) -> list[Any] | None:
-    """The cache's layers when rows can be added to and removed from it (transformers'
-    dynamic full-attention and sliding-window layers), else ``None``."""
-    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(x) not in (DynamicLayer, DynamicSlidingWindowLayer) for x in layers):
-        return None
-    if any(not x.is_initialized for x in layers):
-        return None
-    return list(layers)
-
-
-def _pad_left(tensor: torch.Tensor, length: int) -> torch.Tensor:
-    missing = length - tensor.shape[-2]
-    if missing <= 0:
-        return tensor
-    shape = (*tensor.shape[:-2], missing, tensor.shape[-1])
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=-2)
-
-
-def _pad_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
-    missing = length - mask.shape[1]
-    if missing <= 0:
-        return mask
-    return torch.cat([mask.new_zeros((mask.shape[0], missing)), mask], dim=1)
-
-
-@dataclass
-class _Cohort:
-    """Rows that share one cache: ``mask[b, c]`` is 1 where row ``b`` has a token in
-    column ``c`` (its tokens sit at the right end)."""
-
-    rows: list[_Lane]
-    cache: Any
-    mask: torch.Tensor  # [B, C] long
-
-    @property
-    def columns(self) -> int:
-        return int(self.mask.shape[1])
-
-    def mergeable(self) -> bool:
-        return _layers_of(self.cache) is not None
-
-    def absorb(self, other: _Cohort) -> None:
-        """Add ``other``'s rows below this cohort's (both caches left-padded to one length)."""
-        ours, theirs = _layers_of(self.cache), _layers_of(other.cache)
-        assert ours is not None and theirs is not None
-        total = max(self.columns, other.columns)
-        for mine, their in zip(ours, theirs, strict=True):
-            sliding = getattr(mine, "is_sliding", False)
-            stored = min(total, mine.sliding_window - 1) if sliding else total
-            mine.keys = torch.cat([_pad_left(mine.keys, stored), _pad_left(their.keys, stored)])
-            mine.values = torch.cat(
-                [_pad_left(mine.values, stored), _pad_left(their.values, stored)]
-            )
-            if sliding:
-                mine.cumulative_length = total
-        self.mask = torch.cat([_pad_mask(self.mask, total), _pad_mask(other.mask, total)])
-        self.rows = self.rows + other.rows
-
-    def keep(self, keep: list[int]) -> None:
-        """Keep only these rows; drop columns that are now padding in every row."""
-        if not keep:
-            self.rows, self.cache = [], None
-            return
-        if len(keep) < len(self.rows):
-            index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
-            self.cache.batch_select_indices(index)
-            self.mask = self.mask[index]
-            self.rows = [self.rows[i] for i in keep]
-        layers = _layers_of(self.cache)
-        if layers is None or not self.rows:
-            return
-        empty = int((self.mask.sum(0) == 0).long().cumprod(0).sum())  # leading padding
-        if empty == 0:
-            return
-        total = self.columns - empty
-        for layer in layers:
-            if getattr(layer, "is_sliding", False):
-                layer.cumulative_length = total
-                stored = min(total, layer.keys.shape[-2])
-            else:
-                stored = total
-            layer.keys = layer.keys[..., -stored:, :]
-            layer.values = layer.values[..., -stored:, :]
-        self.mask = self.mask[:, empty:]
-
-
-# ---------------------------------------------------------------------------------------
-# The loop
 
 
 class Engine:
@@ -401,7 +68,7 @@ class Engine:
         self.lm = lm
         self.condition = threading.Condition()
         self.pending: list[Request] = []
-        self.cohorts: list[_Cohort] = []
+        self.cohorts: list[Cohort] = []
         self.thread: threading.Thread | None = None
         parameters = inspect.signature(lm.body.forward).parameters
         self.cache_arg = "cache" if "cache" in parameters else "past_key_values"
@@ -458,7 +125,7 @@ class Engine:
         self.cohorts = []
 
     def _forward(
-        self, lanes: list[_Lane], ids: torch.Tensor, mask: torch.Tensor, cache: Any
+        self, lanes: list[Lane], ids: torch.Tensor, mask: torch.Tensor, cache: Any
     ) -> tuple[list[torch.Tensor | None], Any]:
         """One forward pass of these lanes (each row's handlers on its lane's row); each
         lane's logits at its last position (``None`` for a lane reading its last token:
@@ -498,14 +165,14 @@ class Engine:
         left-padded) and add them to the loop; each request's first step gives its
         prompts' trace columns."""
         lm = self.lm
-        lanes: list[_Lane] = []
-        shared: dict[tuple[tuple[int, ...], GenerationConfig], _Lane] = {}
+        lanes: list[Lane] = []
+        shared: dict[tuple[tuple[int, ...], GenerationConfig], Lane] = {}
         admitted: list[Request] = []
         for request in requests:
             try:
                 if request.cancelled.is_set():
                     raise Cancelled()
-                request.rows = [_Row(lm, request, i, spec) for i, spec in enumerate(request.specs)]
+                request.rows = [Row(lm, request, i, spec) for i, spec in enumerate(request.specs)]
                 for row in request.rows:
                     row.bind(lm)
             except Exception as exc:
@@ -519,14 +186,14 @@ class Engine:
                 if not row.edits and key in shared:
                     shared[key].add(row)
                     continue
-                lane = _Lane(lm, row)
+                lane = Lane(lm, row)
                 lanes.append(lane)
                 if not row.edits:
                     shared[key] = lane
         if lanes:
             self._prefill(lanes, admitted)
 
-    def _prefill(self, lanes: list[_Lane], requests: list[Request]) -> None:
+    def _prefill(self, lanes: list[Lane], requests: list[Request]) -> None:
         """The prompts' forward pass of ``lanes`` (of ``requests``); when it fails for
         several requests at once, each is tried alone, so a bad one fails alone."""
         lm = self.lm
@@ -544,7 +211,7 @@ class Engine:
         except Exception as exc:
             if len(requests) > 1:
                 for request in requests:
-                    mine = [_Lane(lm, row) for row in request.rows]
+                    mine = [Lane(lm, row) for row in request.rows]
                     self._prefill(mine, [request])
                 return
             for lane in lanes:
@@ -566,10 +233,10 @@ class Engine:
         for request in requests:
             if id(request) in columns and not request.finished:
                 request._put(Step([""] * len(request.specs), columns[id(request)]))
-        self.cohorts.append(_Cohort(list(lanes), cache, mask))
+        self.cohorts.append(Cohort(list(lanes), cache, mask))
         self._leave(lambda lane: False)  # lanes whose every row failed
 
-    def _finish_row(self, row: _Row, failure: BaseException | None = None) -> None:
+    def _finish_row(self, row: Row, failure: BaseException | None = None) -> None:
         """Take ``row`` out of the loop (its lane goes on while others read it); the
         request ends with its last row, or at once with ``failure``."""
         if row.done:
@@ -625,7 +292,7 @@ class Engine:
             self._advance(cohort, deltas)
         self._leave(lambda lane: lane.last)
 
-    def _advance(self, cohort: _Cohort, deltas: dict[int, list[str]]) -> None:
+    def _advance(self, cohort: Cohort, deltas: dict[int, list[str]]) -> None:
         lanes = cohort.rows
         feed = [lane.feed for lane in lanes if lane.feed is not None]
         assert len(feed) == len(lanes)  # lanes without a token to read have left
@@ -656,7 +323,7 @@ class Engine:
             )
             request._put(Step(deltas.get(request_id, [""] * len(request.specs)), found))
 
-    def _leave(self, stops: Callable[[_Lane], bool]) -> None:
+    def _leave(self, stops: Callable[[Lane], bool]) -> None:
         """Lanes for which ``stops`` holds, or that no row reads any more, leave; a request
         whose rows have all left gets its last step."""
         for cohort in self.cohorts:
@@ -695,8 +362,8 @@ class Engine:
         """Fold every cohort whose cache allows it into the first such one."""
         if len(self.cohorts) < 2:
             return
-        merged: list[_Cohort] = []
-        target: _Cohort | None = None
+        merged: list[Cohort] = []
+        target: Cohort | None = None
         for cohort in self.cohorts:
             if not cohort.mergeable():
                 merged.append(cohort)

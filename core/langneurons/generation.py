@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import setting, validate
+from .config import GenerationConfig
 from .corpus import token_piece
 from .engine import RowSpec, engine_for
 from .errors import LangNeuronsError
@@ -23,52 +23,6 @@ from .interventions import Intervention, prepare
 from .langid import detect_language
 from .models import LoadedModel
 from .trace import Trace, TraceSpec
-
-MAX_NEW_TOKENS_LIMIT = 4096
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """How to continue a prompt.  Greedy unless ``do_sample``."""
-
-    max_new_tokens: int = setting(
-        40, "tokens to generate at most", minimum=1, maximum=MAX_NEW_TOKENS_LIMIT, slider=(1, 200)
-    )
-    do_sample: bool = setting(False, "sample instead of greedy decoding")
-    temperature: float = setting(
-        1.0, "sampling temperature", above=0.0, step=0.05, slider=(0.05, 3.0)
-    )
-    top_p: float = setting(
-        1.0,
-        "nucleus sampling: keep the most likely tokens up to this mass",
-        above=0.0,
-        maximum=1.0,
-        step=0.05,
-        slider=(0.05, 1.0),
-        label="Top-p",
-    )
-    repetition_penalty: float = setting(
-        1.1,
-        "divide the logits of tokens already seen by this (1: off)",
-        minimum=1.0,
-        step=0.05,
-        slider=(1.0, 2.0),
-    )
-    seed: int = setting(0, "seed of the sampling generator", minimum=0, maximum=2**31 - 1)
-    no_repeat_ngram: int = setting(
-        0,
-        "never repeat an n-gram of this many tokens (0: off)",
-        minimum=0,
-        maximum=16,
-        slider=(0, 6),
-        label="No repeated n-grams of",
-    )
-    byte_guard: bool = setting(
-        True, "never emit byte tokens that break a UTF-8 character (shown as \ufffd)"
-    )
-
-    def __post_init__(self) -> None:
-        validate(self)
 
 
 def _check_prompt(prompt: str) -> None:

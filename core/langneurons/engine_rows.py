@@ -1,0 +1,180 @@
+"""What the decode loop (:mod:`langneurons.engine`) holds: the rows callers ask for, the
+steps they receive, and the batch rows (lanes) that compute them.
+
+A caller sends :class:`RowSpec` s as one :class:`Request` and reads its
+:class:`Step` s.  Inside the loop each spec becomes a :class:`Row` (its handlers: the
+caller's, its intervention, its trace), and each row reads a :class:`Lane`, one row of
+the batch; rows that change nothing with the same prompt and settings, arriving
+together, read one lane.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from . import hooks
+from .decoding import RowText
+from .interventions import PreparedIntervention, activate
+from .trace import TraceRecorder, TraceSpec
+
+if TYPE_CHECKING:
+    from .config import GenerationConfig
+    from .models import LoadedModel
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row a caller asks for: its prompt (token ids), settings, intervention (prepared
+    for the model, or ``None``) and trace (``None``: untraced)."""
+
+    prompt: tuple[int, ...]
+    config: GenerationConfig
+    intervention: PreparedIntervention | None = None
+    trace: TraceSpec | None = None
+
+
+@dataclass(frozen=True)
+class TraceColumns:
+    """New trace columns of one row: the tokens read and their counts ``[n, L, K]``."""
+
+    ids: list[int]
+    fired: np.ndarray
+    fired_after: np.ndarray
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one step gave a request: each row's new text, and for traced rows the columns
+    of the tokens just read (``None`` where a row has none this step).  The first step
+    carries the prompts' columns and no text; the last has ``done`` and each row's whole
+    continuation."""
+
+    deltas: list[str]
+    columns: list[TraceColumns | None]
+    done: bool = False
+    texts: list[str] = field(default_factory=list)
+    token_ids: list[tuple[int, ...]] = field(default_factory=list)
+
+
+class Cancelled(Exception):
+    """A request's caller went away; its rows leave the batch."""
+
+
+class Request:
+    """A caller's rows in the loop, and the queue their steps arrive on."""
+
+    def __init__(self, specs: Sequence[RowSpec], context: contextvars.Context) -> None:
+        self.specs = list(specs)
+        self.context = context
+        self.steps: queue.SimpleQueue[Step | BaseException] = queue.SimpleQueue()
+        self.cancelled = threading.Event()
+        self.finished = False
+        self.rows: list[Row] = []  # once admitted
+
+    def cancel(self) -> None:
+        """Leave at the next step boundary (nothing more is computed for these rows)."""
+        self.cancelled.set()
+
+    def results(self) -> Iterator[Step]:
+        """The steps as they are produced (blocking); raises what failed the request."""
+        while True:
+            item = self.steps.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.done:
+                return
+
+    def _put(self, item: Step | BaseException) -> None:
+        if not self.finished:
+            self.finished = isinstance(item, BaseException) or item.done
+            self.steps.put(item)
+
+
+class Row:
+    """A caller's row inside the loop: its request, its handlers and its trace.  The
+    tokens come from its lane (the batch row it reads, possibly shared, see
+    :class:`Lane`)."""
+
+    def __init__(self, lm: LoadedModel, request: Request, index: int, spec: RowSpec) -> None:
+        self.request = request
+        self.index = index  # within its request
+        self.spec = spec
+        self.recorder = TraceRecorder(lm, spec.trace, 1) if spec.trace is not None else None
+        self.stack = contextlib.ExitStack()
+        self.context = request.context.copy()  # the caller's bindings, then the row's own
+        self.bindings: hooks.Bindings = {}
+        self.done = False
+        self.error: BaseException | None = None
+        self.lane: Lane | None = None
+
+    def bind(self, lm: LoadedModel) -> None:
+        """The handlers of this row: its caller's, its intervention, its trace.  Entered
+        in a copy of the caller's context (the row's own), held until the row leaves."""
+        context = self.context
+        spec = self.spec
+        context.run(self.stack.enter_context, hooks.holding(lm))
+        if spec.intervention is not None:
+            context.run(self.stack.enter_context, activate(spec.intervention))
+        if self.recorder is not None:
+            edited = spec.intervention is not None or bool(context.run(hooks.current_bindings))
+            context.run(self.stack.enter_context, self.recorder.recording(edited))
+        self.bindings = context.run(hooks.current_bindings)
+
+    @property
+    def edits(self) -> bool:
+        """Whether any of its handlers may change values (then it needs a lane of its own)."""
+        return any(
+            phase == hooks.EDIT for handlers in self.bindings.values() for phase, _ in handlers
+        )
+
+    def release(self) -> None:
+        self.context.run(self.stack.close)
+
+    def columns(self, ids: list[int], skip: int) -> TraceColumns | None:
+        if self.recorder is None:
+            return None
+        before, after = self.recorder.take()
+        return TraceColumns(ids[skip:], before[0, skip:], after[0, skip:])
+
+
+class Lane:
+    """One row of the batch: a prompt continued under one setting, read by one or more
+    callers' rows.  Rows that change nothing (no intervention, no editing handler) with
+    the same prompt and settings, arriving together, share a lane: they would compute the
+    same values and choose the same tokens (a class pressing Generate on one example
+    shares every unmodified continuation), and each still gets its own trace."""
+
+    def __init__(self, lm: LoadedModel, row: Row) -> None:
+        spec = row.spec
+        self.rows: list[Row] = []
+        self.add(row)
+        self.prompt = spec.prompt
+        self.config = spec.config
+        self.text = RowText(lm.tokenizer, list(spec.prompt), spec.config.seed)
+        self.logits: torch.Tensor | None = None  # the next choice's logits
+        self.feed: int | None = None  # the token to read next step
+        self.done = False
+        self.tail = ""  # the text held back until the lane stopped
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        row.lane = self
+
+    @property
+    def last(self) -> bool:
+        """Whether the token to read now is the lane's last (its limit is reached)."""
+        return len(self.text.generated) >= self.config.max_new_tokens
+
+    @property
+    def alive(self) -> list[Row]:
+        return [row for row in self.rows if not row.done]
