@@ -14,6 +14,15 @@ the machine's CPU time (the browsers run on the same machine here)::
 
     python scripts/load_test.py --sessions 8 16 --out docs/load-test.json
 
+``--overhead`` first measures ``live_view_overhead`` for one session alone: the time from
+pressing Generate until the page is still (the finished pair on screen, no change in the
+page for 1.5 s), over the library's time for the same pair (``stream_side_by_side`` with
+the same intervention, trace and settings, timed in this script's own process while the
+server is idle); the median of ``--rounds`` presses each (``--sessions`` with no count
+measures only that)::
+
+    python scripts/load_test.py --overhead --sessions
+
 Needs the test extras (Playwright) and Debian's Chromium (``/usr/bin/chromium``, or
 ``LANGNEURONS_CHROMIUM``).  ``tests/test_browser.py`` drives the same functions with
 four sessions and checks that each gets the text it would get alone.
@@ -76,6 +85,26 @@ MARKER_JS = """
 """
 
 
+# Marks the press of Generate and the page's last change; ``done`` once a new pair's two
+# language badges are on screen (the old pair's badges go when its first frame is drawn).
+STILL_JS = """
+() => {
+    const t = {t0: performance.now(), fresh: false, done: null, last: performance.now()};
+    window.__still = t;
+    const badges = () => document.querySelectorAll('.ln-output .ln-lang').length;
+    new MutationObserver(() => {
+        t.last = performance.now();
+        if (badges() < 2) t.fresh = true;
+        else if (t.fresh && t.done === null) t.done = t.last;
+    }).observe(document.body,
+        {subtree: true, childList: true, characterData: true, attributes: true});
+    [...document.querySelectorAll('button')]
+        .find(b => b.innerText.trim() === 'Generate').click();
+}
+"""
+QUIET_MS = 1500
+
+
 @dataclass
 class SessionTiming:
     """One session's press of Generate: seconds to the first token and to the end."""
@@ -114,19 +143,43 @@ def dashboard(
     environment["LANGNEURONS_CACHE"] = str(cache)
     command = [sys.executable, "-m", "langneurons.cli", "dashboard", "--port", str(port)]
     with open(log, "w") as output:
+        # A session of its own: the command runs Streamlit as a child, which must stop with
+        # it (stopping the command alone left the server running on, holding a model).
         proc = subprocess.Popen(
-            [*command, *extra], env=environment, stdout=output, stderr=subprocess.STDOUT
+            [*command, *extra],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_serving(url, proc)
             yield Server(url, proc.pid)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Stop ``proc`` and every process of its session: politely, then for good."""
+    import signal
+
+    def alive() -> bool:
+        proc.poll()  # reaps the command once it has exited
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if not alive():
+                return
+            time.sleep(0.2)
 
 
 def wait_until_serving(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
@@ -326,20 +379,105 @@ def measure(
     }
 
 
+def time_until_still(page: Any, timeout_ms: int = 600_000) -> tuple[float, float]:
+    """Press Generate; seconds until the finished pair is on screen and until the page's
+    last change before it stays still (no run in progress, no change for 1.5 s)."""
+    page.evaluate(STILL_JS)
+    page.wait_for_function("() => window.__still.done !== null", timeout=timeout_ms)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=stStatusWidget]')"
+        f" && performance.now() - window.__still.last > {QUIET_MS}",
+        timeout=timeout_ms,
+    )
+    marks = page.evaluate("() => window.__still")
+    return (marks["done"] - marks["t0"]) / 1000, (marks["last"] - marks["t0"]) / 1000
+
+
+def library_pair_seconds(variant: dict[str, Any], rounds: int) -> list[float]:
+    """The same pair as the playground generates for ``variant`` (its intervention, the
+    trace of every language, the page's default settings and detection candidates),
+    timed with the library alone in this process: every state consumed, nothing drawn."""
+    from langneurons.generation import GenerationConfig, stream_side_by_side
+    from langneurons.models import load_model
+    from langneurons.pipeline import compute
+    from langneurons.trace import TraceSpec
+    from langneurons.workflows import intervention_for
+
+    lm = load_model()
+    result = compute(lm, LANGUAGES, max_tokens=BUDGET)
+    masks, prompt = result.selection.masks, variant["prompt"]
+    intervention = intervention_for(
+        lm,
+        masks,
+        LANGUAGES,
+        result.statistics,
+        deactivate_languages=variant.get("off", []),
+        steer_language=variant.get("steer"),
+        strength=variant.get("strength", 1.0),
+        prompt=prompt,
+    )
+    spec = TraceSpec.from_masks(masks, LANGUAGES)
+    candidates = sorted({*LANGUAGES, "en"})
+    times = []
+    for _ in range(rounds + 1):  # the first one warms up
+        start = time.perf_counter()
+        for _state in stream_side_by_side(
+            lm, prompt, intervention, GenerationConfig(), candidates, trace=spec
+        ):
+            pass
+        times.append(time.perf_counter() - start)
+    return times[1:]
+
+
+def live_view_overhead(
+    browser: Any, url: str, rounds: int = 3, variant: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One session alone: the playground's time from Generate until the page is still,
+    over the library's time for the same pair (medians of ``rounds`` each; target <= 1.3).
+    The server is idle while the library is timed, and the other way round."""
+    variant = variant or VARIANTS[0]
+    page = open_page(browser, playground_url(url, variant), "Deactivate the neurons of")
+    try:
+        time_until_still(page)  # warm-up: the first press also warms the server's caches
+        pressed = [time_until_still(page) for _ in range(rounds)]
+    finally:
+        page.close()
+    library = library_pair_seconds(variant, rounds)
+    still = percentile([s for _, s in pressed], 50)
+    alone = percentile(library, 50)
+    return {
+        "live_view_overhead": round(still / alone, 2),
+        "page_still_p50_s": round(still, 2),
+        "pair_on_screen_p50_s": round(percentile([d for d, _ in pressed], 50), 2),
+        "library_p50_s": round(alone, 2),
+        "page_still_s": [round(s, 2) for _, s in pressed],
+        "library_s": [round(t, 2) for t in library],
+        "variant": variant,
+        "languages": LANGUAGES,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--sessions", type=int, nargs="*", default=[8, 16])
+    parser.add_argument(
+        "--overhead", action="store_true", help="first measure live_view_overhead alone"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="presses for --overhead")
     parser.add_argument("--url", default=None, help="a running dashboard (default: start one)")
     parser.add_argument("--no-computing", action="store_true", help="no session counts")
     parser.add_argument("--out", default=None, help="write the figures here as JSON")
     args = parser.parse_args(argv)
-    if min(args.sessions) < 1:
+    if args.sessions and min(args.sessions) < 1:
         parser.error("--sessions: each count must be at least 1")
+    if not args.sessions and not args.overhead:
+        parser.error("nothing to measure: give --sessions counts or --overhead")
     if not Path(CHROMIUM).exists():
         parser.error(f"no browser at {CHROMIUM}: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
     results = []
+    overhead = None
     with (
         tempfile.TemporaryDirectory() as scratch,
         sync_playwright() as playwright,
@@ -353,6 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = server.url if server is not None else args.url
         browser = launch(playwright)
         try:
+            if args.overhead:
+                overhead = live_view_overhead(browser, url, args.rounds)
+                print(json.dumps(overhead, ensure_ascii=False))
             for round_, count in enumerate(args.sessions):
                 # Each round's counting job is new: another budget is another count.
                 budget = int(COMPUTING["budget"]) + round_
@@ -371,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "variants": VARIANTS,
         "computing": COMPUTING,
+        "live_view_overhead": overhead,
         "results": results,
     }
     if args.out:
