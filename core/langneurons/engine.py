@@ -50,7 +50,18 @@ import torch
 
 from . import hooks
 from .batch_cache import Cohort
-from .engine_rows import Cancelled, Lane, Request, Row, RowSpec, Step, TraceColumns
+from .engine_rows import (
+    Cancelled,
+    Lane,
+    Request,
+    Row,
+    RowSpec,
+    Step,
+    TraceBatch,
+    TraceColumns,
+    TraceKey,
+)
+from .trace import TraceRecorder
 
 if TYPE_CHECKING:
     from .config import GenerationConfig
@@ -74,6 +85,8 @@ class Engine:
         self.cache_arg = "cache" if "cache" in parameters else "past_key_values"
         self.positions = "position_ids" in parameters
         self.steps = 0  # forward passes made (for tests and benchmarks)
+        self.traces: TraceBatch | None = None  # the last forward pass's traces
+        self.tables: dict[TraceKey, TraceRecorder] = {}  # what each traced set of neurons needs
         self.widest = 0  # most rows in one forward pass
 
     # -- callers' side ------------------------------------------------------------------
@@ -142,7 +155,10 @@ class Engine:
         if self.positions:
             extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
         bindings = [(b, row.bindings) for b, row in readers]
-        with hooks.bound_rows(bindings, len(lanes), failed):
+        traced = any(row.trace_key is not None for _, row in readers)
+        self.traces = TraceBatch(readers, len(lanes), self._table) if traced else None
+        whole = self.traces.bindings(lm) if self.traces is not None else {}
+        with hooks.bound_rows(bindings, len(lanes), failed, whole):
             out = lm.body(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
         self.steps += 1
         self.widest = max(self.widest, len(lanes))
@@ -159,6 +175,17 @@ class Engine:
             for b, values in zip(need, lm.logits(picked).contiguous(), strict=True):
                 found[b] = values
         return found, cache_out
+
+    def _table(self, row: Row) -> TraceRecorder:
+        """The membership matrices of the neurons ``row`` traces (made once per set of
+        neurons; a few sets are kept)."""
+        key = row.trace_key
+        assert key is not None and row.spec.trace is not None
+        found = self.tables.pop(key, None) or TraceRecorder(self.lm, row.spec.trace, 1)
+        self.tables[key] = found  # most recently used last
+        while len(self.tables) > 8:
+            self.tables.pop(next(iter(self.tables)))
+        return found
 
     def _admit(self, requests: list[Request]) -> None:
         """Read the prompts of the requests that arrived (all their lanes in one pass,
@@ -229,7 +256,7 @@ class Engine:
                     self._finish_row(row, row.error)  # its request fails; the others go on
                     continue
                 found = columns.setdefault(id(row.request), [None] * len(row.request.specs))
-                found[row.index] = row.columns(ids[b].tolist(), skip)
+                found[row.index] = row.columns(ids[b].tolist(), skip, self.traces)
         for request in requests:
             if id(request) in columns and not request.finished:
                 request._put(Step([""] * len(request.specs), columns[id(request)]))
@@ -316,7 +343,7 @@ class Engine:
                     self._finish_row(row, row.error)
                     continue
                 found = by_request.setdefault(id(row.request), [None] * len(row.request.specs))
-                found[row.index] = row.columns([feed[b]], 0)
+                found[row.index] = row.columns([feed[b]], 0, self.traces)
         for request_id, found in by_request.items():
             request = next(
                 row.request for lane in lanes for row in lane.rows if id(row.request) == request_id

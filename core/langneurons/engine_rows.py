@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,17 @@ from . import hooks
 from .decoding import RowText
 from .interventions import PreparedIntervention, activate
 from .trace import TraceRecorder, TraceSpec
+
+TraceKey = tuple[tuple[str, ...], tuple[int, ...], str]
+
+
+def trace_key(spec: TraceSpec) -> TraceKey:
+    """What a trace watches, as a key: specs built apart from one run's masks are equal."""
+    flat = [torch.as_tensor(m, dtype=torch.int64).reshape(-1) for per in spec.masks for m in per]
+    data = torch.cat(flat).numpy().tobytes() if flat else b""
+    sizes = tuple(int(m.numel()) for m in flat)
+    return spec.languages, sizes, hashlib.sha1(data).hexdigest()
+
 
 if TYPE_CHECKING:
     from .config import GenerationConfig
@@ -109,7 +121,8 @@ class Row:
         self.request = request
         self.index = index  # within its request
         self.spec = spec
-        self.recorder = TraceRecorder(lm, spec.trace, 1) if spec.trace is not None else None
+        self.trace_key = trace_key(spec.trace) if spec.trace is not None else None
+        self.edited = spec.intervention is not None  # or its caller's handlers, see bind
         self.stack = contextlib.ExitStack()
         self.context = request.context.copy()  # the caller's bindings, then the row's own
         self.bindings: hooks.Bindings = {}
@@ -123,11 +136,9 @@ class Row:
         context = self.context
         spec = self.spec
         context.run(self.stack.enter_context, hooks.holding(lm))
+        self.edited = self.edited or bool(context.run(hooks.current_bindings))
         if spec.intervention is not None:
             context.run(self.stack.enter_context, activate(spec.intervention))
-        if self.recorder is not None:
-            edited = spec.intervention is not None or bool(context.run(hooks.current_bindings))
-            context.run(self.stack.enter_context, self.recorder.recording(edited))
         self.bindings = context.run(hooks.current_bindings)
 
     @property
@@ -140,11 +151,12 @@ class Row:
     def release(self) -> None:
         self.context.run(self.stack.close)
 
-    def columns(self, ids: list[int], skip: int) -> TraceColumns | None:
-        if self.recorder is None:
+    def columns(self, ids: list[int], skip: int, traces: TraceBatch | None) -> TraceColumns | None:
+        """This row's trace columns of the last forward pass (``None`` when untraced)."""
+        if self.trace_key is None or traces is None:
             return None
-        before, after = self.recorder.take()
-        return TraceColumns(ids[skip:], before[0, skip:], after[0, skip:])
+        before, after = traces.of(self)
+        return TraceColumns(ids[skip:], before[skip:], after[skip:])
 
 
 class Lane:
@@ -178,3 +190,70 @@ class Lane:
     @property
     def alive(self) -> list[Row]:
         return [row for row in self.rows if not row.done]
+
+
+class TraceBatch:
+    """The language traces of every traced row of one forward pass.  Rows watching the
+    same neurons are one group: per layer, one comparison and one product for all of the
+    group's lanes (what :class:`~langneurons.trace.TraceRecorder` computes for one row),
+    before the edits and, where a row's lane is edited, after them."""
+
+    def __init__(
+        self,
+        readers: list[tuple[int, Row]],
+        batch: int,
+        tables: Callable[[Row], TraceRecorder],
+    ) -> None:
+        self.batch = batch
+        self.groups: dict[TraceKey, tuple[TraceRecorder, list[int], bool]] = {}
+        self.place: dict[int, tuple[TraceKey, int, bool]] = {}  # id(row) -> where its lane is
+        for b, row in readers:
+            key = row.trace_key
+            if key is None:
+                continue
+            table, lanes, edited = self.groups.get(key, (tables(row), [], False))
+            if b not in lanes:
+                lanes.append(b)
+            self.groups[key] = (table, lanes, edited or row.edited)
+            self.place[id(row)] = (key, lanes.index(b), row.edited)
+        self.before: dict[TraceKey, dict[int, torch.Tensor]] = {k: {} for k in self.groups}
+        self.after: dict[TraceKey, dict[int, torch.Tensor]] = {k: {} for k in self.groups}
+        self.results: dict[TraceKey, tuple[np.ndarray, np.ndarray]] = {}
+
+    def bindings(self, lm: LoadedModel) -> hooks.Bindings:
+        """Handlers on the whole batch, per layer: counts before and after the edits."""
+        found: dict[int, list[tuple[int, hooks.Handler]]] = {}
+        for key, (table, lanes, edited) in self.groups.items():
+            index = torch.tensor(lanes, dtype=torch.long)
+            for layer in table.layers:
+                module = id(lm.modules[layer])
+                matrix = table.matrices[layer]
+                found.setdefault(module, []).append(
+                    (hooks.OBSERVE, self._handler(matrix, index, self.before[key], layer))
+                )
+                if edited:
+                    found.setdefault(module, []).append(
+                        (hooks.OBSERVE_AFTER, self._handler(matrix, index, self.after[key], layer))
+                    )
+        return {module: tuple(handlers) for module, handlers in found.items()}
+
+    def _handler(
+        self, matrix: torch.Tensor, index: torch.Tensor, store: dict[int, torch.Tensor], layer: int
+    ) -> hooks.Handler:
+        def handle(values: torch.Tensor) -> None:
+            rows = hooks.rows_view(values, self.batch)
+            picked = rows if len(index) == rows.shape[0] else rows[index.to(rows.device)]
+            store[layer] = (picked > 0).to(torch.float32) @ matrix
+
+        return handle
+
+    def of(self, row: Row) -> tuple[np.ndarray, np.ndarray]:
+        """``row``'s counts of the last pass, ``[positions, L, K]`` before and after."""
+        key, position, edited = self.place[id(row)]
+        if key not in self.results:
+            table = self.groups[key][0]
+            before = table.assemble(self.before[key])
+            after = table.assemble(self.after[key]) if self.after[key] else before
+            self.results[key] = (before, after)
+        before, after = self.results[key]
+        return before[position], (after if edited else before)[position]

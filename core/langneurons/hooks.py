@@ -193,17 +193,21 @@ def bound_rows(
     bindings: Sequence[tuple[int, Bindings]],
     batch: int,
     failed: Callable[[int, BaseException], None],
+    whole: Bindings | None = None,
 ) -> Iterator[None]:
     """Run each ``(row, handlers)`` of ``bindings`` on that row of the batch (``batch``
     rows) in this context's forward passes until the block ends.  Handlers edit their row
     in place (a replacement is copied into it), which is what generation needs: no
     gradient flows.  A handler that raises calls ``failed(k, exception)`` (``k``: its
-    entry in ``bindings``) and leaves everything else alone.
+    entry in ``bindings``) and leaves everything else alone.  ``whole`` are handlers on
+    the whole batch (the engine's trace of many rows at once), run in the same phase order.
 
     The caller keeps the hooks installed (:func:`holding`) for as long as rows with
     bindings run.
     """
-    merged: dict[int, list[tuple[int, Handler]]] = {}
+    merged: dict[int, list[tuple[int, Handler]]] = {
+        key: list(handlers) for key, handlers in (whole or {}).items()
+    }
     for k, (row, bound) in enumerate(bindings):
         report = functools.partial(failed, k)
         for key, handlers in bound.items():

@@ -263,7 +263,7 @@ class TraceRecorder:
                 stack.enter_context(hooks.bound(self.lm, after, hooks.OBSERVE_AFTER))
             yield
 
-    def _assemble(self, store: dict[int, torch.Tensor]) -> np.ndarray:
+    def assemble(self, store: dict[int, torch.Tensor]) -> np.ndarray:
         """Counts of every layer as ``[batch, positions, L, K]``, copied to the CPU once per
         device (one transfer, not one per layer: each is a wait on a GPU)."""
         if not store:
@@ -281,8 +281,8 @@ class TraceRecorder:
 
     def take(self) -> tuple[np.ndarray, np.ndarray]:
         """The last forward pass's counts, ``[batch, positions, L, K]`` before and after."""
-        before = self._assemble(self.before)
-        after = self._assemble(self.after) if self.edited else before.copy()
+        before = self.assemble(self.before)
+        after = self.assemble(self.after) if self.edited else before.copy()
         return before, after
 
     def new_trace(self) -> Trace:
