@@ -335,20 +335,17 @@ class Engine:
             cohort.rows = []
             return
         cohort.cache, cohort.mask = cache, mask
-        by_request: dict[int, list[TraceColumns | None]] = {}
+        by_request: dict[Request, list[TraceColumns | None]] = {}
         for b, lane in enumerate(lanes):
             lane.logits = logits[b]
             for row in lane.alive:
                 if row.error is not None:
                     self._finish_row(row, row.error)
                     continue
-                found = by_request.setdefault(id(row.request), [None] * len(row.request.specs))
+                found = by_request.setdefault(row.request, [None] * len(row.request.specs))
                 found[row.index] = row.columns([feed[b]], 0, self.traces)
-        for request_id, found in by_request.items():
-            request = next(
-                row.request for lane in lanes for row in lane.rows if id(row.request) == request_id
-            )
-            request._put(Step(deltas.get(request_id, [""] * len(request.specs)), found))
+        for request, found in by_request.items():
+            request._put(Step(deltas.get(id(request), [""] * len(request.specs)), found))
 
     def _leave(self, stops: Callable[[Lane], bool]) -> None:
         """Lanes for which ``stops`` holds, or that no row reads any more, leave; a request
