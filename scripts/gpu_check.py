@@ -13,14 +13,17 @@ for a larger one) and a BPE tokenizer trained on the embedded UDHR, then
 3. with ``--launch``: runs the same ``compute`` under ``torchrun`` (one rank: on CUDA the
    nccl backend, its all-reduce and barrier) and with ``--device auto`` (an automatic
    device map), and compares both with the in-process device run;
-4. with ``--bench``: ``langneurons bench`` on the same model on the device.
+4. with ``--bench``: ``langneurons bench`` on the same model on the device;
+5. with ``--sessions 16,64``: that many sessions each generating a traced side-by-side pair
+   at once on the one loaded model (the dashboard's decode loop serving a class), in each
+   device dtype, against one pair alone, and whether every greedy text equals its solo run.
 
 It writes ``gpu_check.json`` into ``--out`` and prints it.  Random weights give the same
 speed as trained ones of that shape; their activation patterns are not a trained model's,
 so the agreement figures are about arithmetic, not about which neurons a model has.
 
     PYTHONPATH=core python3 scripts/gpu_check.py --out DIR [--device cuda] [--shape 270m]
-        [--launch] [--bench [--bench-dtype bfloat16]]
+        [--launch] [--bench [--bench-dtype bfloat16]] [--sessions 16,64]
 """
 
 from __future__ import annotations
@@ -200,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench", action="store_true", help="also run langneurons bench")
     parser.add_argument("--bench-dtype", default="bfloat16", help="dtype for --bench")
     parser.add_argument("--quick-bench", action="store_true", help="bench --quick")
+    parser.add_argument(
+        "--sessions", default="", help="session counts generating at once, e.g. 16,64"
+    )
+    parser.add_argument("--session-tokens", type=int, default=30, help="new tokens a session")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(
@@ -267,6 +274,18 @@ def main(argv: list[str] | None = None) -> int:
             for dtype in dtypes
             for batch in args.batch_sizes.split(",")
         ]
+        if args.sessions:
+            from langneurons.bench import concurrent_sessions
+            from langneurons.models import load_model
+
+            report["sessions"] = []
+            for dtype in dtypes:
+                lm = load_model(str(model_dir), device=args.device, dtype=dtype)
+                for count in args.sessions.split(","):
+                    figures = concurrent_sessions(lm, int(count), args.session_tokens)
+                    report["sessions"].append({"dtype": dtype, **figures})
+                    print(json.dumps(report["sessions"][-1]), flush=True)
+                del lm
         if args.bench:
             from langneurons.bench import run_bench
 

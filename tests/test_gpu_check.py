@@ -17,6 +17,7 @@ def test_gpu_check_script_reports_agreement_throughput_launch_and_bench(tmp_path
     command += ["--device", "cpu", "--shape", "tiny", "--vocab", "600", "--max-tokens", "300"]
     command += ["--repeat-text", "1", "--batch-sizes", "8", "--dtypes", "float32"]
     command += ["--launch", "--bench", "--bench-dtype", "float32", "--quick-bench"]
+    command += ["--sessions", "3", "--session-tokens", "4"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "core"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -34,3 +35,6 @@ def test_gpu_check_script_reports_agreement_throughput_launch_and_bench(tmp_path
     assert report["device_auto"]["counts_differing"] == 0
     bench = report["bench"]
     assert bench["model"]["layers"] == 2 and bench["stats_tokens_per_s"] > 0
+    (sessions,) = report["sessions"]
+    assert sessions["dtype"] == "float32" and sessions["concurrent_sessions"] == 3
+    assert sessions["concurrent_equal_alone"] is True

@@ -33,7 +33,7 @@ TraceKey = tuple[tuple[str, ...], tuple[int, ...], str]
 def trace_key(spec: TraceSpec) -> TraceKey:
     """What a trace watches, as a key: specs built apart from one run's masks are equal."""
     flat = [torch.as_tensor(m, dtype=torch.int64).reshape(-1) for per in spec.masks for m in per]
-    data = torch.cat(flat).numpy().tobytes() if flat else b""
+    data = torch.cat(flat).cpu().numpy().tobytes() if flat else b""
     sizes = tuple(int(m.numel()) for m in flat)
     return spec.languages, sizes, hashlib.sha1(data).hexdigest()
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..progress import ProgressEvent
-from .common import add_model_options, quiet_loading
+from .common import add_model_options, positive_int, quiet_loading
 
 
 def register(sub: Any) -> None:
@@ -23,6 +23,13 @@ def register(sub: Any) -> None:
     add_model_options(bench)
     bench.add_argument("--quick", action="store_true", help="fewer tokens and repetitions")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--sessions",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="sessions generating at once for concurrent_vs_one (default 16, --quick 8)",
+    )
     bench.set_defaults(handler=run_bench)
     languages = sub.add_parser(
         "languages",
@@ -46,7 +53,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
     quiet_loading(args.json)
     report = measure(
-        args.model, quick=args.quick, dtype=args.dtype, device=args.device, progress=say
+        args.model,
+        quick=args.quick,
+        dtype=args.dtype,
+        device=args.device,
+        progress=say,
+        sessions=args.sessions,
     )
     if args.json:
         print(json.dumps(report, indent=2))
