@@ -73,3 +73,67 @@ def test_the_neuron_map_and_the_ablation_matrix(result):
     assert list(heat.data[0].y) == ["a off", "b off"]
     with pytest.raises(ValueError, match="scale"):
         plots.ablation_heatmap(matrix, "log")
+
+
+SLOW_PANDAS = r"""
+import importlib.abc, importlib.machinery, sys, threading, time
+import numpy as np
+
+class Slow(importlib.abc.MetaPathFinder):
+    # pandas takes a second to import, as on a busy server: long enough for another
+    # thread to build a figure meanwhile.
+    def find_spec(self, name, path, target=None):
+        if name != "pandas":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        real = spec.loader
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return real.create_module(spec)
+
+            def exec_module(self, module):
+                started.set()
+                time.sleep(1.0)
+                real.exec_module(module)
+
+        spec.loader = Loader()
+        return spec
+
+started = threading.Event()
+sys.meta_path.insert(0, Slow())
+import plotly.graph_objects  # noqa: F401  (plotly itself does not import pandas)
+from langneurons import plots
+from langneurons.trace import Trace
+
+assert "pandas" not in sys.modules
+importer = threading.Thread(target=lambda: __import__("pandas"))
+importer.start()
+started.wait()
+fired = np.random.default_rng(0).integers(0, 10, (6, 4, 2)).astype(np.float32)
+selected = np.full((4, 2), 10)
+trace = Trace(["en", "fr"], selected, list("abcdef"), list(range(6)), fired, fired)
+figure = plots.trace_heatmap(trace, "fr")
+importer.join()
+print("figure", len(figure.data))
+"""
+
+
+def test_a_figure_built_while_another_thread_imports_pandas(tmp_path):
+    """Plotly reads pandas from ``sys.modules`` without waiting for its import: eight
+    playground sessions finishing together on a new server got "partially initialized
+    module 'pandas'" (found by the load test).  A figure now waits for that import."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "slow_pandas.py"
+    script.write_text(SLOW_PANDAS)
+    core = Path(__file__).parent.parent / "core"
+    env = {**os.environ, "PYTHONPATH": str(core)}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "figure 1" in done.stdout

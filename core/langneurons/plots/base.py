@@ -36,7 +36,15 @@ def layer_tick(layers: int) -> int | None:
 
 
 def graph_objects() -> Any:
-    """``plotly.graph_objects``, or a clear error naming the extra that brings it."""
+    """``plotly.graph_objects``, or a clear error naming the extra that brings it.
+
+    pandas is imported first, with an import statement: Plotly looks for pandas in
+    ``sys.modules`` without waiting for it, so a figure built while another thread is
+    still importing pandas (the first sessions of a dashboard, a notebook's worker
+    threads) would meet a half-initialised module and fail.  The import statement waits
+    until that import has finished."""
+    import pandas  # noqa: F401  (see above)
+
     try:
         import plotly.graph_objects as go
     except ImportError as exc:  # pragma: no cover - the test environment has plotly
