@@ -109,3 +109,61 @@ def test_a_character_cut_by_the_token_limit_is_left_out_of_the_text():
     assert row.flush() == ""  # everything complete was already streamed
     row.add(3 + 0x81)
     assert row.pending == 0 and row.text() == "b\u3000\u3001"
+
+
+def test_choosing_many_rows_together_equals_choosing_each_alone():
+    """The decode loop chooses a step's tokens for all its rows at once; every guard and
+    penalty must act as on each row alone: greedy and sampled rows, byte guard on and
+    off, repeated n-grams, several penalties, a row inside a UTF-8 character."""
+    from langneurons.decoding import RowText, choose_tokens
+
+    tokenizer = _ByteTokenizer()
+    vocab = len(tokenizer)
+    configs = [
+        GenerationConfig(),
+        GenerationConfig(repetition_penalty=1.0),
+        GenerationConfig(repetition_penalty=1.7, byte_guard=False),
+        GenerationConfig(no_repeat_ngram=2),
+        GenerationConfig(do_sample=True, seed=5, temperature=0.7),
+        GenerationConfig(),  # will be inside a character
+        GenerationConfig(repetition_penalty=1.3, no_repeat_ngram=1),
+    ]
+    histories = [[0, 1], [2], [0, 0, 1], [0, 1, 2, 0, 1], [1], [0, 3 + 0xE3], [2, 1, 0]]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        logits = torch.randn(len(configs), vocab, generator=generator) * 3
+        # Make the guarded tokens the likeliest, so that a guard not applied shows.
+        logits[:, 3 + 0x80 : 3 + 0xC0] += 4
+        logits[:, :3] += 2
+
+        def rows(seed_offset: int) -> list[RowText]:
+            found = []
+            for k, history in enumerate(histories):
+                row = RowText(tokenizer, history[:1], configs[k].seed + seed_offset)
+                for token in history[1:]:
+                    row.add(token)
+                found.append(row)
+            return found
+
+        each = logits.clone()
+        alone = [r.choose(each[k], configs[k]) for k, r in enumerate(rows(0))]
+        batch = logits.clone()
+        together = choose_tokens(rows(0), batch, configs)
+        assert together == alone
+        # The scores themselves, not only the winners: guards and penalties wrote the
+        # same values (the row inside a character is guarded on a copy in both).
+        assert torch.equal(batch[:5], each[:5]) and torch.equal(batch[6:], each[6:])
+    assert rows(0)[5].pending == 2  # the row inside a character was one
+
+
+def test_a_row_whose_choice_fails_gets_its_own_error():
+    from langneurons.decoding import RowText, choose_tokens
+
+    tokenizer = _ByteTokenizer()
+    bad = GenerationConfig(do_sample=True)
+    logits = torch.zeros(2, len(tokenizer))
+    logits[1, 0] = float("nan")  # sampling from NaN probabilities fails
+    chosen = choose_tokens(
+        [RowText(tokenizer, [0], 0), RowText(tokenizer, [0], 0)], logits, [GenerationConfig(), bad]
+    )
+    assert chosen[0] == 0 and isinstance(chosen[1], RuntimeError)

@@ -325,3 +325,77 @@ def test_identical_unmodified_rows_share_one_batch_row_and_keep_their_own_traces
     results["outside"] = _final(outside).texts[0]
     assert engine.widest == 2
     assert results == {"inside": alone_off.texts[0], "outside": alone.texts[0]}
+
+
+def _plain_greedy(lm, prompt: str, steps: int, intervention=None) -> tuple[int, ...]:
+    """Greedy tokens from whole forward passes, the intervention written by its own
+    handlers (:func:`~langneurons.interventions.apply`): what the loop must reproduce."""
+    from langneurons.interventions import apply
+
+    ids = list(lm.tokenizer(prompt)["input_ids"])
+    start = len(ids)
+    with apply(lm, intervention), torch.inference_mode():
+        for _ in range(steps):
+            hidden = lm.body(input_ids=torch.tensor([ids])).last_hidden_state[:, -1]
+            token = int(lm.logits(hidden)[0].argmax())
+            if token == lm.tokenizer.eos_token_id:
+                break
+            ids.append(token)
+    return tuple(ids[start:])
+
+
+def test_interventions_written_for_the_whole_batch_equal_their_own_handlers(tiny_model):
+    """The loop writes fusable interventions (no neuron edited twice in a layer) for all
+    rows at once; each mode, each row's own neurons and an unfusable intervention (taking
+    the per-row path) give the tokens of a plain loop with the intervention's handlers."""
+    from langneurons.engine_rows import fusable
+
+    lm = tiny_model
+    config = GenerationConfig(max_new_tokens=10, repetition_penalty=1.0, byte_guard=False)
+    g = torch.Generator().manual_seed(4)
+    some = {layer: torch.randperm(lm.num_neurons, generator=g)[:30] for layer in (0, 1)}
+    others = {1: torch.randperm(lm.num_neurons, generator=g)[:30]}
+    means = torch.rand(2, lm.num_neurons, generator=g) * 20
+    overlapping = (
+        scale({0: some[0][:10]}, 50.0)
+        + deactivate({1: some[1]})
+        + steer(means, {0: some[0][5:20]}, 3.0, mode="add")
+    )
+    jobs = [
+        (PROMPTS[0], deactivate(some)),
+        (PROMPTS[0], scale(others, -30.0)),
+        (PROMPTS[2], steer(means, some, 2.0)),
+        (PROMPTS[2], steer(means, others, 5.0, mode="add")),
+        (PROMPTS[1], overlapping),
+        (PROMPTS[1], None),
+    ]
+    assert not fusable(prepare(lm, overlapping)) and fusable(prepare(lm, deactivate(some)))
+    expected = [_plain_greedy(lm, p, 10, i) for p, i in jobs]
+    plain = {p: _plain_greedy(lm, p, 10) for p, _ in jobs}
+    changed = [e != plain[p] for e, (p, _) in zip(expected, jobs, strict=True)]
+    assert sum(changed) >= 4 and not changed[-1], changed  # the edits matter here
+    engine = engine_for(lm)
+    with held(engine):
+        requests = [engine.submit(_specs(lm, p, config, i)) for p, i in jobs]
+    got = [_final(r).token_ids[0] for r in requests]
+    assert engine.widest >= len(jobs)
+    assert got == expected
+
+
+def test_a_rows_intervention_acts_after_what_its_caller_bound(tiny_model):
+    """Solo, ``with apply(lm, A): generate(..., intervention=B)`` writes A, then B; the
+    loop's batch-wide writing of B keeps that order."""
+    from langneurons.interventions import Intervention, NeuronEdit, apply
+
+    lm = tiny_model
+    config = GenerationConfig(max_new_tokens=10, repetition_penalty=1.0, byte_guard=False)
+    neurons = torch.arange(lm.num_neurons)
+    values = torch.full((lm.num_neurons,), 4.0)
+    five = Intervention(tuple(NeuronEdit(layer, neurons, "set", values) for layer in (0, 1)))
+    zero = deactivate({0: neurons, 1: neurons})  # fused: written for the batch
+    then_zero = Intervention(five.edits + zero.edits)
+    assert _plain_greedy(lm, PROMPTS[0], 10, five) != _plain_greedy(lm, PROMPTS[0], 10, zero)
+    with apply(lm, five):
+        got = generate(lm, PROMPTS[0], config, zero)
+    assert got == generate(lm, PROMPTS[0], config, then_zero)
+    assert got == generate(lm, PROMPTS[0], config, zero)

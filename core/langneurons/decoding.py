@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -39,6 +39,14 @@ class ByteTokens:
     value: torch.Tensor  # int64 [vocab]
     continuation: torch.Tensor  # int64 ids
     never_first: torch.Tensor  # int64 ids: continuation bytes, 0xC0, 0xC1, 0xF5-0xFF
+    copies: dict[torch.device, torch.Tensor] = field(default_factory=dict, compare=False)
+
+    def never_first_on(self, device: torch.device) -> torch.Tensor:
+        """:attr:`never_first` on ``device`` (copied once, not once per token)."""
+        found = self.copies.get(device)
+        if found is None:
+            found = self.copies[device] = self.never_first.to(device)
+        return found
 
     @property
     def present(self) -> bool:
@@ -129,7 +137,7 @@ def guard(
             out[torch.tensor(banned, device=logits.device)] = -float("inf")
         return out if bool(torch.isfinite(out).any()) else logits
     logits = logits if in_place else logits.clone()
-    logits[table.never_first.to(logits.device)] = -float("inf")
+    logits[table.never_first_on(logits.device)] = -float("inf")
     if banned:
         logits[torch.tensor(banned, device=logits.device)] = -float("inf")
     return logits
@@ -165,8 +173,16 @@ class RowText:
         self.partial = 0  # byte tokens of that character so far
         self.generated: list[int] = []
         self.emitted = ""
-        self.seen = torch.tensor(sorted(set(prompt)), dtype=torch.long)
+        self.seen_set = set(prompt)  # tokens the repetition penalty applies to
+        self._seen: torch.Tensor | None = None  # the same, as a sorted tensor (when asked)
         self.rng = torch.Generator().manual_seed(seed)
+
+    @property
+    def seen(self) -> torch.Tensor:
+        """The tokens read so far (prompt and continuation), sorted, as a tensor."""
+        if self._seen is None:
+            self._seen = torch.tensor(sorted(self.seen_set), dtype=torch.long)
+        return self._seen
 
     def choose(self, logits: torch.Tensor, config: GenerationConfig) -> int:
         """The next token from ``logits`` under the decoding guards and ``config``
@@ -189,8 +205,9 @@ class RowText:
         else:
             self.partial = 1
         self.generated.append(token)
-        if not bool((self.seen == token).any()):
-            self.seen = torch.cat([self.seen, torch.tensor([token])]).sort().values
+        if token not in self.seen_set:
+            self.seen_set.add(token)
+            self._seen = None
         text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
         if text.endswith("\ufffd"):
             return ""
@@ -208,3 +225,73 @@ class RowText:
         delta = final[len(self.emitted) :] if len(final) > len(self.emitted) else ""
         self.emitted = final
         return delta
+
+
+def choose_tokens(
+    texts: list[RowText], logits: torch.Tensor, configs: list[GenerationConfig]
+) -> list[int | BaseException]:
+    """The next token of each row: row ``i`` of ``logits`` ``[rows, vocab]`` (changed in
+    place) for ``texts[i]`` under ``configs[i]``, exactly what :meth:`RowText.choose`
+    gives each row alone.
+
+    The decode loop serves many rows a step; one at a time, each costs a handful of small
+    operations and, on a GPU, a wait for its result.  Greedy rows outside a UTF-8
+    character are chosen together here: their guards and repetition penalties are
+    written with one indexed operation each and their tokens read with one ``argmax``.
+    Sampled rows, and rows completing a character, are chosen one by one.  A row whose
+    choice fails gets its exception in its place; the others are unaffected."""
+    chosen: list[int | BaseException] = [0] * len(texts)
+    together: list[int] = []
+    for i, (text, config) in enumerate(zip(texts, configs, strict=True)):
+        if config.do_sample or text.pending:
+            try:
+                chosen[i] = text.choose(logits[i], config)
+            except Exception as exc:
+                chosen[i] = exc
+        else:
+            together.append(i)
+    if not together:
+        return chosen
+    device = logits.device
+    inf = -float("inf")
+    # The guards, in RowText.choose's order: bytes that cannot start a character, then
+    # repeated n-grams, then the repetition penalty (which leaves -inf as it is).
+    guarded: dict[int, list[int]] = {}
+    for i in together:
+        text, config = texts[i], configs[i]
+        table = byte_tokens(text.tokenizer) if config.byte_guard else None
+        if table is not None and table.present:
+            guarded.setdefault(id(table), []).append(i)
+    for rows in guarded.values():
+        table = byte_tokens(texts[rows[0]].tokenizer)
+        index = torch.tensor(rows, device=device)
+        logits[index[:, None], table.never_first_on(device)[None, :]] = inf
+    banned_rows: list[int] = []
+    banned_tokens: list[int] = []
+    for i in together:
+        n = configs[i].no_repeat_ngram
+        if n:
+            found = repeated_ngram_tokens(texts[i].prompt + texts[i].generated, n)
+            banned_rows += [i] * len(found)
+            banned_tokens += found
+    if banned_rows:
+        logits[
+            torch.tensor(banned_rows, device=device), torch.tensor(banned_tokens, device=device)
+        ] = inf
+    by_penalty: dict[float, list[int]] = {}
+    for i in together:
+        if configs[i].repetition_penalty != 1.0 and texts[i].seen_set:
+            by_penalty.setdefault(configs[i].repetition_penalty, []).append(i)
+    for penalty, penalised in by_penalty.items():
+        lists = [sorted(texts[i].seen_set) for i in penalised]
+        width = max(len(found) for found in lists)
+        # Rows padded with their own first token: a repeated index writes the same value.
+        padded = [found + [found[0]] * (width - len(found)) for found in lists]
+        seen = torch.tensor(padded, device=device)
+        which = torch.tensor(penalised, device=device)[:, None]
+        scores = logits[which, seen]  # the same arithmetic as one row's, scalar included
+        logits[which, seen] = torch.where(scores > 0, scores / penalty, scores * penalty)
+    picked = logits if len(together) == logits.shape[0] else logits[together]
+    for i, token in zip(together, picked.argmax(dim=-1).tolist(), strict=True):
+        chosen[i] = int(token)
+    return chosen

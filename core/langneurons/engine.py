@@ -50,8 +50,10 @@ import torch
 
 from . import hooks
 from .batch_cache import Cohort
+from .decoding import choose_tokens
 from .engine_rows import (
     Cancelled,
+    EditBatch,
     Lane,
     Request,
     Row,
@@ -88,6 +90,7 @@ class Engine:
         self.traces: TraceBatch | None = None  # the last forward pass's traces
         self.tables: dict[TraceKey, TraceRecorder] = {}  # what each traced set of neurons needs
         self.widest = 0  # most rows in one forward pass
+        self.edit_batches: dict[tuple[Lane, ...], hooks.Bindings] = {}  # see _edits
 
     # -- callers' side ------------------------------------------------------------------
 
@@ -137,13 +140,25 @@ class Engine:
                     self._finish_row(row, exc)
         self.cohorts = []
 
+    def _edits(self, lanes: list[Lane]) -> hooks.Bindings:
+        """The interventions of ``lanes`` written for the whole batch (made again only when
+        the batch's lanes change)."""
+        key = tuple(lanes)
+        found = self.edit_batches.pop(key, None)
+        if found is None:
+            found = EditBatch(self.lm, lanes).bindings(self.lm)
+        self.edit_batches[key] = found  # most recently used last
+        while len(self.edit_batches) > 4:
+            self.edit_batches.pop(next(iter(self.edit_batches)))
+        return found
+
     def _forward(
         self, lanes: list[Lane], ids: torch.Tensor, mask: torch.Tensor, cache: Any
-    ) -> tuple[list[torch.Tensor | None], Any]:
-        """One forward pass of these lanes (each row's handlers on its lane's row); each
-        lane's logits at its last position (``None`` for a lane reading its last token:
-        nothing follows, and the vocabulary head is the dearest product of a step) and the
-        cache."""
+    ) -> tuple[torch.Tensor | None, list[int], Any]:
+        """One forward pass of these lanes (each row's handlers on its lane's row): the
+        logits at the last position of the lanes that go on (``[len(going), vocab]``;
+        none for a lane reading its last token: nothing follows, and the vocabulary head
+        is the dearest product of a step), the lanes they belong to, and the cache."""
         lm = self.lm
         readers = [(b, row) for b, lane in enumerate(lanes) for row in lane.alive]
 
@@ -158,7 +173,8 @@ class Engine:
         traced = any(row.trace_key is not None for _, row in readers)
         self.traces = TraceBatch(readers, len(lanes), self._table) if traced else None
         whole = self.traces.bindings(lm) if self.traces is not None else {}
-        with hooks.bound_rows(bindings, len(lanes), failed, whole):
+        edits = self._edits(lanes) if any(lane.fused for lane in lanes) else None
+        with hooks.bound_rows(bindings, len(lanes), failed, whole, edits):
             out = lm.body(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
         self.steps += 1
         self.widest = max(self.widest, len(lanes))
@@ -166,15 +182,13 @@ class Engine:
         if cache_out is None:
             cache_out = out.get("past_key_values")
         need = [b for b, lane in enumerate(lanes) if not lane.last]
-        found: list[torch.Tensor | None] = [None] * len(lanes)
-        if need:
-            hidden = out.last_hidden_state[:, -1]
-            picked = hidden if len(need) == len(lanes) else hidden[need]
-            # One row's logits contiguous (the CPU head gives them transposed): choosing a
-            # token reads the whole row, and a strided row is several times slower to read.
-            for b, values in zip(need, lm.logits(picked).contiguous(), strict=True):
-                found[b] = values
-        return found, cache_out
+        if not need:
+            return None, need, cache_out
+        hidden = out.last_hidden_state[:, -1]
+        picked = hidden if len(need) == len(lanes) else hidden[need]
+        # Rows contiguous (the CPU head gives them transposed): choosing a token reads a
+        # whole row, and a strided row is several times slower to read.
+        return lm.logits(picked).contiguous(), need, cache_out
 
     def _table(self, row: Row) -> TraceRecorder:
         """The membership matrices of the neurons ``row`` traces (made once per set of
@@ -234,7 +248,7 @@ class Engine:
             mask[b, width - len(lane.prompt) :] = 1
         ids, mask = ids.to(lm.input_device), mask.to(lm.input_device)
         try:
-            logits, cache = self._forward(lanes, ids, mask, None)
+            logits, need, cache = self._forward(lanes, ids, mask, None)
         except Exception as exc:
             if len(requests) > 1:
                 for request in requests:
@@ -247,8 +261,8 @@ class Engine:
             return
         bos = getattr(lm.tokenizer, "bos_token_id", None)
         columns: dict[int, list[TraceColumns | None]] = {}
+        self._hand_out(lanes, logits, need)
         for b, lane in enumerate(lanes):
-            lane.logits = logits[b]
             prompt = lane.prompt
             skip = width - len(prompt) + (1 if bos is not None and prompt[0] == bos else 0)
             for row in lane.rows:
@@ -262,6 +276,15 @@ class Engine:
                 request._put(Step([""] * len(request.specs), columns[id(request)]))
         self.cohorts.append(Cohort(list(lanes), cache, mask))
         self._leave(lambda lane: False)  # lanes whose every row failed
+
+    @staticmethod
+    def _hand_out(lanes: list[Lane], logits: torch.Tensor | None, need: list[int]) -> None:
+        """Give each lane that goes on its row of the pass's ``logits``."""
+        for lane in lanes:
+            lane.logits = None
+        if logits is not None:
+            for k, b in enumerate(need):
+                lanes[b].logits = (logits, k)
 
     def _finish_row(self, row: Row, failure: BaseException | None = None) -> None:
         """Take ``row`` out of the loop (its lane goes on while others read it); the
@@ -277,9 +300,11 @@ class Engine:
             request._put(failure)
 
     def _choose(self) -> None:
-        """Each lane's next token; rows whose callers left leave, and lanes that stop (end
-        of text, no reader left) leave."""
+        """Each lane's next token (the lanes of one forward pass together, see
+        :func:`~langneurons.decoding.choose_tokens`); rows whose callers left leave, and
+        lanes that stop (end of text, no reader left) leave."""
         eos = self.lm.tokenizer.eos_token_id
+        passes: dict[int, tuple[torch.Tensor, list[tuple[Lane, int]]]] = {}
         for cohort in self.cohorts:
             for lane in cohort.rows:
                 lane.feed = None
@@ -288,14 +313,23 @@ class Engine:
                         self._finish_row(row, Cancelled())
                 if lane.done or lane.logits is None or not lane.alive:
                     continue
-                try:
-                    token = lane.text.choose(lane.logits, lane.config)
-                except Exception as exc:
-                    for row in lane.alive:
-                        self._finish_row(row, exc)
-                    continue
+                matrix, k = lane.logits
+                passes.setdefault(id(matrix), (matrix, []))[1].append((lane, k))
                 lane.logits = None
-                if token != eos:
+        for matrix, chosen in passes.values():
+            rows = [k for _, k in chosen]
+            logits = matrix if rows == list(range(matrix.shape[0])) else matrix[rows]
+            try:
+                tokens = choose_tokens(
+                    [lane.text for lane, _ in chosen], logits, [lane.config for lane, _ in chosen]
+                )
+            except Exception as exc:  # a bug: fail these lanes, not the loop
+                tokens = [exc] * len(chosen)
+            for (lane, _), token in zip(chosen, tokens, strict=True):
+                if isinstance(token, BaseException):
+                    for row in lane.alive:
+                        self._finish_row(row, token)
+                elif token != eos:
                     lane.feed = token  # else it stops without reading it
 
     def _step(self) -> None:
@@ -327,7 +361,7 @@ class Engine:
         ids = torch.tensor([[t] for t in feed], device=device)
         mask = torch.cat([cohort.mask, cohort.mask.new_ones((len(lanes), 1))], dim=1)
         try:
-            logits, cache = self._forward(lanes, ids, mask, cohort.cache)
+            logits, need, cache = self._forward(lanes, ids, mask, cohort.cache)
         except Exception as exc:
             for lane in lanes:
                 for row in lane.rows:
@@ -336,8 +370,8 @@ class Engine:
             return
         cohort.cache, cohort.mask = cache, mask
         by_request: dict[Request, list[TraceColumns | None]] = {}
+        self._hand_out(lanes, logits, need)
         for b, lane in enumerate(lanes):
-            lane.logits = logits[b]
             for row in lane.alive:
                 if row.error is not None:
                     self._finish_row(row, row.error)

@@ -24,7 +24,7 @@ import torch
 
 from . import hooks
 from .decoding import RowText
-from .interventions import PreparedIntervention, activate
+from .interventions import NeuronEdit, PreparedIntervention, activate
 from .trace import TraceRecorder, TraceSpec
 
 TraceKey = tuple[tuple[str, ...], tuple[int, ...], str]
@@ -123,6 +123,9 @@ class Row:
         self.spec = spec
         self.trace_key = trace_key(spec.trace) if spec.trace is not None else None
         self.edited = spec.intervention is not None  # or its caller's handlers, see bind
+        # The intervention the loop writes for many rows at once (see EditBatch), when it
+        # can; otherwise it is one of the row's own handlers.
+        self.fused = spec.intervention if fusable(spec.intervention) else None
         self.stack = contextlib.ExitStack()
         self.context = request.context.copy()  # the caller's bindings, then the row's own
         self.bindings: hooks.Bindings = {}
@@ -137,14 +140,14 @@ class Row:
         spec = self.spec
         context.run(self.stack.enter_context, hooks.holding(lm))
         self.edited = self.edited or bool(context.run(hooks.current_bindings))
-        if spec.intervention is not None:
+        if spec.intervention is not None and self.fused is None:
             context.run(self.stack.enter_context, activate(spec.intervention))
         self.bindings = context.run(hooks.current_bindings)
 
     @property
     def edits(self) -> bool:
-        """Whether any of its handlers may change values (then it needs a lane of its own)."""
-        return any(
+        """Whether anything of it may change values (then it needs a lane of its own)."""
+        return self.fused is not None or any(
             phase == hooks.EDIT for handlers in self.bindings.values() for phase, _ in handlers
         )
 
@@ -172,8 +175,11 @@ class Lane:
         self.add(row)
         self.prompt = spec.prompt
         self.config = spec.config
+        self.fused = row.fused  # rows with edits never share a lane
+        self.affines: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.text = RowText(lm.tokenizer, list(spec.prompt), spec.config.seed)
-        self.logits: torch.Tensor | None = None  # the next choice's logits
+        # The next choice's logits: a row of one forward pass's logits (matrix, row).
+        self.logits: tuple[torch.Tensor, int] | None = None
         self.feed: int | None = None  # the token to read next step
         self.done = False
         self.tail = ""  # the text held back until the lane stopped
@@ -190,6 +196,79 @@ class Lane:
     @property
     def alive(self) -> list[Row]:
         return [row for row in self.rows if not row.done]
+
+
+def fusable(prepared: PreparedIntervention | None) -> bool:
+    """Whether :class:`EditBatch` can write ``prepared`` for its row: no neuron is edited
+    twice in one layer, so each neuron's edit is one multiply and one add (``set``: times
+    0 plus the value; ``add``: times 1 plus it; ``scale``: times it plus 0), which gives
+    the values the edits give written one by one."""
+    if prepared is None or not prepared.edits:
+        return False
+    for edits in prepared.edits.values():
+        neurons = torch.cat([edit.neurons.reshape(-1) for edit in edits])
+        if torch.unique(neurons).numel() != neurons.numel():
+            return False
+    return True
+
+
+def affine(edits: Sequence[NeuronEdit], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's ``edits`` (on distinct neurons) as a factor and a shift per neuron."""
+    values = edits[0].values
+    scale = torch.ones(width, dtype=values.dtype, device=values.device)
+    shift = torch.zeros(width, dtype=values.dtype, device=values.device)
+    for edit in edits:
+        if edit.mode == "set":
+            scale[edit.neurons] = 0
+            shift[edit.neurons] = edit.values
+        elif edit.mode == "add":
+            shift[edit.neurons] = edit.values
+        else:
+            scale[edit.neurons] = edit.values
+    return scale, shift
+
+
+class EditBatch:
+    """The interventions of every lane of one batch, per layer one multiply and one add
+    over the whole batch instead of a handful of small writes per row: with a class's
+    rows in one forward pass, per-row writes were most of a step's work on a GPU.  Lanes
+    without an edit in a layer are multiplied by 1 and shifted by 0, which leaves them
+    as they are."""
+
+    def __init__(self, lm: LoadedModel, lanes: Sequence[Lane]) -> None:
+        self.batch = len(lanes)
+        self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        edited = sorted({layer for lane in lanes if lane.fused for layer in lane.fused.edits})
+        for layer in edited:
+            found: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+            for lane in lanes:
+                if lane.fused is not None and layer in lane.fused.edits:
+                    if layer not in lane.affines:
+                        lane.affines[layer] = affine(lane.fused.edits[layer], lm.num_neurons)
+                    found.append(lane.affines[layer])
+                else:
+                    found.append(None)
+            like = next(pair[0] for pair in found if pair is not None)
+            ones, zeros = torch.ones_like(like), torch.zeros_like(like)
+            scale = torch.stack([ones if p is None else p[0] for p in found])[:, None, :]
+            shift = torch.stack([zeros if p is None else p[1] for p in found])[:, None, :]
+            self.layers[layer] = (scale, shift)
+
+    def bindings(self, lm: LoadedModel) -> hooks.Bindings:
+        return {
+            id(lm.modules[layer]): ((hooks.EDIT, self._handler(scale, shift)),)
+            for layer, (scale, shift) in self.layers.items()
+        }
+
+    def _handler(self, scale: torch.Tensor, shift: torch.Tensor) -> hooks.Handler:
+        def handle(values: torch.Tensor) -> None:
+            rows = hooks.rows_view(values, self.batch)
+            if scale.device != rows.device or scale.dtype != rows.dtype:
+                rows.mul_(scale.to(rows.device, rows.dtype)).add_(shift.to(rows.device, rows.dtype))
+            else:
+                rows.mul_(scale).add_(shift)
+
+        return handle
 
 
 class TraceBatch:

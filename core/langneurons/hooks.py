@@ -194,13 +194,16 @@ def bound_rows(
     batch: int,
     failed: Callable[[int, BaseException], None],
     whole: Bindings | None = None,
+    last: Bindings | None = None,
 ) -> Iterator[None]:
     """Run each ``(row, handlers)`` of ``bindings`` on that row of the batch (``batch``
     rows) in this context's forward passes until the block ends.  Handlers edit their row
     in place (a replacement is copied into it), which is what generation needs: no
     gradient flows.  A handler that raises calls ``failed(k, exception)`` (``k``: its
     entry in ``bindings``) and leaves everything else alone.  ``whole`` are handlers on
-    the whole batch (the engine's trace of many rows at once), run in the same phase order.
+    the whole batch (the engine's trace of many rows at once), run in the same phase order;
+    ``last`` too, after the rows' own handlers of their phase (the engine's interventions
+    of many rows at once: a row's intervention comes after its caller's handlers).
 
     The caller keeps the hooks installed (:func:`holding`) for as long as rows with
     bindings run.
@@ -213,6 +216,8 @@ def bound_rows(
         for key, handlers in bound.items():
             for phase, handler in handlers:
                 merged.setdefault(key, []).append((phase, _on_row(handler, row, batch, report)))
+    for key, handlers in (last or {}).items():
+        merged.setdefault(key, []).extend(handlers)
     table = {key: tuple(sorted(found, key=lambda item: item[0])) for key, found in merged.items()}
     token = _BOUND.set(MappingProxyType(table))
     try:
