@@ -231,10 +231,15 @@ def main() -> None:
     if legacy in LEGACY_VIEWS:
         del st.query_params["view"]
         st.switch_page(f"routes/{LEGACY_VIEWS[legacy]}.py")
-    context = prepare(settings, pressed)
-    if context is not None:
-        if context.stale:
+    # Loading, counting and stale notices live in one container, shown or not: the page
+    # below keeps its place from run to run, so a run that shows none (pressing Generate
+    # after the first visit counted the statistics) does not leave the last run's
+    # elements, shifted, fading below its own until it ends.
+    with st.container(key="ln_notices"):
+        context = prepare(settings, pressed)
+        if context is not None and context.stale:
             stale_notice(context, settings)
+    if context is not None:
         st.session_state["_context"] = context
         st.session_state["_pages"] = {k: v for k, v in PAGES.items() if k not in WITHOUT_MODEL}
         if page.url_path != "share":

@@ -16,11 +16,13 @@ from langneurons.selection import DETECTORS, SelectionConfig, make_config
 from . import state, widgets
 
 # Chips of the language box wrap onto as many lines as they need (Streamlit caps the
-# box's height and hides the rest behind a scroll otherwise).
+# box's height and hides the rest behind a scroll otherwise); the page's notice area
+# (main.py), most often empty, does not add a gap above the page.
 CHIPS_CSS = """
 <style>
 section[data-testid="stSidebar"] [data-testid="stMultiSelect"] div { max-height: none !important; }
 section[data-testid="stSidebar"] [data-testid="stMultiSelect"] span { max-width: none !important; }
+.stLayoutWrapper:has(> .st-key-ln_notices) { margin-bottom: -1rem; }
 </style>
 """
 

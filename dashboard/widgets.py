@@ -36,6 +36,12 @@ def plain(text: str) -> str:
     return MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("\n", "  \n")
 
 
+def plain_html(text: str) -> str:
+    """``text`` shown as written inside HTML: escaped, with bare addresses broken up
+    invisibly as in :func:`plain`."""
+    return html.escape(AUTOLINK.sub(lambda m: m.group(0) + JOINER, str(text)), quote=True)
+
+
 def error(message: object, where: Any = st) -> None:
     """An error box with ``message`` as plain text (messages quote user input)."""
     where.error(plain(str(message)))

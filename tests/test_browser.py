@@ -273,6 +273,15 @@ def test_two_sessions_at_once_on_a_laptop_screen(server, browser):
     steering = _laptop_page(browser, steer, "Steer towards")
     _press_generate(french)
     _press_generate(steering)
+    # Once the texts stream, nothing of the page's first layout is left fading below them:
+    # the first run's loading notices sat above the page and shifted it (Streamlit keeps
+    # a run's old elements until they are replaced); they have a container of their own.
+    french.locator(".ln-output").first.wait_for()
+    stale = french.evaluate(
+        "() => [...document.querySelectorAll(\"[data-testid='stMain'] [data-stale='true']\")]"
+        ".filter(e => e.getBoundingClientRect().height > 0).length"
+    )
+    assert stale == 0 and french.get_by_role("button", name="Generate").count() == 1
     # Mid-stream: the texts grow and the heatmaps are drawn beside them, on screen.
     _trace_widths(french)
     _shot(french, "5g-playground-laptop-streaming")
@@ -282,6 +291,14 @@ def test_two_sessions_at_once_on_a_laptop_screen(server, browser):
     _shot(french, "5h-playground-laptop")
     _shot(steering, "5i-playground-laptop-steer")
 
+    # Each side's header is one line (a long intervention ends in an ellipsis), so the
+    # two boxes start at the same height.
+    for page in (french, steering):
+        heights = page.evaluate(
+            "() => [...document.querySelectorAll('.ln-side-head')]"
+            ".map(e => e.getBoundingClientRect().height)"
+        )
+        assert len(heights) == 2 and heights[0] == heights[1], heights
     headers = [p.get_by_text("Modified —").first.inner_text() for p in (french, steering)]
     assert "deactivate fr" in headers[0] and "steer" not in headers[0]
     assert "steer ja" in headers[1] and "deactivate fr" not in headers[1]

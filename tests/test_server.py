@@ -224,3 +224,56 @@ def test_a_snapshot_of_a_growing_trace_keeps_only_complete_columns():
     assert copy is not None and copy.tokens == ["a", "b"] and copy.fired.shape == (2, 2, 2)
     trace.extend(["d"], [4], np.ones((1, 2, 2)), np.ones((1, 2, 2)))
     assert copy.tokens == ["a", "b"] and len(copy.fired) == 2  # the copy does not grow
+
+
+def test_live_heatmaps_follow_the_texts_at_a_slower_pace_and_the_last_is_always_drawn(
+    monkeypatch,
+):
+    """Texts are redrawn with every live picture; a heatmap (a Plotly chart, far dearer
+    for the browser, which shares a small server's cores with generation) at most every
+    MAP_INTERVAL seconds, and the finished pair's always."""
+    import numpy as np
+
+    from langneurons.dashboard import traces
+    from langneurons.dashboard.views import playground
+    from langneurons.trace import Trace
+
+    drawn: list[tuple[int, bool]] = []
+    monkeypatch.setattr(
+        traces,
+        "heatmap",
+        lambda where, key, trace, *a, **k: drawn.append((len(trace.tokens), k["hover"])),
+    )
+    monkeypatch.setattr(playground._Outputs, "_box", lambda *a, **k: None)
+    clock = [100.0]
+    monkeypatch.setattr(playground.time, "monotonic", lambda: clock[0])
+
+    def pair(n: int) -> dict:
+        fired = np.zeros((n, 2, 1), np.float32)
+        trace = Trace(["fr"], np.ones((2, 1), int), ["x"] * n, list(range(n)), fired, fired)
+        return {
+            "baseline_trace": trace,
+            "modified_trace": trace,
+            "prompt_tokens": 1,
+            "baseline": "a" * n,
+            "modified": "b" * n,
+        }
+
+    outputs = playground._Outputs("deactivate fr", with_lines=False)
+    view = traces.TraceView("fr", False, False)
+    outputs.draw(None, pair(2), view, final=False)  # the first picture: maps at once
+    clock[0] += playground.MAP_INTERVAL / 3
+    outputs.draw(None, pair(3), view, final=False)  # too soon for the maps
+    clock[0] += playground.MAP_INTERVAL
+    outputs.draw(None, pair(4), view, final=False)
+    outputs.draw(None, pair(5), view, final=True)  # the finished pair, at once, in full
+    assert drawn == [(2, False), (2, False), (4, False), (4, False), (5, True), (5, True)]
+
+
+def test_a_long_intervention_header_stays_on_one_line_and_is_escaped():
+    from langneurons.dashboard.views.playground import PAGE_CSS, _header
+
+    shown = _header("Modified", "steer towards ja <b>x</b> http://a.example")
+    assert 'class="ln-side-head"' in shown and "&lt;b&gt;x&lt;/b&gt;" in shown
+    assert "http://" not in shown  # a bare address is broken up
+    assert "white-space:nowrap" in PAGE_CSS and "text-overflow:ellipsis" in PAGE_CSS

@@ -42,11 +42,18 @@ from ..state import (
 
 MODES = ("Deactivate", "Steer")
 LIVE_INTERVAL = 0.5  # seconds between live pictures while tokens stream
+# Seconds between live heatmaps: the texts follow every picture, but drawing a Plotly
+# chart costs the browser far more than a text, and on a small server the browser shares
+# the cores with generation.
+MAP_INTERVAL = 1.5
 HEATMAP_HEIGHT = 250  # a compact heatmap under each text: both fit a laptop screen
 LINES_HEIGHT = 220
 TARGETS = ("ja", "fr", "de")  # languages to steer towards first, when one fits
 # Less empty space above the page's first row: the outputs start higher on a laptop.
-PAGE_CSS = "<style>[data-testid='stMainBlockContainer']{padding-top:4.5rem !important}</style>"
+PAGE_CSS = (
+    "<style>[data-testid='stMainBlockContainer']{padding-top:4.5rem !important}"
+    ".ln-side-head{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}</style>"
+)
 CUSTOM = "(custom)"
 MAX_PROMPT_CHARS = 2000
 
@@ -261,6 +268,14 @@ def _follow_intervention(choices: dict[str, Any], languages: list[str]) -> str:
     return default
 
 
+def _header(title: str, detail: str = "") -> str:
+    """A side's header on one line (a long intervention is cut with an ellipsis and shown
+    whole on hover), so both output boxes start at the same height."""
+    full = f"{title} — {detail}" if detail else title
+    shown = f"<b>{title}</b>" + (f" — {widgets.plain_html(detail)}" if detail else "")
+    return f'<div class="ln-side-head" title="{widgets.plain_html(full)}">{shown}</div>'
+
+
 class _Outputs:
     """The two columns: a header, the output box and a compact heatmap under each
     continuation (and each language's line, when asked for).  A side is drawn again only
@@ -268,13 +283,14 @@ class _Outputs:
 
     def __init__(self, intervention: str, with_lines: bool) -> None:
         left, right = st.columns(2)
-        left.markdown("**Unmodified**")
-        right.markdown(f"**Modified** — {widgets.plain(intervention)}")
+        left.markdown(_header("Unmodified"), unsafe_allow_html=True)
+        right.markdown(_header("Modified", intervention), unsafe_allow_html=True)
         self.boxes = (left.empty(), right.empty())
         self.maps = (left.empty(), right.empty())
         self.lines = (left.empty(), right.empty()) if with_lines else None
         self.shown: dict[tuple[str, int], Any] = {}  # what each box and map shows
         self.draws = 0
+        self.mapped = [0.0, 0.0]  # when each side's heatmap was last drawn (monotonic)
 
     def _changed(self, part: str, side: int, mark: Any) -> bool:
         if self.shown.get((part, side)) == mark:
@@ -294,8 +310,11 @@ class _Outputs:
             after = view.after and i == 1
             if self._changed("box", i, (pair[key], columns, final)):
                 self._box(ctx, pair, key, trace, after, final)
+            if not final and time.monotonic() - self.mapped[i] < MAP_INTERVAL:
+                continue  # too soon: the heatmaps follow the texts at a slower pace
             if not self._changed("map", i, (columns, width if view.difference else 0, final)):
                 continue  # the trace has no new column on this side
+            self.mapped[i] = time.monotonic()
             difference = view.difference and i == 1
             traces.heatmap(
                 self.maps[i],
