@@ -68,3 +68,20 @@ def test_bench_command_json(tmp_path, save_tiny_model, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["model"]["name"] == str(folder)
     assert report["load_seconds"]["cold"] is not None
+
+
+def test_a_class_of_any_size_is_measured_and_a_bad_size_refused(tiny_model, capsys):
+    """``bench --sessions N`` (and ``concurrent_sessions``) measure the class a server
+    expects, for example 64 on a GPU; a count below one is refused before any work."""
+    import pytest
+
+    from langneurons.bench import concurrent_sessions
+
+    figures = concurrent_sessions(tiny_model, 3, 4)
+    assert figures["concurrent_sessions"] == 3 and figures["concurrent_new_tokens"] == 4
+    assert figures["concurrent_equal_alone"] is True and figures["concurrent_vs_one"] > 0
+    with pytest.raises(ValueError, match="at least 1"):
+        concurrent_sessions(tiny_model, 0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--sessions", "0"])
+    assert exit_info.value.code == 2 and "--sessions" in capsys.readouterr().err
