@@ -235,7 +235,7 @@ def test_live_heatmaps_follow_the_texts_at_a_slower_pace_and_the_last_is_always_
     import numpy as np
 
     from langneurons.dashboard import traces
-    from langneurons.dashboard.views import playground
+    from langneurons.dashboard.views import pair_view
     from langneurons.trace import Trace
 
     drawn: list[tuple[int, bool]] = []
@@ -244,9 +244,9 @@ def test_live_heatmaps_follow_the_texts_at_a_slower_pace_and_the_last_is_always_
         "heatmap",
         lambda where, key, trace, *a, **k: drawn.append((len(trace.tokens), k["hover"])),
     )
-    monkeypatch.setattr(playground._Outputs, "_box", lambda *a, **k: None)
+    monkeypatch.setattr(pair_view.Outputs, "_box", lambda *a, **k: None)
     clock = [100.0]
-    monkeypatch.setattr(playground.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pair_view.time, "monotonic", lambda: clock[0])
 
     def pair(n: int) -> dict:
         fired = np.zeros((n, 2, 1), np.float32)
@@ -259,21 +259,22 @@ def test_live_heatmaps_follow_the_texts_at_a_slower_pace_and_the_last_is_always_
             "modified": "b" * n,
         }
 
-    outputs = playground._Outputs("deactivate fr", with_lines=False)
+    outputs = pair_view.Outputs("deactivate fr", with_lines=False)
     view = traces.TraceView("fr", False, False)
     outputs.draw(None, pair(2), view, final=False)  # the first picture: maps at once
-    clock[0] += playground.MAP_INTERVAL / 3
+    clock[0] += pair_view.MAP_INTERVAL / 3
     outputs.draw(None, pair(3), view, final=False)  # too soon for the maps
-    clock[0] += playground.MAP_INTERVAL
+    clock[0] += pair_view.MAP_INTERVAL
     outputs.draw(None, pair(4), view, final=False)
     outputs.draw(None, pair(5), view, final=True)  # the finished pair, at once, in full
     assert drawn == [(2, False), (2, False), (4, False), (4, False), (5, True), (5, True)]
 
 
 def test_a_long_intervention_header_stays_on_one_line_and_is_escaped():
-    from langneurons.dashboard.views.playground import PAGE_CSS, _header
+    from langneurons.dashboard.views.pair_view import header
+    from langneurons.dashboard.views.playground import PAGE_CSS
 
-    shown = _header("Modified", "steer towards ja <b>x</b> http://a.example")
+    shown = header("Modified", "steer towards ja <b>x</b> http://a.example")
     assert 'class="ln-side-head"' in shown and "&lt;b&gt;x&lt;/b&gt;" in shown
     assert "http://" not in shown  # a bare address is broken up
     assert "white-space:nowrap" in PAGE_CSS and "text-overflow:ellipsis" in PAGE_CSS
