@@ -187,6 +187,25 @@ def same_counts(left: Any, right: Any) -> dict:
     }
 
 
+def _counts(text: str) -> list[int]:
+    """``16,64``: whole numbers of 1 or more, separated by commas."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers of 1 or more, e.g. 16,64")
+    return counts
+
+
+def _positive(text: str) -> int:
+    """One whole number of 1 or more."""
+    (count,) = _counts(text) if "," not in text else [0]
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one whole number of 1 or more")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for gpu_check.json")
@@ -204,9 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench-dtype", default="bfloat16", help="dtype for --bench")
     parser.add_argument("--quick-bench", action="store_true", help="bench --quick")
     parser.add_argument(
-        "--sessions", default="", help="session counts generating at once, e.g. 16,64"
+        "--sessions",
+        type=_counts,
+        default=[],
+        help="session counts generating at once, e.g. 16,64",
     )
-    parser.add_argument("--session-tokens", type=int, default=30, help="new tokens a session")
+    parser.add_argument("--session-tokens", type=_positive, default=30, help="new tokens a session")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(
@@ -281,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             report["sessions"] = []
             for dtype in dtypes:
                 lm = load_model(str(model_dir), device=args.device, dtype=dtype)
-                for count in args.sessions.split(","):
-                    figures = concurrent_sessions(lm, int(count), args.session_tokens)
+                for count in args.sessions:
+                    figures = concurrent_sessions(lm, count, args.session_tokens)
                     report["sessions"].append({"dtype": dtype, **figures})
                     print(json.dumps(report["sessions"][-1]), flush=True)
                 del lm

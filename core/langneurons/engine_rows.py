@@ -175,7 +175,6 @@ class Lane:
         self.add(row)
         self.prompt = spec.prompt
         self.config = spec.config
-        self.fused = row.fused  # rows with edits never share a lane
         self.affines: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.text = RowText(lm.tokenizer, list(spec.prompt), spec.config.seed)
         # The next choice's logits: a row of one forward pass's logits (matrix, row).
@@ -192,6 +191,12 @@ class Lane:
     def last(self) -> bool:
         """Whether the token to read now is the lane's last (its limit is reached)."""
         return len(self.text.generated) >= self.config.max_new_tokens
+
+    @property
+    def fused(self) -> PreparedIntervention | None:
+        """The intervention the batch writes for this lane (rows with edits never share
+        a lane, so it is its first row's)."""
+        return self.rows[0].fused
 
     @property
     def alive(self) -> list[Row]:
