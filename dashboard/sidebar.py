@@ -22,7 +22,7 @@ CHIPS_CSS = """
 <style>
 section[data-testid="stSidebar"] [data-testid="stMultiSelect"] div { max-height: none !important; }
 section[data-testid="stSidebar"] [data-testid="stMultiSelect"] span { max-width: none !important; }
-.stLayoutWrapper:has(> .st-key-ln_notices) { margin-bottom: -1rem; }
+[data-testid="stLayoutWrapper"]:has(> .st-key-ln_notices) { margin-bottom: -1rem; }
 </style>
 """
 

@@ -282,6 +282,12 @@ def test_two_sessions_at_once_on_a_laptop_screen(server, browser):
         ".filter(e => e.getBoundingClientRect().height > 0).length"
     )
     assert stale == 0 and french.get_by_role("button", name="Generate").count() == 1
+    # That container, most often empty, adds no gap above the page.
+    margin = french.evaluate(
+        "() => getComputedStyle(document.querySelector('.st-key-ln_notices')"
+        ".parentElement).marginBottom"
+    )
+    assert margin == "-16px", margin
     # Mid-stream: the texts grow and the heatmaps are drawn beside them, on screen.
     _trace_widths(french)
     _shot(french, "5g-playground-laptop-streaming")
