@@ -63,6 +63,7 @@ from .engine_rows import (
     TraceColumns,
     TraceKey,
 )
+from .greedy_head import HeadScores, exact_scores, head_scores, unproven
 from .trace import TraceRecorder
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class Engine:
         self.traces: TraceBatch | None = None  # the last forward pass's traces
         self.tables: dict[TraceKey, TraceRecorder] = {}  # what each traced set of neurons needs
         self.widest = 0  # most rows in one forward pass
+        self.rechosen = 0  # greedy choices the bounded head could not vouch for
         self.edit_batches: dict[tuple[Lane, ...], hooks.Bindings] = {}  # see _edits
 
     # -- callers' side ------------------------------------------------------------------
@@ -154,11 +156,12 @@ class Engine:
 
     def _forward(
         self, lanes: list[Lane], ids: torch.Tensor, mask: torch.Tensor, cache: Any
-    ) -> tuple[torch.Tensor | None, list[int], Any]:
+    ) -> tuple[HeadScores | None, list[int], Any]:
         """One forward pass of these lanes (each row's handlers on its lane's row): the
-        logits at the last position of the lanes that go on (``[len(going), vocab]``;
+        scores at the last position of the lanes that go on (``[len(going), vocab]``;
         none for a lane reading its last token: nothing follows, and the vocabulary head
-        is the dearest product of a step), the lanes they belong to, and the cache."""
+        is the dearest product of a step; bounded where every row is greedy, see
+        :mod:`~langneurons.greedy_head`), the lanes they belong to, and the cache."""
         lm = self.lm
         readers = [(b, row) for b, lane in enumerate(lanes) for row in lane.alive]
 
@@ -186,9 +189,10 @@ class Engine:
             return None, need, cache_out
         hidden = out.last_hidden_state[:, -1]
         picked = hidden if len(need) == len(lanes) else hidden[need]
-        # Rows contiguous (the CPU head gives them transposed): choosing a token reads a
-        # whole row, and a strided row is several times slower to read.
-        return lm.logits(picked).contiguous(), need, cache_out
+        going = [lanes[b] for b in need]
+        greedy = not any(lane.config.do_sample for lane in going)
+        keep = [lane.text.seen_set for lane in going] if greedy else None
+        return head_scores(lm, picked, keep), need, cache_out
 
     def _table(self, row: Row) -> TraceRecorder:
         """The membership matrices of the neurons ``row`` traces (made once per set of
@@ -278,7 +282,7 @@ class Engine:
         self._leave(lambda lane: False)  # lanes whose every row failed
 
     @staticmethod
-    def _hand_out(lanes: list[Lane], logits: torch.Tensor | None, need: list[int]) -> None:
+    def _hand_out(lanes: list[Lane], logits: HeadScores | None, need: list[int]) -> None:
         """Give each lane that goes on its row of the pass's ``logits``."""
         for lane in lanes:
             lane.logits = None
@@ -304,7 +308,7 @@ class Engine:
         :func:`~langneurons.decoding.choose_tokens`); rows whose callers left leave, and
         lanes that stop (end of text, no reader left) leave."""
         eos = self.lm.tokenizer.eos_token_id
-        passes: dict[int, tuple[torch.Tensor, list[tuple[Lane, int]]]] = {}
+        passes: dict[int, tuple[HeadScores, list[tuple[Lane, int]]]] = {}
         for cohort in self.cohorts:
             for lane in cohort.rows:
                 lane.feed = None
@@ -313,16 +317,27 @@ class Engine:
                         self._finish_row(row, Cancelled())
                 if lane.done or lane.logits is None or not lane.alive:
                     continue
-                matrix, k = lane.logits
-                passes.setdefault(id(matrix), (matrix, []))[1].append((lane, k))
+                scores, k = lane.logits
+                passes.setdefault(id(scores), (scores, []))[1].append((lane, k))
                 lane.logits = None
-        for matrix, chosen in passes.values():
+        for scores, chosen in passes.values():
             rows = [k for _, k in chosen]
-            logits = matrix if rows == list(range(matrix.shape[0])) else matrix[rows]
+            whole = rows == list(range(scores.matrix.shape[0]))
+            texts = [lane.text for lane, _ in chosen]
+            configs = [lane.config for lane, _ in chosen]
             try:
-                tokens = choose_tokens(
-                    [lane.text for lane, _ in chosen], logits, [lane.config for lane, _ in chosen]
-                )
+                logits = scores.matrix if whole else scores.matrix[rows]
+                tokens = choose_tokens(texts, logits, configs)
+                floor = scores.floor
+                again = unproven(logits, floor if whole or floor is None else floor[rows], tokens)
+                if again:  # the bounds cannot vouch for these: every score, as before
+                    exact = exact_scores(self.lm, scores.hidden[[rows[k] for k in again]])
+                    redone = choose_tokens(
+                        [texts[k] for k in again], exact.matrix, [configs[k] for k in again]
+                    )
+                    for k, token in zip(again, redone, strict=True):
+                        tokens[k] = token
+                    self.rechosen += len(again)
             except Exception as exc:  # a bug: fail these lanes, not the loop
                 tokens = [exc] * len(chosen)
             for (lane, _), token in zip(chosen, tokens, strict=True):

@@ -40,6 +40,7 @@ def trace_key(spec: TraceSpec) -> TraceKey:
 
 if TYPE_CHECKING:
     from .config import GenerationConfig
+    from .greedy_head import HeadScores
     from .models import LoadedModel
 
 
@@ -178,7 +179,7 @@ class Lane:
         self.affines: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.text = RowText(lm.tokenizer, list(spec.prompt), spec.config.seed)
         # The next choice's logits: a row of one forward pass's logits (matrix, row).
-        self.logits: tuple[torch.Tensor, int] | None = None
+        self.logits: tuple[HeadScores, int] | None = None
         self.feed: int | None = None  # the token to read next step
         self.done = False
         self.tail = ""  # the text held back until the lane stopped
