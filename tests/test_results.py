@@ -108,33 +108,36 @@ def test_read_run_explains_incomplete_folders(tmp_path):
         read_run(tmp_path)
 
 
-def test_a_kill_between_the_renames_leaves_the_old_run_and_the_next_step_restores_it(
+def test_a_kill_between_the_renames_leaves_the_old_run_and_the_next_write_restores_it(
     tiny_model, tmp_path, monkeypatch
 ):
     """Writing a run swaps whole folders: stopped after the old one was moved aside, the
-    folder is missing (never mixed), and reading or writing again puts the old one back."""
-    import langneurons.results as results
+    folder is missing (never mixed); a reader says where the old one is and changes
+    nothing; the next write puts it back before writing."""
+    import langneurons.outputs as outputs
 
     out = tmp_path / "run"
     compute(tiny_model, ["en", "fr"], out_dir=out, **SMALL)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real_replace = results.os.replace
-    calls = []
+    real_replace = outputs.os.replace
 
     def stop_after_moving_aside(src, dst):
         real_replace(src, dst)
-        calls.append(dst)
         if ".old-" in str(dst):
             raise KeyboardInterrupt  # a kill between the two renames
 
-    monkeypatch.setattr(results.os, "replace", stop_after_moving_aside)
+    monkeypatch.setattr(outputs.os, "replace", stop_after_moving_aside)
     with pytest.raises(KeyboardInterrupt):
         compute(tiny_model, ["en", "de"], out_dir=out, **SMALL)
-    monkeypatch.setattr(results.os, "replace", real_replace)
+    monkeypatch.setattr(outputs.os, "replace", real_replace)
     assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.old-")]
-    run = read_run(out)  # the previous complete run comes back
-    assert run.languages == ["en", "fr"]
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith(".run.old-")]
+    with pytest.raises(ResultsError, match=f"left the earlier run as '{aside.name}'"):
+        read_run(out)
+    assert aside.is_dir() and not out.exists()  # the reader changed nothing
+    with outputs.parent_lock(tmp_path):  # what the next writer does first
+        assert outputs.recover_interrupted(out) == [f"restored the previous run from {aside.name}"]
+    assert read_run(out).languages == ["en", "fr"]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.")]
 

@@ -51,7 +51,10 @@ def write_atomically(path: Path, write: Callable[[str], None], *, suffix: str = 
     ('done', ['note.txt'])
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix or path.suffix)
+    # The writer's process id in the name: a later writer removes the temporaries of a
+    # killed one (langneurons.outputs.remove_stale_temporaries), never a live one's.
+    prefix = f".tmp-{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix or path.suffix)
     os.close(fd)
     try:
         write(tmp)

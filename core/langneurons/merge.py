@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .errors import ResultsError
+from .outputs import check_output_folder
 from .results import RUN_FORMAT, Run, read_run, selection_record, write_run
 from .selection import SelectionConfig, detector_for, make_config, select
 from .stats import Statistics
@@ -59,6 +60,7 @@ def merge_runs(
     """
     if len(paths) < 2:
         raise ResultsError("merge needs at least two run folders.")
+    check_output_folder(out_dir)  # before reading anything
     runs = [read_run(p) for p in paths]
     for run in runs:
         if run.statistics is None:

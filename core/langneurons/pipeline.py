@@ -15,11 +15,12 @@ import torch
 from . import __version__, distributed
 from .config import CountingConfig, from_mapping, to_dict
 from .corpus import EMBEDDED, Corpus, load_corpus, parse_languages
-from .errors import CorpusError
+from .errors import CacheError, CorpusError
 from .launch import is_reporting_rank
 from .models import LoadedModel, load_model
+from .outputs import check_output_folder
 from .progress import ProgressCallback, emit
-from .results import RUN_FORMAT, Run, check_output_folder, selection_record, write_run
+from .results import RUN_FORMAT, Run, selection_record, write_run
 from .samples import SampleActivations, collect_samples
 from .selection import LapeConfig, Selection, SelectionConfig, detector_for, select
 from .stats import (
@@ -154,6 +155,22 @@ class _StatisticsJob:
             emit(self.progress, "tokenize", f"Tokenizing {code}", language=code)
             self.windows[code] = counting_windows(self.model, self.corpus, code, self.counting)
 
+    def check_cache(self) -> None:
+        """Refuse a cache that cannot store what will be counted, before any counting (a
+        read-only cache holding every language is fine)."""
+        if not self.is_main:
+            return
+        missing = [
+            code
+            for code in self.codes
+            if not self.use_cache
+            or code not in self.windows
+            or not self.cache.path(cache_key(self.model, self.windows[code])).is_file()
+        ]
+        if missing:
+            entry = self.shape[0] * self.shape[1] * 24  # three 8-byte values per neuron
+            self.cache.check_writable(len(missing), entry)
+
     def windows_of(self, code: str) -> list[torch.Tensor]:
         if not isinstance(self.corpus, HFSource):
             return self.windows[code] if self.keep_windows else self.windows.pop(code)
@@ -222,7 +239,10 @@ class _StatisticsJob:
         if group is not None:
             stats = group.sum_stats(stats)
         if self.is_main:
-            self.cache.save(key, stats, code)
+            try:
+                self.cache.save(key, stats, code)
+            except CacheError as exc:  # the counts are kept for this run, only not cached
+                emit(self.progress, "cache", f"{exc} This run keeps its counts.", language=code)
         # The language is whole in the cache now: its checkpoints are obsolete, also those
         # of runs with another number of processes (rank 0 removes every share).
         self.cache.drop_partial(key, None if self.is_main else part)
@@ -364,6 +384,7 @@ def compute(
     job = _StatisticsJob(model, codes, source, settings, cache or StatsCache(), use_cache, progress)
     job.keep_windows = detector_for(selection_config).needs_samples
     job.prepare()
+    job.check_cache()
     per_language = {code: job.count(code) for code in codes}
     statistics = Statistics.stack(per_language)
     samples = None

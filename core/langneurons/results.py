@@ -15,7 +15,8 @@
 
 The whole folder is written beside its target and swapped in only when every file was
 written and flushed, so a failure or a kill never leaves a half-written file or a mix of
-two runs' files (see :func:`_write_atomic`).
+two runs' files; a folder LangNeurons did not write is never replaced (see
+:mod:`langneurons.outputs`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .atomic import current_umask
 from .errors import LangNeuronsError, ResultsError
+from .outputs import interrupted_hint, write_folder
 from .samples import SAMPLES_FILE, SampleActivations, read_samples, samples_tensors
 from .selection import Selection
 from .stats import Statistics
@@ -130,115 +129,6 @@ def check_output_file(path: str | Path) -> Path:
     return target
 
 
-def check_output_folder(path: str | Path) -> Path:
-    """Refuse an output folder that cannot be written, before any work is done: a file, a
-    path under a file, or a place without write permission."""
-    target = Path(path).expanduser()
-    if target.exists() and not target.is_dir():
-        raise ResultsError(f"--out {str(target)!r} is a file; pass a folder.")
-    probe = target if target.is_dir() else target.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ResultsError(
-            f"--out {str(target)!r} cannot be created: {str(probe)!r} is a file, not a folder."
-        )
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ResultsError(
-            f"--out {str(target)!r} cannot be written: no permission to write in "
-            f"{str(probe)!r}. Choose another path."
-        )
-    return target
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or folder to disk (a folder's fsync makes renames in it durable)."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # pragma: no cover - platforms without folder descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - file systems that do not support it
-        pass
-    finally:
-        os.close(fd)
-
-
-def recover_interrupted(out_dir: str | Path) -> list[str]:
-    """Clean what an interrupted write of ``out_dir`` left beside it: a staging folder
-    (``.NAME.writing-*``, incomplete: removed) and the previous run moved aside
-    (``.NAME.old-*``: put back when ``out_dir`` is missing, else removed).  Returns what
-    was done, in words."""
-    out = Path(out_dir).expanduser().absolute()
-    parent = out.parent
-    done: list[str] = []
-    if not parent.is_dir():
-        return done
-    for leftover in sorted(parent.glob(f".{out.name}.writing-*")):
-        shutil.rmtree(leftover, ignore_errors=True)
-        done.append(f"removed the incomplete {leftover.name}")
-    for previous in sorted(parent.glob(f".{out.name}.old-*")):
-        if not out.exists():
-            os.replace(previous, out)
-            done.append(f"restored the previous run from {previous.name}")
-        else:
-            shutil.rmtree(previous, ignore_errors=True)
-            done.append(f"removed {previous.name}")
-    return done
-
-
-def _write_atomic(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]) -> Path:
-    """Write a whole run folder beside its target, then swap it in.
-
-    Every file is written and flushed into ``.NAME.writing-*`` next to ``out_dir``; files
-    of an earlier folder that this write does not replace (an ablation matrix saved in it,
-    notes) are carried over; then the old folder is moved aside, the new one renamed into
-    place and the old one removed.  A write interrupted at any point leaves either the old
-    folder or the new one complete under ``out_dir`` (or the old one beside it, put back by
-    :func:`recover_interrupted` on the next write or read), never a mix of both.
-    """
-    out = Path(out_dir).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise ResultsError(f"--out {str(out)!r} is a file; pass a folder.")
-    staging: Path | None = None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        recover_interrupted(out)
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.writing-"))
-        for name, writer in writers.items():
-            writer(staging / name)
-            os.chmod(staging / name, 0o666 & ~current_umask())  # readable like the folder's others
-            _fsync(staging / name)
-        if out.is_dir():
-            for extra in out.iterdir():
-                # Samples belong to the statistics they were taken with: never carried.
-                if extra.name not in writers and extra.is_file() and extra.name != SAMPLES_FILE:
-                    shutil.copy2(extra, staging / extra.name)
-        os.chmod(staging, 0o777 & ~current_umask())
-        _fsync(staging)
-        if out.exists():
-            aside = out.parent / f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}"
-            os.replace(out, aside)
-            os.replace(staging, out)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-        staging = None
-        _fsync(out.parent)
-    except (OSError, SafetensorError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ResultsError(
-            f"Cannot write results into {str(out)!r}: {reason}. Free disk space or choose "
-            "another --out; an earlier run there is left as it was."
-        ) from exc
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-    return out
-
-
 def mask_bytes(selection: Selection) -> bytes:
     """``activation_mask.pth``, the reference format: a list over languages of lists over
     layers of int64 index tensors, loadable with ``torch.load(..., weights_only=True)``."""
@@ -272,12 +162,24 @@ def write_run(
     if samples is not None:
         sample_tensors, sample_meta = samples_tensors(samples)
         writers[SAMPLES_FILE] = lambda p: save_file(sample_tensors, str(p), metadata=sample_meta)
-    return _write_atomic(out_dir, writers)
+    return _write(out_dir, writers)
+
+
+def _write(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]) -> Path:
+    """:func:`~langneurons.outputs.write_folder` for a run: the run files of an earlier
+    run are never carried into the new one (samples belong to their own statistics)."""
+    try:
+        return write_folder(out_dir, writers, never_carried=frozenset((*FILES, SAMPLES_FILE)))
+    except SafetensorError as exc:
+        raise ResultsError(
+            f"Cannot write results into {str(out_dir)!r}: {exc}. Free disk space or choose "
+            "another --out; an earlier run there is left as it was."
+        ) from exc
 
 
 def write_imported(out_dir: str | Path, selection: Selection, meta: dict[str, Any]) -> Path:
     """Write a run folder for masks imported from elsewhere (no statistics)."""
-    return _write_atomic(
+    return _write(
         out_dir,
         {
             "meta.json": lambda p: p.write_bytes(_json_bytes(meta)),
@@ -361,8 +263,8 @@ def _check_statistics(
 
 def read_run(path: str | Path) -> Run:
     """Read a run folder written by :func:`write_run`, checking that its files belong
-    together (languages, shapes, tokens, neuron indices); a clear error otherwise.  A run
-    left beside its folder by an interrupted write is put back first.
+    together (languages, shapes, tokens, neuron indices); a clear error otherwise.  Reading
+    changes nothing on disk.
 
     >>> import tempfile
     >>> from langneurons import compute
@@ -375,10 +277,9 @@ def read_run(path: str | Path) -> Run:
     """
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        recover_interrupted(folder)
-    if not folder.is_dir():
         raise ResultsError(
             f"{str(folder)!r} is not a folder with results of `langneurons compute`."
+            + interrupted_hint(folder.absolute())
         )
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))

@@ -357,9 +357,23 @@ class StatsCache:
             stats, reason = None, "contents do not match their key"
         if stats is None:
             emit(progress, "cache", f"Cache entry {path.name} is corrupt ({reason}); recomputing.")
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only cache keeps it; it is ignored
+                path.unlink(missing_ok=True)
             return None
         return stats
+
+    def check_writable(self, entries: int, entry_bytes: int) -> None:
+        """Refuse, before any counting, a cache that cannot take ``entries`` new entries of
+        about ``entry_bytes`` each (see :func:`~langneurons.outputs.check_cache_folder`)."""
+        from .outputs import check_cache_folder
+
+        try:
+            check_cache_folder(self.root, 2 * entries * entry_bytes, ("partial",))
+        except OSError as exc:
+            raise CacheError(
+                f"{exc.strerror} Free disk space or point LANGNEURONS_CACHE to a writable "
+                "folder with room."
+            ) from exc
 
     def save(self, key: str, stats: LanguageStats, language: str) -> Path:
         path = self.path(key)

@@ -31,6 +31,7 @@ from .interventions import (
 from .langid import detect_language
 from .maskfile import config_shape, read_config, read_mask_file
 from .models import LoadedModel
+from .outputs import check_output_folder
 from .progress import ProgressCallback, emit
 from .results import Run, check_output_file, write_imported
 from .samples import SampleActivations, collect_samples
@@ -311,6 +312,7 @@ def import_mask(
     ``config.json`` alone: no weights) and write it as a run folder without statistics."""
     if lm is None and config is None:
         raise ResultsError("Importing a mask needs the model (--model) or its config (--config).")
+    check_output_folder(out_dir)  # before reading anything
     codes = parse_languages(languages)
     if lm is not None:
         shape, label = (lm.num_layers, lm.num_neurons), lm.name

@@ -142,7 +142,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_import_mask(args: argparse.Namespace) -> int:
-    from ..results import check_output_folder
+    from ..outputs import check_output_folder
     from ..workflows import import_mask
 
     check_output_folder(args.out)
