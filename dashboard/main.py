@@ -9,6 +9,7 @@ dashboard/app.py`` in a checkout).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -82,8 +83,10 @@ def _computed(settings: state.Settings, pressed: bool) -> tuple[state.Settings, 
     if st.session_state.get("result_key") == key:
         return settings, st.session_state["result"]
     lm = _load_with_stages(settings)
-    if pressed or not st.session_state.get("computed_once") or _is_cached(lm, settings):
-        with state.long_job(settings):
+    cached = _is_cached(lm, settings)
+    if pressed or not st.session_state.get("computed_once") or cached:
+        # Cached statistics are only read: they never wait behind the queue's long jobs.
+        with contextlib.nullcontext() if cached else state.long_job(settings):
             bar = widgets.ComputeBar(list(settings.languages))
             try:
                 result = compute(

@@ -93,23 +93,28 @@ class JobQueue:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.condition:
             self.waiting.append(ticket)
-            while self.running is not None or self.waiting[0] is not ticket:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    self.waiting.remove(ticket)
-                    self.condition.notify_all()
-                    raise BusyError(
-                        f"The server is busy: other jobs kept it for {timeout:.0f} s. Try again "
-                        "in a minute; cached results appear at once."
-                    )
-                if on_wait is not None:
-                    ahead = self.waiting.index(ticket) + (1 if self.running is not None else 0)
-                    self.condition.release()
-                    try:
-                        on_wait(ahead)
-                    finally:
-                        self.condition.acquire()
-                self.condition.wait(timeout=min(0.5, left) if left is not None else 0.5)
+            try:
+                while self.running is not None or self.waiting[0] is not ticket:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise BusyError(
+                            f"The server is busy: other jobs kept it for {timeout:.0f} s. Try "
+                            "again in a minute; cached results appear at once."
+                        )
+                    if on_wait is not None:
+                        ahead = self.waiting.index(ticket) + (1 if self.running is not None else 0)
+                        self.condition.release()
+                        try:
+                            on_wait(ahead)  # a session that left raises here (Streamlit's stop)
+                        finally:
+                            self.condition.acquire()
+                    self.condition.wait(timeout=min(0.5, left) if left is not None else 0.5)
+            except BaseException:
+                # Whoever stops waiting (timeout, closed tab, rerun) gives up its place now,
+                # or the jobs behind it would wait for a turn nobody takes.
+                self.waiting.remove(ticket)
+                self.condition.notify_all()
+                raise
             self.waiting.remove(ticket)
             self.running = ticket
         try:

@@ -430,3 +430,33 @@ def test_a_run_folder_opens_from_a_link(server, browser, tmp_path):
     baseline, modified = _outputs(page)
     assert baseline and modified
     page.close()
+
+
+def test_a_closed_waiting_tab_never_wedges_the_queue(server, browser):
+    """A counts; B waits its turn, then its tab is closed; C, waiting behind them, runs as
+    soon as A is done; D, asking for statistics already cached, is served while C counts."""
+    url = server["url"]
+
+    def counting(langs: str, budget: int):
+        page = _page(browser, f"{url}/?langs={langs}&budget={budget}")
+        return page
+
+    first = counting("it,pt,nl,pl", 2999)
+    first.locator("[data-testid=stProgress]").first.wait_for()
+    gone = counting("ru,uk", 2999)
+    gone.get_by_text("The server is busy").first.wait_for()
+    gone.close()  # the student leaves while waiting
+    waiting = counting("sv,fi,tr,vi,id,ro", 2999)
+    waiting.get_by_text("The server is busy").first.wait_for()
+    first.get_by_text("Language neurons per layer").first.wait_for(timeout=180_000)
+    # The closed tab's place is given up: the next job starts within seconds, not never.
+    waiting.locator("[data-testid=stProgress]").first.wait_for(timeout=30_000)
+    assert waiting.get_by_text("Language neurons per layer").count() == 0
+    cached = _page(browser, f"{url}/?langs=it,pt,nl,pl&budget=2999")
+    cached.get_by_text("Language neurons per layer").first.wait_for(timeout=30_000)
+    assert "The server is busy" not in cached.locator("body").inner_text()
+    assert waiting.get_by_text("Language neurons per layer").count() == 0  # still counting
+    _shot(cached, "15-cached-beside-a-long-job")
+    waiting.get_by_text("Language neurons per layer").first.wait_for(timeout=300_000)
+    for page in (first, waiting, cached):
+        page.close()

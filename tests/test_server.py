@@ -90,6 +90,44 @@ def test_a_job_that_waits_too_long_gives_up_and_leaves_the_queue():
         pass
 
 
+class _Stopped(BaseException):
+    """What Streamlit raises in a session's script thread when its tab closes or it
+    reruns (a BaseException, like its StopException)."""
+
+
+def test_a_waiting_session_that_leaves_gives_up_its_place_at_once():
+    queue = JobQueue()
+    hold, release = threading.Event(), threading.Event()
+    left = threading.Event()
+
+    def holder():
+        with queue.turn():
+            hold.set()
+            release.wait(5)
+
+    def leaving(ahead: int) -> None:
+        left.set()
+        raise _Stopped()  # the tab was closed while it waited
+
+    def abandoned():
+        with pytest.raises(_Stopped), queue.turn(on_wait=leaving):
+            raise AssertionError("never its turn")
+
+    first = threading.Thread(target=holder)
+    first.start()
+    assert hold.wait(5)
+    gone = threading.Thread(target=abandoned)
+    gone.start()
+    assert left.wait(5)
+    gone.join(5)
+    assert queue.waiting == []  # its place was given up
+    release.set()
+    first.join(5)
+    start = time.monotonic()
+    with queue.turn(timeout=1.0):  # the next session runs at once
+        assert time.monotonic() - start < 0.5
+
+
 @pytest.mark.parametrize(
     "name", ["../../x.txt", "/etc/passwd.txt", "german.doc", "fr.txt.exe", "a.txt", "FR.txt"]
 )
