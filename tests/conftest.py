@@ -3,6 +3,7 @@ isolated cache.  Nothing here downloads anything."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -148,3 +149,43 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     root = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("LANGNEURONS_CACHE", str(root))
     return root
+
+
+def _dashboard_servers_started_after(pid: int) -> list[int]:
+    """Streamlit servers of LangNeurons started after process ``pid`` (Linux ``/proc``)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+
+    def started(p: int) -> int:
+        return int((proc / str(p) / "stat").read_text().rsplit(")", 1)[1].split()[19])
+
+    since = started(pid)
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            ours = "streamlit" in command and "dashboard/app.py" in command
+            if ours and started(int(entry.name)) >= since:
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test left a dashboard server running (and stop it)."""
+    import signal
+
+    left = _dashboard_servers_started_after(os.getpid())
+    if not left:
+        return
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"ERROR: tests left dashboard servers running (pids {left}); stopped")
+    session.exitstatus = 1

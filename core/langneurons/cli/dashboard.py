@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +46,9 @@ def register(sub: Any) -> None:
         "server.",
     )
     parser.add_argument("--run", default=None, metavar="DIR", help="open this run folder")
-    parser.add_argument("--port", type=int, default=None, help="port (default: 8501)")
+    parser.add_argument(
+        "--port", type=port_number, default=None, help="port, 1-65535 (default: 8501)"
+    )
     parser.add_argument(
         "--address",
         default=None,
@@ -58,6 +62,17 @@ def register(sub: Any) -> None:
         help="classroom mode with the settings of this TOML file (see the README)",
     )
     parser.set_defaults(handler=run)
+
+
+def port_number(text: str) -> int:
+    """A TCP port for ``--port``: a whole number from 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535")
+    return port
 
 
 def app_path() -> Path:
@@ -99,6 +114,51 @@ def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+"""Signals the launcher passes on to the server it started (Ctrl-C, a service manager's
+stop, a closed terminal)."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """In the server's process (Linux): receive SIGTERM when the launcher dies, even if
+    it is killed outright and cannot pass anything on."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def serve(argv: list[str], env: dict[str, str]) -> int:
+    """Run the Streamlit server ``argv`` as a child and wait for it, passing every stop
+    signal on to it: stopping the launcher stops the server, never leaving it serving
+    without a parent."""
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    # preexec_fn is safe here: the launcher has started no threads.
+    child = subprocess.Popen(argv, env=env, preexec_fn=preexec)
+    asked: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        asked.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    names = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+    previous = {sig: signal.signal(sig, forward) for sig in names}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:  # the launcher itself failed: never leave the server
+            child.terminate()
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    return 0 if asked and code in (0, *(-sig for sig in asked)) else code
+
+
 def run(args: argparse.Namespace) -> int:
     argv, env = command(args)
     address = argv[argv.index("--server.address") + 1]
@@ -106,7 +166,4 @@ def run(args: argparse.Namespace) -> int:
     shown = "localhost" if address in ("127.0.0.1", "0.0.0.0") else address
     mode = " in classroom mode" if args.classroom else ""
     print(f"LangNeurons dashboard{mode}: http://{shown}:{port} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(argv, env=env)
-    except KeyboardInterrupt:
-        return 0
+    return serve(argv, env)
