@@ -154,3 +154,31 @@ def test_the_dashboard_opens_a_mask_without_any_model(published, monkeypatch):
     assert any("needs the model" in i.value for i in at.info)
     at.text_input(key="mk_langs").set_value("en,zh,fr").run()
     assert any("holds masks for 7 languages but 3 codes" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([["a", "b"]], "is not a list of whole neuron indices"),
+        ([[None, None]], "is not a list of whole neuron indices"),
+        ([[[[1, 2], [3]]]], "is not a list of whole neuron indices"),
+        ([[torch.tensor([True, False])]], "is not a list of whole neuron indices"),
+        ([[torch.tensor([4, 4, 9])]], "names a neuron twice"),
+        ([[torch.tensor([10**12])]], "no model has 4,194,304 or more MLP neurons"),
+        ([[torch.tensor([-3])]], "negative neuron indices"),
+    ],
+)
+def test_a_malformed_mask_gets_one_line_from_show_and_import(tmp_path, capsys, entries, message):
+    path = tmp_path / "bad.pth"
+    torch.save(entries, path)
+    assert main(["show", str(path), "--languages", "en"]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "unexpectedly" not in err and "Traceback" not in err
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"num_hidden_layers": 1, "intermediate_size": 64}))
+    out = tmp_path / "imported"
+    argv = ["import-mask", str(path), "--languages", "en", "--config", str(config)]
+    assert main([*argv, "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "unexpectedly" not in err and "Traceback" not in err
+    assert not out.exists()

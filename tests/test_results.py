@@ -183,6 +183,39 @@ def test_files_of_the_folder_that_a_run_does_not_write_are_kept(tiny_model, tmp_
             "token counts differ",
         ),
         (lambda out: (out / "stats.safetensors").write_bytes(b"garbage"), "unreadable results"),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m.update(counting=[])),
+            "'counting' is not",
+        ),
+        (lambda out: _edit(out / "meta.json", lambda m: m.update(model="x")), "'model' is not"),
+        (lambda out: _edit(out / "meta.json", lambda m: m.update(selection=3)), "'selection' is"),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m.update(languages=["en", "en"])),
+            "listed twice",
+        ),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m.update(languages=["<b>x</b>", "fr"])),
+            "not a language code",
+        ),
+        (
+            lambda out: _edit(out / "neurons.json", lambda n: n.update(neurons=[1, 2])),
+            "not an object by language",
+        ),
+        (
+            lambda out: _edit(out / "neurons.json", lambda n: n["neurons"]["fr"].pop("total")),
+            "no whole 'total'",
+        ),
+        (
+            lambda out: _edit(
+                out / "neurons.json",
+                lambda n: n["neurons"]["en"]["per_layer"].__setitem__(0, [3, 3]),
+            ),
+            "repeats a neuron",
+        ),
+        (lambda out: (out / "neurons.json").write_text("[" * 200_000), "unreadable results"),
+        (lambda out: (out / "meta.json").write_text("[" * 200_000), "without its layers"),
+        (lambda out: _edit_stats(out, "activation_sum", float("nan")), "not finite"),
+        (lambda out: _edit_stats(out, "activation_sq_sum", float("inf")), "not finite"),
     ],
 )
 def test_a_folder_whose_files_disagree_is_refused(tiny_model, tmp_path, damage, message):
@@ -191,6 +224,17 @@ def test_a_folder_whose_files_disagree_is_refused(tiny_model, tmp_path, damage, 
     damage(out)
     with pytest.raises(ResultsError, match=message):
         read_run(out)
+
+
+def _edit_stats(out, name: str, value: float) -> None:
+    from safetensors.torch import save_file
+
+    path = out / "stats.safetensors"
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(path)
+    tensors[name].view(-1)[7] = value
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def _edit(path, change) -> None:

@@ -32,6 +32,11 @@ WIDTH_KEYS = ("intermediate_size", "n_inner", "ffn_dim")
 HIDDEN_KEYS = ("hidden_size", "n_embd")
 
 
+MOST_NEURONS = 1 << 22
+"""A neuron index at or above this is refused even without a model to check against (the
+widest MLP layers of released models have around 100k neurons)."""
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """A model's ``config.json`` (its path or folder) as a dict, without any weights."""
     file = Path(path)
@@ -107,14 +112,28 @@ class MaskFile:
         for code, per_layer in zip(languages, masks, strict=True):
             layers_of_code = []
             for layer, idx in enumerate(per_layer):
-                tensor = torch.as_tensor(idx)
+                not_indices = ResultsError(
+                    f"{where}: the {code} entry, layer {layer}, is not a list of whole "
+                    "neuron indices (a 1-D integer tensor)."
+                )
+                try:
+                    tensor = torch.as_tensor(idx)
+                except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+                    raise not_indices from exc  # strings, None, ragged lists
                 whole = not (tensor.is_floating_point() or tensor.is_complex())
-                if tensor.dim() != 1 or (tensor.numel() and not whole):  # [] may be float
+                if (
+                    tensor.dtype == torch.bool
+                    or tensor.dim() != 1
+                    or (tensor.numel() and not whole)
+                ):
+                    raise not_indices  # [] may be float; booleans are a mask, not indices
+                unique = torch.unique(tensor.to(torch.int64))
+                if unique.numel() != tensor.numel():
                     raise ResultsError(
-                        f"{where}: the {code} entry, layer {layer}, is not a list of whole "
-                        "neuron indices (a 1-D integer tensor)."
+                        f"{where}: the {code} entry, layer {layer}, names a neuron twice; a "
+                        "mask lists each neuron once."
                     )
-                layers_of_code.append(torch.unique(tensor.to(torch.int64)))
+                layers_of_code.append(unique)
             checked.append(layers_of_code)
         layers = {len(m) for m in checked}
         if len(layers) != 1 or not checked or not checked[0]:
@@ -123,6 +142,11 @@ class MaskFile:
         largest = max((int(i.max()) for m in checked for i in m if i.numel()), default=-1)
         if any(int(i.min()) < 0 for m in checked for i in m if i.numel()):
             raise ResultsError(f"{where} holds negative neuron indices.")
+        if largest >= MOST_NEURONS:
+            raise ResultsError(
+                f"{where} names neuron {largest}; no model has {MOST_NEURONS:,} or more MLP "
+                "neurons per layer, so it is not a neuron mask."
+            )
         if shape is not None:
             model = model_label or "the model's configuration"
             if shape[0] != num_layers:

@@ -221,8 +221,16 @@ def _check_neurons(
     range, whole numbers only."""
     if neurons.get("languages") != languages:
         raise _shape_error(folder, "neurons.json and meta.json list different languages")
+    chosen = neurons.get("neurons")
+    if not isinstance(chosen, dict) or not all(
+        isinstance(chosen.get(code), dict) for code in languages
+    ):
+        raise _shape_error(folder, "neurons.json's 'neurons' is not an object by language")
     for code in languages:
-        per_layer = neurons.get("neurons", {}).get(code, {}).get("per_layer")
+        total = chosen[code].get("total")
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise _shape_error(folder, f"neurons.json's {code} has no whole 'total'")
+        per_layer = chosen[code].get("per_layer")
         if not isinstance(per_layer, list) or len(per_layer) != layers:
             raise _shape_error(folder, f"neurons.json has no {layers} layers of neurons for {code}")
         for layer, indices in enumerate(per_layer):
@@ -234,6 +242,30 @@ def _check_neurons(
                     f"neurons.json's {code} layer {layer} holds something other than neuron "
                     f"indices 0-{width - 1}",
                 )
+            if len(set(indices)) != len(indices):
+                raise _shape_error(folder, f"neurons.json's {code} layer {layer} repeats a neuron")
+        if sum(len(indices) for indices in per_layer) != total:
+            raise _shape_error(folder, f"neurons.json's {code} 'total' is not its neurons' count")
+
+
+def _check_meta(folder: Path, meta: dict[str, Any], languages: list[str]) -> None:
+    """``meta.json``'s languages are distinct language codes (they reach pages and
+    links) and its records are objects where the readers expect objects."""
+    from .corpus import parse_languages
+    from .errors import CorpusError
+
+    try:
+        parse_languages(languages)
+    except CorpusError as exc:
+        raise ResultsError(
+            f"{str(folder)!r} has a meta.json whose languages are wrong: {exc}"
+        ) from exc
+    for field in ("model", "counting", "selection", "corpus"):
+        if field in meta and not isinstance(meta[field], dict):
+            raise ResultsError(
+                f"{str(folder)!r} has a meta.json whose {field!r} is not an object; it was not "
+                "written by LangNeurons, or was edited. Recompute it."
+            )
 
 
 def _check_statistics(
@@ -248,11 +280,14 @@ def _check_statistics(
             raise _shape_error(
                 folder, f"{name} is {list(shape)} but meta.json says {[layers, width, k]}"
             )
+    for name in ("activation_sum", "activation_sq_sum"):
+        if not bool(torch.isfinite(getattr(statistics, name)).all()):
+            raise _shape_error(folder, f"{name} holds values that are not finite (NaN or inf)")
     if tuple(statistics.tokens.shape) != (k,) or bool((statistics.tokens <= 0).any()):
         raise _shape_error(folder, "the token counts are missing or not positive")
     if bool((statistics.over_zero > statistics.tokens).any()):
         raise _shape_error(folder, "some counts exceed the tokens counted")
-    recorded = meta.get("counting", {}).get("tokens")
+    recorded = (meta.get("counting") or {}).get("tokens")
     if isinstance(recorded, dict) and recorded:
         counted = dict(zip(statistics.languages, statistics.tokens.tolist(), strict=True))
         if {c: int(v) for c, v in recorded.items() if c in counted} != {
@@ -283,7 +318,7 @@ def read_run(path: str | Path) -> Run:
         )
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         meta = {}
     if not isinstance(meta, dict):
         meta = {}
@@ -308,6 +343,7 @@ def read_run(path: str | Path) -> Run:
             f"{str(folder)!r} has a meta.json without its layers, neurons or languages; "
             "it was not written by LangNeurons, or was edited. Recompute it."
         )
+    _check_meta(folder, meta, languages)
     try:
         neurons = json.loads((folder / "neurons.json").read_text(encoding="utf-8"))
         statistics = None
@@ -322,7 +358,7 @@ def read_run(path: str | Path) -> Run:
                 activation_sum=tensors["activation_sum"],
                 activation_sq_sum=tensors["activation_sq_sum"],
             )
-    except (SafetensorError, KeyError, ValueError, OSError, TypeError) as exc:
+    except (SafetensorError, KeyError, ValueError, OSError, TypeError, RecursionError) as exc:
         raise ResultsError(
             f"{str(folder)!r} holds unreadable results ({exc}). Recompute them."
         ) from exc
