@@ -640,3 +640,22 @@ def test_an_unexpected_failure_is_one_line_unless_debugging(tiny_run, capsys, mo
     monkeypatch.setenv("LANGNEURONS_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         main(["show", str(tiny_run)])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare-detectors", "--run", "x", "--methods", "lape,lape"], "lape listed twice"),
+        (["compare-detectors", "--run", "x", "--methods", ""], "no detector named"),
+        (["compare-detectors", "--run", "x", "--methods", "lape,best"], "'best' is not a detector"),
+        (["generate", "--prompt", "hi", "--steer", "fr", "--strength", "-2"], "0 or more"),
+        (["generate", "--prompt", "hi", "--steer", "fr", "--strength", "nan"], "finite number"),
+        (["dashboard", "--port", "0"], "is not a port"),
+    ],
+)
+def test_arguments_out_of_range_get_one_line_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -110,6 +110,37 @@ def finite_float(value: str) -> float:
     return number
 
 
+def strength(value: str) -> float:
+    """A steering strength for ``--strength``: a finite number, 0 or more (0: the
+    unmodified model; the dashboard's slider goes from 0 to 8)."""
+    number = finite_float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(
+            f"a steering strength is 0 or more (x the language's mean activation), not {value}"
+        )
+    return number
+
+
+def detector_names(value: str) -> list[str]:
+    """Detectors for ``--methods``: known names, each once."""
+    from ..selection import DETECTORS
+
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"no detector named: give some of {', '.join(sorted(DETECTORS))}, or leave it out"
+        )
+    for name in names:
+        if name not in DETECTORS:
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a detector: choose from {', '.join(sorted(DETECTORS))}"
+            )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{', '.join(repeated)} listed twice: name each once")
+    return names
+
+
 def add_model_options(
     parser: argparse.ArgumentParser,
     default_help: str = "the embedded Gemma 3 270M (offline)",

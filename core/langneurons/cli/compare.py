@@ -7,7 +7,14 @@ import json
 import math
 from typing import Any
 
-from .common import ProgressPrinter, add_model_options, add_run_option, load_for, positive_int
+from .common import (
+    ProgressPrinter,
+    add_model_options,
+    add_run_option,
+    detector_names,
+    load_for,
+    positive_int,
+)
 
 DESCRIPTION = (
     "Select neurons with each detector (default: all, each with its default settings) on a "
@@ -27,7 +34,9 @@ def register(sub: Any) -> None:
     )
     add_run_option(parser)
     add_model_options(parser, default_help="the model the run was computed with")
-    parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
+    parser.add_argument(
+        "--methods", type=detector_names, default=None, help="comma-separated (default: all)"
+    )
     parser.add_argument(
         "--no-effects", action="store_true", help="compare the selections only (no model)"
     )
@@ -50,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..results import read_run
 
     run_folder = read_run(args.run)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    methods = args.methods  # checked names, or None for all
     progress = None if args.json else ProgressPrinter(False)
     lm = None if args.no_effects else load_for(args, run_folder, progress)
     comparison = compare_detectors(

@@ -10,7 +10,7 @@ from ..config import add_arguments, from_args
 from ..errors import LangNeuronsError
 from ..generation import GenerationConfig
 from ..trace import render_tokens
-from .common import ProgressPrinter, add_model_options, add_run_option, finite_float, load_for
+from .common import ProgressPrinter, add_model_options, add_run_option, load_for, strength
 
 DESCRIPTION = (
     "Print the unmodified and the modified continuation of a prompt, each with its detected "
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     change.add_argument("--steer", default=None, metavar="LANG", help="language to steer towards")
     change.add_argument(
         "--strength",
-        type=finite_float,
+        type=strength,
         default=1.0,
         help="steering strength, x the mean activation (default: 1.0)",
     )
