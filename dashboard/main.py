@@ -117,13 +117,15 @@ def _load_with_stages(settings: state.Settings) -> Any:
     def stage(event: ProgressEvent) -> None:
         nonlocal status
         if status is None:
-            status = placeholder.status(f"Loading {settings.model}...", expanded=True)
-        status.write(event.message)
-        status.update(label=event.message)
+            status = placeholder.status(
+                f"Loading {widgets.plain(settings.model)}...", expanded=True
+            )
+        status.write(widgets.plain(event.message))
+        status.update(label=widgets.plain(event.message))
 
     with st.spinner(
-        f"Loading {settings.model} (the first start converts the embedded model once, "
-        "about a minute)..."
+        f"Loading {widgets.plain(settings.model)} (the first start converts the embedded "
+        "model once, about a minute)..."
     ):
         lm = state.shared_model(settings.model, settings.dtype, settings.device, stage)
     placeholder.empty()

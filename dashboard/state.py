@@ -14,6 +14,7 @@ page seeds its widgets from the kept values (or the link) before drawing them.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -74,12 +75,20 @@ def _setting_links() -> list[Link]:
 
             def parse(text: str, name: str = name, meta: Any = meta) -> float:
                 value = float(text)
-                if range_problem(name, value, meta):
+                if not math.isfinite(value) or range_problem(name, value, meta):
                     raise ValueError(text)
                 return value
 
             links.setdefault(name, Link(name, f"sel_{name}", defaults[name], parse))
     return list(links.values())
+
+
+def _strength(text: str) -> float:
+    """A steering strength from a link: a finite number from 0 to 8, as the slider."""
+    value = float(text)
+    if not (math.isfinite(value) and 0.0 <= value <= 8.0):
+        raise ValueError(text)
+    return value
 
 
 def _join(values: Any) -> str:
@@ -106,7 +115,7 @@ LINKS: list[Link] = [
     Link("mode", "pg_mode", "Deactivate", str),
     Link("off", "pg_off", None, _languages, _join),
     Link("target", "pg_target", "", str),
-    Link("strength", "pg_strength", 1.0, float),
+    Link("strength", "pg_strength", 1.0, _strength),
     Link("also_off", "pg_steer_off", [], _languages, _join),
     Link("layers", "pg_layers", None, _pair, _dash),
     Link("neurons", "pg_pairs", "", str),

@@ -175,7 +175,7 @@ def event_bar(text: str) -> Iterator[Callable[[ProgressEvent], None]]:
             label = event.message or text
             if not event.message and event.language:
                 label = f"{text} {event.language}: {event.done:,} of {event.total:,}"
-            bar.progress(min(event.done / event.total, 1.0), text=label)
+            bar.progress(min(event.done / event.total, 1.0), text=plain(label))
 
     try:
         yield on_progress
@@ -195,7 +195,7 @@ class ComputeBar:
         if self.tracker.update(event):
             self.bar.progress(self.tracker.fraction, text=self.tracker.describe())
         elif event.message:
-            self.bar.progress(self.tracker.fraction, text=event.message)
+            self.bar.progress(self.tracker.fraction, text=plain(event.message))
 
     def close(self) -> None:
         self.bar.empty()

@@ -87,6 +87,27 @@ def test_a_link_restores_settings_and_ignores_invalid_values():
     assert at.radio(key="hm_metric").value == "Activation probability"
 
 
+@pytest.mark.parametrize(
+    ("query", "key", "default"),
+    [
+        ({"top_rate": "nan"}, "sel_top_rate", 0.01),
+        ({"top_rate": "inf"}, "sel_top_rate", 0.01),
+        ({"strength": "nan"}, "pg_strength", 1.0),
+        ({"strength": "-3"}, "pg_strength", 1.0),
+        ({"strength": "99"}, "pg_strength", 1.0),
+    ],
+)
+def test_a_link_with_a_number_that_is_not_finite_or_in_range_is_ignored(query, key, default):
+    at = _app(None, **query)
+    _ok(at)
+    (name,) = query
+    shown = [w.value.replace("\\", "") for w in at.sidebar.warning]  # Markdown escapes
+    assert any(f"{name}={query[name]}" in text for text in shown), shown
+    at.switch_page("routes/playground.py").run()
+    _ok(at)
+    assert at.session_state[key] == default
+
+
 def test_an_old_view_link_opens_its_page():
     at = _app(view="Playground")
     _ok(at)

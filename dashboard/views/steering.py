@@ -183,7 +183,10 @@ def _outputs(sweep: SteeringSweep, picked: tuple[str, float, str] | None) -> Non
         format_func=lambda s: "its own text (reference)" if s == NATIVE else f"{s:g}",
     )
     if strength == NATIVE and str(target) not in sweep.native:
-        st.info(f"There are no embedded openings in {target}, so no reference of its own text.")
+        st.info(
+            f"There are no embedded openings in {widgets.plain(target)}, so no reference of "
+            "its own text."
+        )
         return
     if strength == NATIVE:
         cell = sweep.cell(str(target), 0.0, NATIVE)
