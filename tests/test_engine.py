@@ -268,6 +268,18 @@ def test_a_prompt_beyond_the_context_is_refused_with_the_limit(make_tiny_model):
     assert engine_for(lm).steps == 0  # refused before anything was computed
 
 
+def test_a_prompt_longer_than_generation_reads_is_refused_at_once(make_tiny_model, monkeypatch):
+    from langneurons import generation
+    from langneurons.errors import LangNeuronsError
+
+    lm = make_tiny_model("llama")  # a long context: the generation limit comes first
+    monkeypatch.setattr(generation, "MAX_PROMPT_TOKENS", 50)
+    long = "All human beings are born free " * 40
+    with pytest.raises(LangNeuronsError, match=r"generation reads at most 50"):
+        generate(lm, long, GenerationConfig(max_new_tokens=5))
+    assert engine_for(lm).steps == 0
+
+
 def test_a_prompt_that_breaks_the_model_fails_its_own_request_only(make_tiny_model):
     lm = make_tiny_model("gpt2")
     config = GenerationConfig(max_new_tokens=6)

@@ -269,6 +269,12 @@ class CountingConfig:
 
 MAX_NEW_TOKENS_LIMIT = 4096
 
+MAX_PROMPT_TOKENS = 4096
+"""The longest prompt generation reads, in tokens.  A forward pass holds every token's
+activations and attention: a 20,000-token prompt took over 20 minutes and 8 GB on two
+CPU cores, so a longer one is refused at once with this limit (the model's own context
+is a second, often larger, limit)."""
+
 
 @dataclass(frozen=True)
 class GenerationConfig:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import GenerationConfig
+from .config import MAX_PROMPT_TOKENS, GenerationConfig
 from .corpus import token_piece
 from .engine import RowSpec, engine_for
 from .errors import LangNeuronsError
@@ -47,6 +47,12 @@ def _encode(lm: LoadedModel, prompt: str, config: GenerationConfig) -> tuple[int
     not fit the model's context (before anything is computed)."""
     _check_prompt(prompt)
     ids = tuple(lm.tokenizer(prompt)["input_ids"])
+    if len(ids) > MAX_PROMPT_TOKENS:
+        raise LangNeuronsError(
+            f"The prompt is {len(ids):,} tokens; generation reads at most "
+            f"{MAX_PROMPT_TOKENS:,} (every token's activations are held at once, and a longer "
+            "prompt takes minutes and gigabytes). Shorten the prompt."
+        )
     limit = context_length(lm)
     if limit is not None and len(ids) + config.max_new_tokens > limit:
         raise LangNeuronsError(
