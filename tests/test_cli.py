@@ -448,6 +448,21 @@ def test_import_mask_against_a_config_alone_then_generate_with_the_model(
     argv = ["generate", "--run", str(out), "--model", str(tiny_model_dir), "--prompt", "Every"]
     assert main([*argv, "--deactivate", "fr", "--max-new-tokens", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["intervention"]["deactivate"] == "fr"
+    # Without --model: the configuration's folder holds the weights, so they are used ...
+    argv = ["generate", "--run", str(out), "--prompt", "Every", "--max-new-tokens", "3"]
+    assert main([*argv, "--deactivate", "fr", "--json"]) == 0
+    capsys.readouterr()
+    # ... a configuration alone names no model: one line asks for --model (no hub lookup).
+    alone = tmp_path / "config-alone"
+    alone.mkdir()
+    (alone / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    other = tmp_path / "from-config-alone"
+    assert main([*args[:-1], str(alone / "config.json"), "--out", str(other)]) == 0
+    capsys.readouterr()
+    argv = ["generate", "--run", str(other), "--prompt", "Every", "--deactivate", "fr"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "configuration alone" in err and "--model" in err and "unexpectedly" not in err
 
 
 class _Evil:

@@ -41,6 +41,9 @@ from .streaming import PREFIX as HF_PREFIX
 from .streaming import HFSource, held_out_text
 from .trace import Trace, TraceSpec, trace_text
 
+CONFIG_ONLY = "config only:"
+"""How an imported run's ``model.source`` starts when no model was loaded for it."""
+
 
 def run_model_spec(run: Run) -> str | None:
     """What :func:`~langneurons.models.load_model` needs to load the run's model again: its
@@ -48,6 +51,16 @@ def run_model_spec(run: Run) -> str | None:
     default's name)."""
     recorded = run.meta.get("model", {})
     source = str(recorded.get("source", ""))
+    if source.startswith(CONFIG_ONLY):
+        folder = Path(source[len(CONFIG_ONLY) :].strip())
+        folder = folder if folder.is_dir() else folder.parent
+        if any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin")):
+            return str(folder)  # the configuration's folder holds the weights too
+        raise ResultsError(
+            f"{str(run.path)!r} was imported against a model configuration alone "
+            f"({str(folder)!r}, no weights beside it), so it does not say which model to "
+            "load. Pass the model with --model (a folder or a hub id)."
+        )
     if source and Path(source).is_dir():
         return source
     name = recorded.get("name")
@@ -326,7 +339,7 @@ def import_mask(
         model = {
             "name": label,
             "model_type": document.get("model_type"),
-            "source": f"config only: {Path(config).resolve()}",
+            "source": f"{CONFIG_ONLY} {Path(config).resolve()}",
             "layers": shape[0],
             "neurons": shape[1],
         }
