@@ -162,7 +162,7 @@ def prepare(settings: state.Settings, pressed: bool) -> state.PageContext | None
             _collect_samples(lm, shown, result, run)
         selection = state.reselect(shown.statistics_key(), result, settings.selection)
     except LangNeuronsError as exc:
-        widgets.error(exc)
+        widgets.error(state.without_private_paths(exc))
         return None
     stale = shown.statistics_key() != settings.statistics_key()
     shown = dataclasses.replace(shown, selection=settings.selection)

@@ -302,6 +302,17 @@ def long_job(settings: Settings) -> Iterator[None]:
         yield
 
 
+def without_private_paths(message: object) -> str:
+    """``message`` without this session's private upload folder: a file in it is named by
+    its own name (the folder's path is the server's business, not the student's)."""
+    text = str(message)
+    folder = st.session_state.get("_uploads")
+    if folder is not None:
+        private = str(folder.path)
+        text = text.replace(private + os.sep, "").replace(private, "the uploaded files")
+    return text
+
+
 def upload_folder() -> server.UploadFolder:
     """This session's private folder for uploads (removed when the session ends)."""
     folder = st.session_state.get("_uploads")

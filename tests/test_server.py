@@ -316,3 +316,24 @@ def test_a_long_intervention_header_stays_on_one_line_and_is_escaped():
     assert 'class="ln-side-head"' in shown and "&lt;b&gt;x&lt;/b&gt;" in shown
     assert "http://" not in shown  # a bare address is broken up
     assert "white-space:nowrap" in PAGE_CSS and "text-overflow:ellipsis" in PAGE_CSS
+
+
+def test_an_error_about_an_upload_names_the_file_not_the_private_folder(monkeypatch):
+    import types
+
+    from langneurons.corpus import read_text_file
+    from langneurons.dashboard import state
+    from langneurons.errors import CorpusError
+
+    folder = UploadFolder()
+    try:
+        monkeypatch.setattr(state, "st", types.SimpleNamespace(session_state={"_uploads": folder}))
+        bad = folder.path / "fr.txt"
+        bad.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+        with pytest.raises(CorpusError) as failed:
+            read_text_file(bad)
+        shown = state.without_private_paths(failed.value)
+        assert str(folder.path) in str(failed.value)  # the library names the real path
+        assert shown.startswith("fr.txt is not valid UTF-8") and str(folder.path) not in shown
+    finally:
+        folder.remove()
