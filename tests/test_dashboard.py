@@ -591,3 +591,43 @@ def test_classroom_caps_prompts_tokens_and_ablations(classroom):
     _ok(at)
     assert len(at.multiselect(key="ab_langs").value) == 2
     assert at.number_input(key="ab_tokens").max == 100
+
+
+PAYLOAD = "m[click](https:evil.example)<b>x</b>"
+"""A folder name, model name or link value written to become a link and markup."""
+
+
+def _raw_markup(at: AppTest) -> list[str]:
+    """Texts of the page's Markdown elements in which the payload survived as markup."""
+    kinds = ("markdown", "caption", "info", "warning", "error", "success", "title", "header")
+    found = []
+    for kind in kinds:
+        for element in getattr(at, kind):
+            for part in (getattr(element, "value", ""), getattr(element, "label", "")):
+                text = str(part or "")
+                if "[click](" in text or "<b>x</b>" in text:
+                    found.append(f"{kind}: {text[:120]}")
+    for element in at.sidebar.warning:
+        if "[click](" in str(element.value):
+            found.append(f"sidebar warning: {element.value[:120]}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"model": PAYLOAD},
+        {"run": PAYLOAD},
+        {"prompt": PAYLOAD, "target": PAYLOAD, "lang": PAYLOAD, "neurons": PAYLOAD},
+        {"langs": f"en,{PAYLOAD}", "method": PAYLOAD, "metric": PAYLOAD},
+    ],
+)
+def test_text_from_a_link_is_never_markup_on_any_page(query):
+    pages = ["overview", "heatmaps", "playground", "trace", "steering", "share", "mask"]
+    at = _app(None, **query)
+    assert not at.exception, [e.value for e in at.exception]
+    assert _raw_markup(at) == []
+    for page in pages:
+        at.switch_page(f"routes/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert _raw_markup(at) == [], page
