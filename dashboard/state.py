@@ -28,7 +28,7 @@ import streamlit as st
 from langneurons.classroom import ClassroomConfig
 from langneurons.cli.dashboard import OPEN_RUN
 from langneurons.config import CountingConfig, range_problem, ranges, to_dict
-from langneurons.corpus import EMBEDDED
+from langneurons.corpus import EMBEDDED, parse_languages
 from langneurons.errors import CorpusError, ModelLoadError, ResultsError
 from langneurons.models import DEFAULT_MODEL, LoadedModel, load_model
 from langneurons.pipeline import ComputeResult
@@ -56,7 +56,14 @@ class Link:
 
 
 def _languages(text: str) -> list[str]:
-    return [c for c in (part.strip() for part in text.split(",")) if c]
+    """Codes from a link: none, or distinct code-shaped ones (anything else is ignored
+    and said, like any unreadable link value)."""
+    if not text.strip():
+        return []
+    try:
+        return parse_languages(text)
+    except CorpusError as exc:
+        raise ValueError(text) from exc
 
 
 def _pair(text: str) -> tuple[int, int]:

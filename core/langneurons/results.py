@@ -389,7 +389,8 @@ def read_mask(path: str | Path | bytes, name: str = "") -> list[list[torch.Tenso
         masks = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ResultsError(
-            f"{label!r} is not a neuron mask in the reference format ({exc})."
+            f"{label!r} is not a neuron mask in the reference format (torch.load: "
+            f"{str(exc).splitlines()[0][:160]})."
         ) from exc
     if not isinstance(masks, list) or not all(isinstance(m, list) for m in masks):
         raise ResultsError(f"{label!r} is not a list over languages of lists over layers.")

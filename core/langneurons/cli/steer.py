@@ -25,7 +25,7 @@ def _strengths(value: str) -> list[float]:
     try:
         numbers = [finite_float(part) for part in value.split(",") if part.strip()]
     except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"--strengths: {exc}") from None
+        raise argparse.ArgumentTypeError(f"{exc} (in {value!r})") from None
     if not numbers or any(n < 0 for n in numbers):
         raise argparse.ArgumentTypeError("expected numbers of 0 or more, like 0,1,2,4")
     return numbers
