@@ -206,6 +206,15 @@ CLI: list[Case] = [
     _c("steer-eval nan strength", f"steer-eval|{RUN}|--strengths|1,nan", "strengths"),
     _c("steer-eval negative strength", f"steer-eval|{RUN}|{TINY}|--strengths|-1", "strength"),
     _c("steer-eval absent target", f"steer-eval|{RUN}|{TINY}|--targets|de", "de"),
+    _c(
+        "ablation out a user's file", f"ablation|{RUN}|--out|{{users}}/thesis.tex", "never replaced"
+    ),
+    _c(
+        "steer-eval out a user's file",
+        f"steer-eval|{RUN}|--targets|fr|--out|{{users}}/thesis.tex",
+        "never",
+    ),
+    _c("ablation out empty", f"ablation|{RUN}|--out|", "--out is empty"),
     _c("ablation out a folder", f"ablation|{RUN}|--out|{{users}}", "is a folder"),
     _c(
         "ablation absent language",
@@ -483,3 +492,18 @@ def test_an_upload_that_is_wrong_is_refused(name, size, says):
         assert list(folder.path.iterdir()) == []
     finally:
         folder.remove()
+
+
+def test_a_results_file_replaces_only_its_own_earlier_version(tmp_path):
+    from langneurons.errors import ResultsError
+    from langneurons.workflows import write_json_atomic
+
+    out = tmp_path / "nll.json"
+    write_json_atomic(out, {"languages": ["en"], "value": 1})
+    write_json_atomic(out, {"languages": ["en"], "value": 2})  # our own: replaced
+    assert json.loads(out.read_text())["value"] == 2
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}')
+    with pytest.raises(ResultsError, match="never replaced"):
+        write_json_atomic(notes, {"value": 3})
+    assert notes.read_text() == '{"mine": true}'

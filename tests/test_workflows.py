@@ -135,9 +135,10 @@ def test_output_files_are_checked_before_any_work(tmp_path):
 
 def test_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     target = write_json_atomic(tmp_path / "out" / "m.json", {"a": "é"})
-    assert json.loads(target.read_text(encoding="utf-8")) == {"a": "é"}
+    written = {"a": "é", "written_by": "langneurons"}  # marked: a later write may replace it
+    assert json.loads(target.read_text(encoding="utf-8")) == written
     monkeypatch.setattr(json, "dump", lambda *a, **k: (_ for _ in ()).throw(OSError("full")))
     with pytest.raises(LangNeuronsError, match="Free disk space"):
         write_json_atomic(target, {"b": 1})
-    assert json.loads(target.read_text(encoding="utf-8")) == {"a": "é"}
+    assert json.loads(target.read_text(encoding="utf-8")) == written
     assert [p.name for p in target.parent.iterdir()] == ["m.json"]

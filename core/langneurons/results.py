@@ -108,12 +108,34 @@ def _json_bytes(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+WRITTEN_BY = "langneurons"
+"""The ``written_by`` entry of every JSON output file (``ablation --out``, ``steer-eval
+--out``): an existing file is replaced only when it has it."""
+
+
+def _written_by_us(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and document.get("written_by") == WRITTEN_BY
+
+
 def check_output_file(path: str | Path) -> Path:
-    """Refuse an output file path that cannot be written, before any work is done: a
-    folder, a path under a file, or a folder without write permission."""
+    """Refuse an output file path that cannot or must not be written, before any work is
+    done: empty, a folder, a path under a file, a folder without write permission, or
+    an existing file LangNeurons did not write (it is never replaced)."""
+    if not str(path).strip():
+        raise ResultsError("--out is empty: name a file for the results, e.g. results.json.")
     target = Path(path).expanduser()
     if target.is_dir():
         raise ResultsError(f"--out {str(target)!r} is a folder; pass a file name.")
+    if (target.exists() or target.is_symlink()) and not _written_by_us(target):
+        raise ResultsError(
+            f"--out {str(target)!r} exists and was not written by LangNeurons; it is never "
+            "replaced. Choose another file name."
+        )
     parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -33,7 +33,7 @@ from .maskfile import config_shape, read_config, read_mask_file
 from .models import LoadedModel
 from .outputs import check_output_folder
 from .progress import ProgressCallback, emit
-from .results import Run, check_output_file, write_imported
+from .results import WRITTEN_BY, Run, check_output_file, write_imported
 from .samples import SampleActivations, collect_samples
 from .selection import Selection
 from .stats import Statistics
@@ -359,10 +359,11 @@ def import_mask(
 
 
 def write_json_atomic(path: str | Path, document: dict[str, Any]) -> Path:
-    """Write ``document`` to ``path`` via a temporary file (never half-written)."""
+    """Write ``document`` to ``path`` via a temporary file (never half-written), marked
+    as LangNeurons' own (``written_by``), so a later write may replace it."""
     target = check_output_file(path)
     try:
-        return write_json_file(target, document)
+        return write_json_file(target, {**document, "written_by": WRITTEN_BY})
     except OSError as exc:
         raise LangNeuronsError(
             f"Cannot write {str(target)!r}: {exc.strerror or exc}. Free disk space or choose "
