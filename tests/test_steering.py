@@ -143,6 +143,22 @@ class Stop(Exception):
     pass
 
 
+def test_a_cache_that_cannot_be_written_is_said_once_and_the_sweep_keeps_its_results(
+    tiny_model, tiny_run, monkeypatch
+):
+    import langneurons.steering as steering
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(steering, "write_json_file", full)
+    events = []
+    sweep = _sweep(tiny_model, tiny_run, strengths=[0, 1], progress=events.append)
+    said = [e.message for e in events if e.stage == "cache"]
+    assert len(said) == 1 and "No space left on device" in said[0] and "keeps them" in said[0]
+    assert len(sweep.to_frame()) == 2 * 2  # every cell computed all the same
+
+
 def test_a_sweep_is_cached_cell_by_cell_and_resumes(tiny_model, tiny_run):
     seen = []
 

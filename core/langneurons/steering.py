@@ -51,7 +51,6 @@ __all__ = [
     "steering_sweep",
 ]
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -156,10 +155,26 @@ def _baseline_digest(lm: LoadedModel, prompts: Sequence[str], config: SteeringCo
     return "unmodified-" + digest.hexdigest()[:32]
 
 
-def _write(path: Path, document: dict[str, Any]) -> None:
-    """Cache a cell; one that cannot be written is skipped (the sweep keeps its result)."""
-    with contextlib.suppress(OSError):
+def _write(path: Path, document: dict[str, Any]) -> str | None:
+    """Cache a cell; one that cannot be written is skipped (the sweep keeps its result).
+    Returns why it was skipped, in words, or None."""
+    try:
         write_json_file(path, document, indent=None)
+    except OSError as exc:
+        return (
+            f"Cannot cache steering results in {str(path.parent)!r} ({exc.strerror or exc}); "
+            "this sweep keeps them, a later one computes them again."
+        )
+    return None
+
+
+def _say_once(progress: ProgressCallback | None, failure: str | None, said: bool) -> bool:
+    """Say ``failure`` (a cache write that failed) unless it was said: once per sweep,
+    not once per cell.  Returns whether it has been said."""
+    if failure is not None and not said:
+        emit(progress, "cache", failure)
+        return True
+    return said
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -253,6 +268,7 @@ def steering_sweep(
         + [(t, s, ln) for t in targets for s in strengths if s != 0 for ln in layer_names]
     )
     documents: dict[tuple[str, float, str], dict[str, Any]] = {}
+    said_cache = False
     for done, (target, strength, layer_name) in enumerate(plan):
         unmodified = target == "baseline" or layer_name == NATIVE
         # The reference has as many openings as the sweep has prompts (up to the 22 there are).
@@ -286,7 +302,7 @@ def steering_sweep(
                 config=config,
             )
         document = _continue(lm, own, config, _Memo(make))
-        _write(path, document)
+        said_cache = _say_once(progress, _write(path, document), said_cache)
         documents[(target, strength, layer_name)] = document
         emit(progress, "steer", f"{label}: done", done=done + 1, total=len(plan))
     cells = _cells(targets, strengths, layer_names, documents)
