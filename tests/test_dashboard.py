@@ -390,6 +390,15 @@ def test_steering_lab_sweeps_shows_curves_and_the_outputs_behind_a_point():
     assert any("Out of date" in w.value for w in at.warning)
 
 
+def test_a_prompt_of_ones_own_too_long_is_left_out_with_a_word():
+    at = _app("steering")
+    _ok(at)
+    at.selectbox(key="sl_source").set_value("Your own").run()
+    at.text_area(key="sl_own").input("x" * 2500 + "\nThe weather today is").run()
+    _ok(at)
+    assert any("1 prompt(s) longer than 2,000 characters" in w.value for w in at.warning)
+
+
 def test_detector_comparison_selects_compares_and_measures():
     at = _app("detectors")
     _ok(at)

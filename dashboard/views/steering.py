@@ -29,6 +29,10 @@ STRENGTHS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
 OWN = "Your own"
 
 
+MAX_OWN_PROMPT_CHARS = 2000
+"""The longest prompt of one's own in the steering lab (a classroom may allow fewer)."""
+
+
 def _prompts(limit: int) -> list[str]:
     c1, c2 = st.columns([1, 2])
     sources = [*prompt_languages(), OWN]
@@ -40,8 +44,18 @@ def _prompts(limit: int) -> list[str]:
         format_func=lambda s: s if s == OWN else f"everyday openings, {widgets.language_label(s)}",
     )
     if source == OWN:
-        text = c2.text_area("One prompt per line", key="sl_own", height=120)
-        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+        limits = classroom()
+        longest = limits.max_prompt_chars if limits else MAX_OWN_PROMPT_CHARS
+        text = c2.text_area(
+            "One prompt per line", key="sl_own", height=120, max_chars=longest * limit + limit
+        )
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        prompts = [line for line in lines if len(line) <= longest]
+        if len(prompts) < len(lines):
+            st.warning(
+                f"{len(lines) - len(prompts)} prompt(s) longer than {longest:,} characters "
+                "are left out."
+            )
     else:
         prompts = embedded_prompts(str(source))
         c2.caption(" · ".join(prompts[:4]) + " ...")
