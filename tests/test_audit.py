@@ -507,3 +507,15 @@ def test_a_results_file_replaces_only_its_own_earlier_version(tmp_path):
     with pytest.raises(ResultsError, match="never replaced"):
         write_json_atomic(notes, {"value": 3})
     assert notes.read_text() == '{"mine": true}'
+
+
+def test_a_models_folder_that_cannot_be_written_gets_one_line(
+    places, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("LANGNEURONS_MODELS", str(Path(places["file"]) / "models"))
+    argv = ["compute", "--languages", "en,fr", "--out", str(tmp_path / "run")]
+    status, err = _one_line(argv, capsys)
+    assert status == 2, err
+    last = err.strip().splitlines()[-1]
+    assert "Cannot convert the embedded model" in last and "LANGNEURONS_MODELS" in last
+    assert not (tmp_path / "run").exists()

