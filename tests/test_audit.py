@@ -168,6 +168,18 @@ CLI: list[Case] = [
     _c("show mask without codes", "show|{goodmask}", "name its languages"),
     _c("show mask too few codes", "show|{goodmask}|--languages|en", "codes were given"),
     _c("show mask with its codes", "show|{goodmask}|--languages|en,fr,ja", "", 0),
+    _c("config nested deep", "show|{goodmask}|--languages|en,fr,ja|--config|{deepjson}", "nested"),
+    _c("config a list", "show|{goodmask}|--languages|en,fr,ja|--config|{listjson}", "JSON object"),
+    _c(
+        "config not UTF-8",
+        "show|{goodmask}|--languages|en,fr,ja|--config|{latin}/en.txt",
+        "not JSON",
+    ),
+    _c(
+        "config without sizes",
+        "show|{goodmask}|--languages|en,fr,ja|--config|{emptyjson}",
+        "names no",
+    ),
     _c("merge one run", "merge|{run}|--out|{new}", "at least two"),
     _c("merge into a user's folder", "merge|{run}|{run}|--out|{users}", "not a LangNeurons run"),
     _c("merge a missing run", "merge|{run}|{tmp}/no-run|--out|{new}", "no-run"),
@@ -381,6 +393,9 @@ def places(tmp_path_factory, save_tiny_model):
     (root / "empty").mkdir()
     (root / "text.pth").write_text("not a mask")
     (root / "bad.toml").write_text("max_new_tokens = 0\n")
+    (root / "deep.json").write_text("[" * 100_000)
+    (root / "list.json").write_text("[1, 2]")
+    (root / "empty.json").write_text("{}")
     return {
         "model": str(model),
         "run": str(run),
@@ -393,6 +408,9 @@ def places(tmp_path_factory, save_tiny_model):
         "textmask": str(root / "text.pth"),
         "goodmask": str(run / "activation_mask.pth"),
         "badtoml": str(root / "bad.toml"),
+        "deepjson": str(root / "deep.json"),
+        "listjson": str(root / "list.json"),
+        "emptyjson": str(root / "empty.json"),
     }
 
 

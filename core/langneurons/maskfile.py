@@ -43,14 +43,28 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if file.is_dir():
         file = file / "config.json"
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = file.read_bytes()
+    except OSError as exc:
         raise ResultsError(
             f"Cannot read the model configuration {str(file)!r}: {exc}. Give a config.json "
             "or the folder holding it."
         ) from exc
+    return parse_config(data, str(file))
+
+
+def parse_config(data: bytes, name: str) -> dict[str, Any]:
+    """A ``config.json``'s bytes (from a file or an upload named ``name``) as a dict: the
+    one reader every caller uses, so each bad file gets the same one line."""
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:160]
+        raise ResultsError(
+            f"Cannot read the model configuration {name!r}: it is not JSON ({reason}). Give "
+            "the model's config.json."
+        ) from exc
     if not isinstance(config, dict):
-        raise ResultsError(f"{str(file)!r} is not a model configuration (a JSON object).")
+        raise ResultsError(f"{name!r} is not a model configuration (a JSON object).")
     return config
 
 

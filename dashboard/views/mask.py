@@ -4,7 +4,6 @@ language, where they sit, and how much languages share.  Nothing here loads a mo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import streamlit as st
 from langneurons import plots
 from langneurons.corpus import parse_languages
 from langneurons.errors import LangNeuronsError
-from langneurons.maskfile import MaskFile, read_mask_file
+from langneurons.maskfile import MaskFile, parse_config, read_mask_file
 
 from .. import widgets
 from ..state import classroom
@@ -55,11 +54,7 @@ def _config() -> dict[str, Any] | None:
     )
     if file is None:
         return None
-    try:
-        document = json.loads(file.getvalue().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise LangNeuronsError(f"{file.name!r} is not a JSON file: {exc}.") from exc
-    return document if isinstance(document, dict) else {}
+    return parse_config(file.getvalue(), str(file.name))
 
 
 def _show(mask: MaskFile) -> None:
