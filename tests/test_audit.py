@@ -537,3 +537,19 @@ def test_a_models_folder_that_cannot_be_written_gets_one_line(
     last = err.strip().splitlines()[-1]
     assert "Cannot convert the embedded model" in last and "LANGNEURONS_MODELS" in last
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_samples_with_values_that_are_not_finite_are_refused(tmp_path, value):
+    from safetensors.torch import save_file
+
+    from langneurons.errors import LangNeuronsError
+    from langneurons.samples import SampleActivations, read_samples, samples_tensors
+
+    means = torch.rand(4, 2, 8).to(torch.float16)
+    means[1, 0, 3] = value
+    samples = SampleActivations(["en", "fr"], torch.tensor([0, 0, 1, 1]), means, 32)
+    tensors, metadata = samples_tensors(samples)
+    save_file(tensors, str(tmp_path / "samples.safetensors"), metadata=metadata)
+    with pytest.raises(LangNeuronsError, match="not finite"):
+        read_samples(tmp_path / "samples.safetensors")

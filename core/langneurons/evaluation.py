@@ -258,7 +258,7 @@ def cached_ablation_matrix(
             if document.get("languages") == codes:
                 emit(progress, "cache", "Ablation matrix found in the cache")
                 return AblationMatrix.from_json(document)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             pass  # unreadable: recompute and overwrite
     matrix = ablation_matrix(
         lm,

@@ -364,7 +364,7 @@ def read_samples(path: Path) -> SampleActivations:
             means=tensors["means"],
             sample_tokens=int(metadata["sample_tokens"]),
         )
-    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError, RecursionError) as exc:
         raise LangNeuronsError(
             f"{str(path)!r} holds unreadable samples ({exc}). Delete it and compute again."
         ) from exc
@@ -373,6 +373,9 @@ def read_samples(path: Path) -> SampleActivations:
         or samples.language.shape != (samples.means.shape[0],)
         or bool((samples.language < 0).any())
         or bool((samples.language >= len(languages)).any())
+        or not bool(torch.isfinite(samples.means).all())
     ):
-        raise LangNeuronsError(f"{str(path)!r} holds samples of inconsistent shapes; delete it.")
+        raise LangNeuronsError(
+            f"{str(path)!r} holds samples of inconsistent shapes or values that are not finite; delete it."
+        )
     return samples

@@ -180,7 +180,7 @@ def _say_once(progress: ProgressCallback | None, failure: str | None, said: bool
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None  # missing or unreadable: computed again and overwritten
     return document if isinstance(document, dict) and "outputs" in document else None
 
