@@ -376,6 +376,7 @@ def read_samples(path: Path) -> SampleActivations:
         or not bool(torch.isfinite(samples.means).all())
     ):
         raise LangNeuronsError(
-            f"{str(path)!r} holds samples of inconsistent shapes or values that are not finite; delete it."
+            f"{str(path)!r} holds samples of inconsistent shapes or values that are not "
+            "finite; delete it."
         )
     return samples
