@@ -632,7 +632,10 @@ def _raw_markup(at: AppTest) -> list[str]:
     ],
 )
 def test_text_from_a_link_is_never_markup_on_any_page(query):
-    pages = ["overview", "heatmaps", "playground", "trace", "steering", "share", "mask"]
+    pages = [
+        *("overview", "heatmaps", "inspector", "neuron_map", "playground", "trace"),
+        *("steering", "detectors", "ablation", "tour", "share", "mask"),
+    ]
     at = _app(None, **query)
     assert not at.exception, [e.value for e in at.exception]
     assert _raw_markup(at) == []
