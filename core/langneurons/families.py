@@ -11,7 +11,7 @@ the output of one activation *module* per layer, so an adapter only names:
 - ``down``: the dotted path from one decoder layer to the projection that maps the
   neurons back to the residual stream (to see which output tokens a neuron promotes).
 
-Adding a family is one entry in :data:`FAMILIES` (see README, "Adding a model family").
+Adding a family is one entry in :data:`FAMILIES` (docs/how-it-works.md, "Where things go").
 """
 
 from __future__ import annotations

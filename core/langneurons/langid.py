@@ -3,7 +3,7 @@
 Uses ``py3langid`` (a maintained fork of langid.py, Lui & Baldwin 2012): a naive
 Bayes model over byte n-grams for 97 languages, shipped inside the package as a
 numpy file (no pickle, no download).  Its accuracy on this project's held-out UDHR
-paragraphs is measured by the tests and stated in the README.
+paragraphs is measured by the tests and stated in docs/limits.md.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
         "--classroom",
         default=None,
         metavar="FILE",
-        help="classroom mode with the settings of this TOML file (see the README)",
+        help="classroom mode with the settings of this TOML file (see docs/dashboard.md)",
     )
     parser.set_defaults(handler=run)
 
