@@ -118,19 +118,30 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     if target.exists() and not target.is_dir():
         raise ResultsError(f"{option} {str(path)!r} is a file; pass a folder.")
     _replaceable(target, option, str(path))
-    probe = target.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    check_can_create(target, str(path), option)
+    return target
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_can_create(target: Path, shown: str, option: str = "--out") -> None:
+    """Refuse ``target`` (``shown`` as the user gave it) when it cannot be created: the
+    nearest existing ancestor of its folder is a file, or not writable."""
+    probe = _nearest_existing(target.parent)
     if not probe.is_dir():
         raise ResultsError(
-            f"{option} {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder."
+            f"{option} {shown!r} cannot be created: {str(probe)!r} is a file, not a folder."
         )
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ResultsError(
-            f"{option} {str(path)!r} cannot be written: no permission to write in "
+            f"{option} {shown!r} cannot be written: no permission to write in "
             f"{str(probe)!r}. Choose another path."
         )
-    return target
 
 
 @contextlib.contextmanager
@@ -335,9 +346,7 @@ def check_cache_folder(root: Path, needed: int, subfolders: tuple[str, ...] = ()
     more bytes: not a file, writable, enough free space (with a margin).  Temporaries
     left by killed writes in it (and in ``subfolders``) are removed on the way.  Raises
     ``OSError`` whose ``strerror`` says what is wrong, in a sentence."""
-    probe = root
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = _nearest_existing(root)
     if not probe.is_dir():
         raise OSError(
             errno.ENOTDIR, f"The cache {str(root)!r} cannot be created: {str(probe)!r} is a file."

@@ -165,11 +165,17 @@ class _StatisticsJob:
             for code in self.codes
             if not self.use_cache
             or code not in self.windows
-            or not self.cache.path(cache_key(self.model, self.windows[code])).is_file()
+            or not self.cache.path(self._key(code, self.windows[code])).is_file()
         ]
         if missing:
             entry = self.shape[0] * self.shape[1] * 24  # three 8-byte values per neuron
             self.cache.check_writable(len(missing), entry)
+
+    def _key(self, code: str, windows: list[torch.Tensor]) -> str:
+        """The cache key of ``code``'s windows, hashed once per job."""
+        if code not in self.keys:
+            self.keys[code] = cache_key(self.model, windows)
+        return self.keys[code]
 
     def windows_of(self, code: str) -> list[torch.Tensor]:
         if not isinstance(self.corpus, HFSource):
@@ -213,7 +219,7 @@ class _StatisticsJob:
         """One language's statistics: from the cache, or counted (this rank's share, summed
         over ranks), stored, and its checkpoints removed."""
         language_windows = self.windows_of(code)
-        key = self.keys[code] = cache_key(self.model, language_windows)
+        key = self._key(code, language_windows)
         hit = self.cached_stats(code, key)
         if hit is not None:
             return hit

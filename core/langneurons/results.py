@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import LangNeuronsError, ResultsError
-from .outputs import interrupted_hint, write_folder
+from .outputs import check_can_create, interrupted_hint, write_folder
 from .samples import SAMPLES_FILE, SampleActivations, read_samples, samples_tensors
 from .selection import Selection
 from .stats import Statistics
@@ -136,18 +135,7 @@ def check_output_file(path: str | Path) -> Path:
             f"--out {str(target)!r} exists and was not written by LangNeurons; it is never "
             "replaced. Choose another file name."
         )
-    parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ResultsError(
-            f"--out {str(target)!r} cannot be created: {str(parent)!r} is a file, not a folder."
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ResultsError(
-            f"--out {str(target)!r} cannot be written: no permission to write in "
-            f"{str(parent)!r}. Choose another path."
-        )
+    check_can_create(target, str(target))
     return target
 
 
