@@ -629,12 +629,12 @@ def test_a_run_folder_with_broken_files_is_one_clear_line(tiny_run, tmp_path, ca
 def test_a_full_disk_while_writing_the_matrix_is_one_clear_line(
     tiny_run, tmp_path, capsys, monkeypatch
 ):
-    import langneurons.results as results
+    import langneurons.atomic as atomic  # where results files are written and synced
 
     def full(*_a, **_k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     assert main(["ablation", "--run", str(tiny_run), "--out", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err
