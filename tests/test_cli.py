@@ -282,11 +282,29 @@ def test_generate_json_contract(tiny_run, capsys):
         )
         == 0
     )
-    doc = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    doc = json.loads(printed.out)
     assert set(doc) >= {"baseline", "modified", "intervention"}
     assert set(doc["baseline"]) >= {"text", "language"}
     assert doc["intervention"]["deactivate"] == "en,fr"
     assert doc["intervention"]["neurons"] > 0
+    # JSON on stdout, progress on stderr: the generation says how far it is.
+    assert "generating: 8/8 new tokens" in printed.err
+
+
+def test_generate_quiet_prints_no_progress(tiny_run, capsys):
+    command = ["generate", "--run", str(tiny_run), "--prompt", "Everyone has"]
+    assert main([*command, "--deactivate", "en", "--max-new-tokens", "4", "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == "" and "modified" in printed.out
+
+
+def test_trace_of_a_text_beyond_the_limit_is_refused_with_the_limit(tiny_run, capsys):
+    text = "Everyone has the right to life. " * 600  # thousands of tokens
+    assert main(["trace", "--run", str(tiny_run), "--text", text, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "11,400 tokens long; a trace reads at most 512" in err  # the tiny model's context
+    assert "context" in err and "Trace a shorter part" in err
 
 
 def test_generate_steer_and_text_output(tiny_run, capsys):

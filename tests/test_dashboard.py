@@ -602,6 +602,46 @@ def test_classroom_caps_prompts_tokens_and_ablations(classroom):
     assert at.number_input(key="ab_tokens").max == 100
 
 
+def test_classroom_caps_hold_on_the_tour_and_the_detector_measurements(
+    tmp_path, monkeypatch, run_folder
+):
+    """The caps on new tokens and steered prompts hold on every page that generates, not
+    only the playground and the steering lab."""
+    config = tmp_path / "classroom.toml"
+    config.write_text(
+        f'run_roots = ["{run_folder.parent}"]\nmax_new_tokens = 5\nmax_steering_prompts = 2\n'
+    )
+    monkeypatch.setenv("LANGNEURONS_CLASSROOM", str(config))
+    import langneurons.dashboard.views.detectors as detectors
+    import langneurons.dashboard.views.tour as tour
+    from langneurons.errors import LangNeuronsError
+
+    asked: dict[str, object] = {}
+
+    def stream(lm, prompt, generation, intervention=None):
+        asked["tour tokens"] = generation.max_new_tokens
+        yield "x"
+
+    def compare(*_args, **kwargs):
+        asked["prompts"], asked["new tokens"] = len(kwargs["prompts"]), kwargs["max_new_tokens"]
+        raise LangNeuronsError("stopped by the test")
+
+    monkeypatch.setattr(tour, "stream", stream)
+    monkeypatch.setattr(detectors, "compare_detectors", compare)
+    at = _app("tour")
+    _ok(at)
+    at.session_state["tour_step"] = 3
+    at.run()
+    at.button(key="tour_run_3").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("routes/detectors.py").run()
+    assert "strength 1 on 2 English openings" in at.button(key="dc_measure").help
+    at.multiselect(key="dc_methods").set_value(["lape", "mean-diff"])
+    at.button(key="dc_measure").click().run()
+    assert any("stopped by the test" in e.value for e in at.error)
+    assert asked == {"tour tokens": 5, "prompts": 2, "new tokens": 5}
+
+
 PAYLOAD = "m[click](https:evil.example)<b>x</b>"
 """A folder name, model name or link value written to become a link and markup."""
 

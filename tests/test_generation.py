@@ -73,3 +73,18 @@ def test_compare_reports_both_texts_and_what_changed(tiny_model):
     assert result["modified"]["text"] == generate(
         tiny_model, "All human beings", GenerationConfig(max_new_tokens=8), off
     )
+
+
+def test_compare_reports_each_new_token_to_progress(tiny_model):
+    from langneurons.generation import compare
+
+    events = []
+    off = deactivate({0: torch.tensor([0, 1])}, "fr")
+    config = GenerationConfig(max_new_tokens=6, repetition_penalty=1.0)
+    compare(tiny_model, "All human beings", off, config, progress=events.append)
+    done = [e.done for e in events]
+    assert {e.stage for e in events} == {"generate"} and {e.total for e in events} == {6}
+    assert done[0] == 0 and done[-1] == 6 and done == sorted(done)
+    with pytest.raises(LangNeuronsError):  # refused before any progress is shown
+        compare(tiny_model, " ", off, config, progress=events.append)
+    assert len(events) == len(done)

@@ -22,6 +22,7 @@ from .errors import LangNeuronsError
 from .interventions import Intervention, prepare
 from .langid import detect_language
 from .models import LoadedModel
+from .progress import ProgressCallback, emit
 from .trace import Trace, TraceSpec
 
 
@@ -236,17 +237,26 @@ def compare(
     config: GenerationConfig | None = None,
     candidates: Sequence[str] | None = None,
     trace: TraceSpec | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Unmodified and modified continuations with their detected languages.
 
     Returns ``{"baseline": {"text", "language", "probability"}, "modified": {...},
     "intervention": {...}, "generation": {...}}``; with ``trace``, each side also has
     ``"trace"`` (:meth:`~langneurons.trace.Trace.to_json`: the prompt's tokens, then the
-    generated ones).
+    generated ones).  ``progress`` hears a ``"generate"`` event per step (``done`` of
+    ``total`` new tokens), for a long prompt or many tokens.
     """
     config = config or GenerationConfig()
+    _encode(lm, prompt, config)  # a refused prompt fails before any progress is shown
     steps = stream_side_by_side(lm, prompt, intervention, config, candidates, trace)
-    (final,) = deque(steps, maxlen=1)
+    total = config.max_new_tokens
+    emit(progress, "generate", "", done=0, total=total)
+    final = SideBySide()
+    for done, final in enumerate(steps, start=1):
+        if not final.done:
+            emit(progress, "generate", "", done=min(done, total), total=total)
+    emit(progress, "generate", "", done=total, total=total)
     result: dict[str, Any] = {}
     for key, text, (language, probability), traced in (
         ("baseline", final.baseline, final.baseline_language, final.baseline_trace),

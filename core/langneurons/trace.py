@@ -321,7 +321,8 @@ def trace_text(
     max_tokens: int = 2048,
 ) -> Trace:
     """The trace of ``text`` read by the model as a prompt is (the tokenizer's special
-    tokens included, so a BOS where the model expects one), up to ``max_tokens`` tokens.
+    tokens included, so a BOS where the model expects one).  A text of more than
+    ``max_tokens`` tokens is refused with the limit, never cut short without a word.
 
     >>> import torch
     >>> from langneurons.tiny import tiny_model
@@ -332,5 +333,18 @@ def trace_text(
     """
     if not text or not text.strip():
         raise LangNeuronsError("Nothing to trace: give some text.")
-    ids = lm.tokenizer(text)["input_ids"][:max_tokens]
+    from .generation import context_length
+
+    ids = lm.tokenizer(text)["input_ids"]
+    context = context_length(lm)
+    if len(ids) > max_tokens or (context is not None and len(ids) > context):
+        limit, why = (
+            (context, f"{lm.name}'s context")
+            if context is not None and context < max_tokens
+            else (max_tokens, "every token's activations are held at once")
+        )
+        raise LangNeuronsError(
+            f"The text is {len(ids):,} tokens long; a trace reads at most {limit:,} "
+            f"({why}). Trace a shorter part of it."
+        )
     return trace_ids(lm, spec, ids, intervention)

@@ -297,13 +297,17 @@ def generate_comparison(
     intervention: Intervention,
     config: GenerationConfig,
     trace: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Baseline and modified continuation, with languages among the run's and English;
-    with ``trace``, each with its language trace over the run's neurons."""
+    with ``trace``, each with its language trace over the run's neurons; ``progress``
+    hears each generated token (see :func:`~langneurons.generation.compare`)."""
     check_model_matches(lm, run)
     candidates = sorted({*run.languages, "en"})
     spec = TraceSpec.from_masks(run.masks, run.languages) if trace else None
-    return compare(lm, prompt, intervention, config, candidates=candidates, trace=spec)
+    return compare(
+        lm, prompt, intervention, config, candidates=candidates, trace=spec, progress=progress
+    )
 
 
 def run_trace(

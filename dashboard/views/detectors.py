@@ -11,18 +11,34 @@ import streamlit as st
 from langneurons.comparison import DEFAULT_PROMPTS, DetectorComparison, compare_detectors
 from langneurons.errors import LangNeuronsError
 from langneurons.plots import detector_layers, detector_overlap
+from langneurons.prompts import embedded_prompts
 from langneurons.selection import DETECTORS, detector_for
 
 from .. import widgets
 from ..state import PageContext, classroom, long_job, page_context
 
 ALL = "all languages"
+STEER_TOKENS = 30
+"""New tokens per steered opening when measuring what the neurons do."""
+
+
+def _steering_caps() -> tuple[int, int]:
+    """Openings steered and new tokens per output when measuring what the neurons do:
+    the defaults, or fewer where a classroom server caps them."""
+    limits = classroom()
+    if limits is None:
+        return DEFAULT_PROMPTS, STEER_TOKENS
+    return (
+        min(DEFAULT_PROMPTS, limits.max_steering_prompts),
+        min(STEER_TOKENS, limits.max_new_tokens),
+    )
 
 
 def _compare(
     ctx: PageContext, methods: list[str], effects: bool, tokens: int
 ) -> DetectorComparison:
     shown = detector_for(ctx.settings.selection).name
+    prompts, new_tokens = _steering_caps()
     text = "Measuring each detector's neurons..." if effects else "Selecting with each detector..."
     with long_job(ctx.settings), widgets.event_bar(text) as on_progress:
         return compare_detectors(
@@ -31,6 +47,8 @@ def _compare(
             methods,
             effects=effects,
             max_tokens=tokens,
+            prompts=embedded_prompts("en")[:prompts],
+            max_new_tokens=new_tokens,
             configs={shown: ctx.settings.selection},
             progress=on_progress,
         )
@@ -51,7 +69,7 @@ def _effects_table(comparison: DetectorComparison) -> None:
     c2.markdown("**Diagonal ratio** (own increase over others', higher: more selective)")
     c2.dataframe(ratio.loc[comparison.methods].round(1).rename("ratio").to_frame())
     st.markdown(
-        f"**Steering success at strength 1** (share of {DEFAULT_PROMPTS} English openings "
+        f"**Steering success at strength 1** (share of {_steering_caps()[0]} English openings "
         "continued in the language; blank: English, or no neurons to steer)"
     )
     st.dataframe(steer.loc[comparison.methods].drop(columns=["en"], errors="ignore").round(2))
@@ -96,7 +114,7 @@ def render(ctx: PageContext) -> None:
         key="dc_measure",
         disabled=len(chosen) < 2 or too_many,
         help="Per detector: the ablation matrix on the held-out text and steering at "
-        f"strength 1 on {DEFAULT_PROMPTS} English openings (minutes on a CPU; cached after)."
+        f"strength 1 on {_steering_caps()[0]} English openings (minutes on a CPU; cached after)."
         + (
             f" This server measures at most {limits.max_ablation_languages} languages."
             if too_many and limits

@@ -110,7 +110,9 @@ def _controls(ctx: PageContext) -> dict[str, Any]:
         )
         cap = limits.max_new_tokens if limits else 100
         st.session_state.setdefault("sl_tokens", min(30, cap))
-        tokens = c3.number_input(f"New tokens (up to {cap})", 4, cap, step=5, key="sl_tokens")
+        tokens = c3.number_input(
+            f"New tokens (up to {cap})", min(4, cap), cap, step=5, key="sl_tokens"
+        )
     layers = None if (low, high) == (0, last) else f"{low}-{high}"
     return {
         "targets": list(targets),

@@ -13,7 +13,7 @@ from langneurons.trace import TraceSpec, trace_text
 from langneurons.workflows import intervention_for
 
 from .. import widgets
-from ..state import PageContext, page_context
+from ..state import PageContext, classroom, page_context
 
 TOUR = [
     (
@@ -52,6 +52,8 @@ TOUR = [
 
 
 TRACE_STEP = 2
+TOUR_TOKENS = 25
+"""New tokens per continuation in the tour's generation steps (a classroom may allow fewer)."""
 GENERATION_STEPS = (3, 4)
 
 
@@ -86,7 +88,9 @@ def _interventions(ctx: PageContext, step: int) -> tuple[str, list[tuple[str, In
 def _run_generation(ctx: PageContext, step: int) -> None:
     """Unmodified and modified continuations, each streamed into its column as it grows."""
     prompt, changes = _interventions(ctx, step)
-    config = GenerationConfig(max_new_tokens=25)
+    limits = classroom()  # a classroom's cap holds here too
+    tokens = min(TOUR_TOKENS, limits.max_new_tokens) if limits else TOUR_TOKENS
+    config = GenerationConfig(max_new_tokens=tokens)
     candidates = [*ctx.selection.languages, "en"]
     columns = st.columns(1 + len(changes))
     for column, (label, intervention) in zip(

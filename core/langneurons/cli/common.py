@@ -13,6 +13,11 @@ from ..models import DTYPES, LoadedModel, load_model
 from ..progress import ProgressEvent, format_duration
 from ..results import Run
 
+BAR_STAGES = ("count", "samples", "evaluate", "generate")
+"""Stages drawn as a bar (tokens or steps); other events are printed as lines."""
+
+UNITS = {"evaluate": ("step", "steps"), "generate": ("tok", "new tokens")}
+
 
 class ProgressPrinter:
     """Renders progress events on stderr: a bar per language on a terminal, and plain
@@ -30,10 +35,12 @@ class ProgressPrinter:
     def __call__(self, event: ProgressEvent) -> None:
         if self.quiet:
             return
-        if event.stage in ("count", "samples", "evaluate") and event.total:
-            desc = {"count": event.language, "samples": f"{event.language} samples"}.get(
-                event.stage, "ablation matrix"
-            )
+        if event.stage in BAR_STAGES and event.total:
+            desc = {
+                "count": event.language,
+                "samples": f"{event.language} samples",
+                "generate": "generating",
+            }.get(event.stage, "ablation matrix")
             if self.interactive:
                 self._bar(event, desc or "")
             else:
@@ -52,7 +59,7 @@ class ProgressPrinter:
                 total=event.total,
                 initial=event.done,  # a resumed language starts part-way
                 desc=desc,
-                unit="step" if event.stage == "evaluate" else "tok",
+                unit=UNITS.get(event.stage, ("tok", ""))[0],
                 file=sys.stderr,
                 dynamic_ncols=True,
                 leave=True,
@@ -69,7 +76,7 @@ class ProgressPrinter:
             return
         self.line_at = now
         _, start, start_done = self.line_task
-        unit = "steps" if event.stage == "evaluate" else "tokens"
+        unit = UNITS.get(event.stage, ("", "tokens"))[1]
         rate = (event.done - start_done) / max(now - start, 1e-9)
         left = (event.total - event.done) / rate if rate > 0 else float("nan")
         eta = "" if finished or left != left else f", about {format_duration(left)} left"
@@ -187,6 +194,17 @@ def quiet_loading(quiet: bool) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress on stderr (results on stdout are unchanged)."""
+    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+
+
+def progress_for(args: argparse.Namespace) -> ProgressPrinter:
+    """Progress on stderr, with or without ``--json`` (which prints on stdout), unless
+    ``--quiet``: a long step never runs without a word."""
+    return ProgressPrinter(bool(getattr(args, "quiet", False)))
 
 
 def load_for(

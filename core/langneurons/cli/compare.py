@@ -8,12 +8,13 @@ import math
 from typing import Any
 
 from .common import (
-    ProgressPrinter,
     add_model_options,
+    add_quiet_option,
     add_run_option,
     detector_names,
     load_for,
     positive_int,
+    progress_for,
 )
 
 DESCRIPTION = (
@@ -50,6 +51,7 @@ def register(sub: Any) -> None:
         "--max-new-tokens", type=positive_int, default=30, help="tokens per steered output"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_quiet_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_folder = read_run(args.run)
     methods = args.methods  # checked names, or None for all
-    progress = None if args.json else ProgressPrinter(False)
+    progress = progress_for(args)
     lm = None if args.no_effects else load_for(args, run_folder, progress)
     comparison = compare_detectors(
         lm,
@@ -72,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         progress=progress,
     )
-    if progress is not None:
-        progress.close()
+    progress.close()
     if args.json:
         print(json.dumps(comparison.to_json(), indent=2))
         return 0

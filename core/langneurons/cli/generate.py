@@ -10,7 +10,14 @@ from ..config import add_arguments, from_args
 from ..errors import LangNeuronsError
 from ..generation import GenerationConfig
 from ..trace import render_tokens
-from .common import ProgressPrinter, add_model_options, add_run_option, load_for, strength
+from .common import (
+    add_model_options,
+    add_quiet_option,
+    add_run_option,
+    load_for,
+    progress_for,
+    strength,
+)
 
 DESCRIPTION = (
     "Print the unmodified and the modified continuation of a prompt, each with its detected "
@@ -50,6 +57,7 @@ def register(sub: Any) -> None:
         "baseline.trace and modified.trace; otherwise tokens with their dominant language)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_quiet_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -66,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
             "Nothing to change: pass --deactivate LANGS, --steer LANG or --neurons L:N."
         )
     run_folder = read_run(args.run)
-    lm = load_for(args, run_folder, None if args.json else ProgressPrinter(False))
+    progress = progress_for(args)
+    lm = load_for(args, run_folder, progress)
     intervention = build_intervention(
         run_folder,
         lm,
@@ -78,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
         prompt=args.prompt,
     )
     result = generate_comparison(
-        lm, run_folder, args.prompt, intervention, config, trace=args.trace
+        lm, run_folder, args.prompt, intervention, config, trace=args.trace, progress=progress
     )
+    progress.close()
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0

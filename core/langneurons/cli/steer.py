@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import add_arguments, from_args
-from .common import ProgressPrinter, add_model_options, add_run_option, finite_float, load_for
+from .common import (
+    add_model_options,
+    add_quiet_option,
+    add_run_option,
+    finite_float,
+    load_for,
+    progress_for,
+)
 
 DESCRIPTION = (
     "Steer a set of prompts towards each target language at each strength (strength 0: the "
@@ -71,6 +78,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
     parser.add_argument("--outputs", action="store_true", help="include every output in the JSON")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_quiet_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -94,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     for spec in layers:
         if spec is not None:
             parse_layers(spec, int(run_folder.meta["layers"]))
-    progress = None if args.json else ProgressPrinter(False)
+    progress = progress_for(args)
     lm = load_for(args, run_folder, progress)
     from ..workflows import check_model_matches
 
@@ -112,8 +120,7 @@ def run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         progress=progress,
     )
-    if progress is not None:
-        progress.close()
+    progress.close()
     document = sweep.to_json(outputs=args.outputs)
     document["settings"]["run"] = str(run_folder.path)
     if out is not None:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ..errors import LangNeuronsError
-from .common import ProgressPrinter, add_model_options, add_run_option, load_for
+from .common import add_model_options, add_quiet_option, add_run_option, load_for, progress_for
 
 DESCRIPTION = (
     "Read a text with the model and report, for every token, layer and language of the run, "
@@ -30,6 +30,7 @@ def register(sub: Any) -> None:
         "--text", required=True, help="the text to read (a code-switched one works)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_quiet_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.text.strip():
         raise LangNeuronsError("The text is empty: give some text to trace with --text.")
     run_folder = read_run(args.run)
-    lm = load_for(args, run_folder, None if args.json else ProgressPrinter(False))
+    lm = load_for(args, run_folder, progress_for(args))
     trace = run_trace(lm, run_folder, args.text)
     if args.json:
         print(json.dumps(trace.to_json(), ensure_ascii=False))
