@@ -137,3 +137,22 @@ def test_a_figure_built_while_another_thread_imports_pandas(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "figure 1" in done.stdout
+
+
+def test_tokens_reach_the_trace_figures_as_text_not_tags():
+    """Plotly reads ``<b>``, ``<a href>`` and ``<br>`` in tick labels and hover text:
+    tokens of a user's text are escaped, so they show as written."""
+    import numpy as np
+
+    from langneurons.trace import Trace
+
+    tokens = ["<b>", "<a href='https://evil.example'>", "x&y", "fin"]
+    fired = np.ones((4, 2, 2), dtype=np.float32)
+    trace = Trace(["en", "fr"], np.full((2, 2), 2), tokens, list(range(4)), fired, fired)
+    for figure in (plots.trace_heatmap(trace, "fr"), plots.trace_lines(trace)):
+        parts = [figure.layout.xaxis.ticktext or ()]
+        parts += [d.x if d.x is not None else () for d in figure.data]
+        parts += [d.y if d.y is not None else () for d in figure.data]
+        shown = " ".join(str(v) for part in parts for v in part)
+        assert "&lt;b&gt;" in shown and "x&amp;y" in shown, shown
+        assert "<b>" not in shown and "<a " not in shown

@@ -21,8 +21,13 @@ PROMPT_LINE = {"color": "#adb5bd", "dash": "dot", "width": 2}
 
 
 def _labels(trace: Trace) -> list[str]:
-    """Unique tick labels: the token, made visible, with its position."""
-    return [f"{i}: {t.replace(chr(10), '⏎').strip() or '␣'}" for i, t in enumerate(trace.tokens)]
+    """Unique tick labels: the token, made visible, with its position; escaped, since
+    Plotly reads tags in labels (a token such as ``<b>`` or ``<a href=...>`` from a
+    user's text is shown as written, not as bold or a link)."""
+    return [
+        html.escape(f"{i}: {t.replace(chr(10), '⏎').strip() or '␣'}", quote=False)
+        for i, t in enumerate(trace.tokens)
+    ]
 
 
 @functools.lru_cache(maxsize=1)
