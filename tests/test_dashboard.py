@@ -683,3 +683,29 @@ def test_text_from_a_link_is_never_markup_on_any_page(query):
         at.switch_page(f"routes/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert _raw_markup(at) == [], page
+
+
+def test_a_run_folder_and_corpus_named_as_markup_are_plain_text_on_every_page(
+    run_folder, tmp_path
+):
+    """Names read from the disk (a run folder, the corpus it records) reach every page as
+    written: a folder named like a Markdown link and a tag stays text."""
+    import shutil
+
+    named = tmp_path / PAYLOAD
+    shutil.copytree(run_folder, named)
+    meta = json.loads((named / "meta.json").read_text())
+    meta["corpus"]["name"] = PAYLOAD
+    (named / "meta.json").write_text(json.dumps(meta))
+    at = _app(None, run=str(named))
+    _ok(at)
+    assert _metrics(at)["Languages"] == "4"  # the run was opened, not refused
+    assert any("corpus m\\[click\\]" in m.value for m in at.markdown)  # shown, escaped
+    assert _raw_markup(at) == []
+    for page in [
+        *("overview", "heatmaps", "inspector", "neuron_map", "playground", "trace"),
+        *("steering", "detectors", "ablation", "tour", "share", "mask"),
+    ]:
+        at.switch_page(f"routes/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert _raw_markup(at) == [], page
