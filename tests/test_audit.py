@@ -264,11 +264,15 @@ def _nan_stats(out: Path) -> None:
 
 DAMAGES: dict[str, tuple[Any, str]] = {
     "meta.json missing": (lambda out: (out / "meta.json").unlink(), "lacks meta.json"),
-    "meta.json not JSON": (lambda out: (out / "meta.json").write_text("{"), "without its layers"),
-    "meta.json a list": (lambda out: (out / "meta.json").write_text("[]"), "without its layers"),
+    "meta.json not JSON": (lambda out: (out / "meta.json").write_text("{"), "not valid JSON"),
+    "meta.json a list": (lambda out: (out / "meta.json").write_text("[]"), "not a JSON object"),
+    "meta.json not UTF-8": (
+        lambda out: (out / "meta.json").write_bytes(b'{"layers": "\xe9"}'),
+        "not UTF-8",
+    ),
     "meta.json nested deep": (
         lambda out: (out / "meta.json").write_text("[" * 100_000),
-        "without its layers",
+        "nested too deeply",
     ),
     "counting a list": (
         lambda out: _edit(out / "meta.json", lambda m: m.update(counting=[])),
@@ -292,7 +296,7 @@ DAMAGES: dict[str, tuple[Any, str]] = {
     ),
     "layers zero": (
         lambda out: _edit(out / "meta.json", lambda m: m.update(layers=0)),
-        "without its layers",
+        "'layers' is 0, not a positive whole number",
     ),
     "neurons.json missing": (lambda out: (out / "neurons.json").unlink(), "lacks neurons.json"),
     "neurons a list": (
@@ -324,7 +328,7 @@ DAMAGES: dict[str, tuple[Any, str]] = {
     "statistics missing": (lambda out: (out / "stats.safetensors").unlink(), "lacks stats"),
     "statistics garbage": (
         lambda out: (out / "stats.safetensors").write_bytes(b"garbage"),
-        "unreadable results",
+        "stats.safetensors' is unreadable",
     ),
     "statistics NaN": (_nan_stats, "not finite"),
 }

@@ -641,7 +641,7 @@ def test_a_run_folder_with_broken_files_is_one_clear_line(tiny_run, tmp_path, ca
     (broken / "meta.json").write_text(json.dumps(meta))
     assert main(["show", str(broken)]) == 2
     err = capsys.readouterr().err
-    assert "without its layers" in err and len(err.strip().splitlines()) == 1
+    assert "'layers' is missing" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_full_disk_while_writing_the_matrix_is_one_clear_line(

@@ -685,9 +685,7 @@ def test_text_from_a_link_is_never_markup_on_any_page(query):
         assert _raw_markup(at) == [], page
 
 
-def test_a_run_folder_and_corpus_named_as_markup_are_plain_text_on_every_page(
-    run_folder, tmp_path
-):
+def test_a_run_folder_and_corpus_named_as_markup_are_plain_text_on_every_page(run_folder, tmp_path):
     """Names read from the disk (a run folder, the corpus it records) reach every page as
     written: a folder named like a Markdown link and a tag stays text."""
     import shutil

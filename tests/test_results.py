@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -155,7 +156,10 @@ def test_files_of_the_folder_that_a_run_does_not_write_are_kept(tiny_model, tmp_
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda out: _edit(out / "meta.json", lambda m: m.pop("layers")), "without its layers"),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m.pop("layers")),
+            "'layers' is missing, not a positive whole number",
+        ),
         (
             lambda out: _edit(
                 out / "neurons.json",
@@ -182,7 +186,10 @@ def test_files_of_the_folder_that_a_run_does_not_write_are_kept(tiny_model, tmp_
             lambda out: _edit(out / "meta.json", lambda m: m["counting"]["tokens"].update(en=5)),
             "token counts differ",
         ),
-        (lambda out: (out / "stats.safetensors").write_bytes(b"garbage"), "unreadable results"),
+        (
+            lambda out: (out / "stats.safetensors").write_bytes(b"garbage"),
+            "stats.safetensors' is unreadable (Error while deserializing header",
+        ),
         (
             lambda out: _edit(out / "meta.json", lambda m: m.update(counting=[])),
             "'counting' is not",
@@ -212,8 +219,30 @@ def test_files_of_the_folder_that_a_run_does_not_write_are_kept(tiny_model, tmp_
             ),
             "repeats a neuron",
         ),
-        (lambda out: (out / "neurons.json").write_text("[" * 200_000), "unreadable results"),
-        (lambda out: (out / "meta.json").write_text("[" * 200_000), "without its layers"),
+        (
+            lambda out: (out / "neurons.json").write_text("[" * 200_000),
+            "neurons.json' is unreadable (nested too deeply)",
+        ),
+        (
+            lambda out: (out / "meta.json").write_text("[" * 200_000),
+            "meta.json' is unreadable (nested too deeply)",
+        ),
+        (
+            lambda out: (out / "meta.json").write_text('{"layers": 2,'),
+            "meta.json' is unreadable (not valid JSON: Expecting",
+        ),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m.update(neurons=True)),
+            "'neurons' is True, not a positive whole number",
+        ),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m.update(languages="en,fr")),
+            "'languages' is 'en,fr', not a list of language codes",
+        ),
+        (
+            lambda out: _edit(out / "meta.json", lambda m: m["counting"]["tokens"].update(en="x")),
+            "'counting' tokens are not whole numbers",
+        ),
         (lambda out: _edit_stats(out, "activation_sum", float("nan")), "not finite"),
         (lambda out: _edit_stats(out, "activation_sq_sum", float("inf")), "not finite"),
     ],
@@ -222,7 +251,7 @@ def test_a_folder_whose_files_disagree_is_refused(tiny_model, tmp_path, damage, 
     out = tmp_path / "run"
     compute(tiny_model, ["en", "fr"], out_dir=out, **SMALL)
     damage(out)
-    with pytest.raises(ResultsError, match=message):
+    with pytest.raises(ResultsError, match=re.escape(message)):
         read_run(out)
 
 

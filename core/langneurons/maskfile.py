@@ -91,6 +91,13 @@ def config_shape(path: str | Path | dict[str, Any]) -> tuple[int, int]:
     return int(layers), int(width)
 
 
+SAVE_AS = (
+    "A mask is a list over languages of lists over layers of 1-D integer tensors: "
+    "torch.save([[torch.tensor([3, 17]), ...], ...], 'mask.pth')."
+)
+"""What to do, said after a malformed mask's error."""
+
+
 @dataclass
 class MaskFile:
     """A neuron mask read without its model: per language, per layer, the neurons."""
@@ -121,14 +128,17 @@ class MaskFile:
                 f"given ({', '.join(languages)}): name one code per language, in the mask's order."
             )
         if len(set(languages)) != len(languages):
-            raise ResultsError(f"Language codes repeat: {', '.join(languages)}.")
+            raise ResultsError(
+                f"Language codes repeat: {', '.join(languages)}; name each of the mask's "
+                "languages once, in its order."
+            )
         checked: list[list[torch.Tensor]] = []
         for code, per_layer in zip(languages, masks, strict=True):
             layers_of_code = []
             for layer, idx in enumerate(per_layer):
                 not_indices = ResultsError(
                     f"{where}: the {code} entry, layer {layer}, is not a list of whole "
-                    "neuron indices (a 1-D integer tensor)."
+                    f"neuron indices (a 1-D integer tensor). {SAVE_AS}"
                 )
                 try:
                     tensor = torch.as_tensor(idx)
@@ -145,17 +155,25 @@ class MaskFile:
                 if unique.numel() != tensor.numel():
                     raise ResultsError(
                         f"{where}: the {code} entry, layer {layer}, names a neuron twice; a "
-                        "mask lists each neuron once."
+                        "mask lists each neuron once (save torch.unique of the indices)."
                     )
                 layers_of_code.append(unique)
             checked.append(layers_of_code)
         layers = {len(m) for m in checked}
         if len(layers) != 1 or not checked or not checked[0]:
-            raise ResultsError(f"{where}: its languages have different numbers of layers.")
+            raise ResultsError(
+                f"{where}: its languages have different numbers of layers (or none); every "
+                f"language lists every layer, an empty tensor where it has no neuron. {SAVE_AS}"
+            )
         num_layers = layers.pop()
         largest = max((int(i.max()) for m in checked for i in m if i.numel()), default=-1)
-        if any(int(i.min()) < 0 for m in checked for i in m if i.numel()):
-            raise ResultsError(f"{where} holds negative neuron indices.")
+        for code, per_layer in zip(languages, checked, strict=True):
+            for layer, idx in enumerate(per_layer):
+                if idx.numel() and int(idx.min()) < 0:
+                    raise ResultsError(
+                        f"{where}: the {code} entry, layer {layer}, holds negative neuron "
+                        f"indices ({int(idx.min())}); indices count from 0. {SAVE_AS}"
+                    )
         if largest >= MOST_NEURONS:
             raise ResultsError(
                 f"{where} names neuron {largest}; no model has {MOST_NEURONS:,} or more MLP "

@@ -258,6 +258,60 @@ def _check_neurons(
             raise _shape_error(folder, f"neurons.json's {code} 'total' is not its neurons' count")
 
 
+RECOMPUTE = "Recompute the run with `langneurons compute ... --out DIR`."
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception in a few words, for a message of one line."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, KeyError):
+        return f"{exc.args[0]!r} is missing" if exc.args else "a part is missing"
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+
+
+def _read_json(folder: Path, name: str) -> Any:
+    """``folder/name`` parsed, or one line naming the file and what is wrong with it."""
+    path = folder / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        reason = "not UTF-8 text"
+    except ValueError as exc:
+        reason = f"not valid JSON: {_reason(exc)}"
+    except (OSError, RecursionError) as exc:
+        reason = _reason(exc)
+    raise ResultsError(
+        f"{str(path)!r} is unreadable ({reason}): it was cut short, edited, or not written "
+        f"by LangNeurons. {RECOMPUTE}"
+    )
+
+
+def _check_shape_fields(folder: Path, meta: Any) -> dict[str, Any]:
+    """``meta.json``'s content with its shape fields checked one by one: ``layers`` and
+    ``neurons`` positive whole numbers, ``languages`` a non-empty list of text."""
+    where = repr(str(folder / "meta.json"))
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{where} is not a JSON object. {RECOMPUTE}")
+    for field in ("layers", "neurons"):
+        value = meta.get(field)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            found = "missing" if field not in meta else f"{value!r}"[:40]
+            raise ResultsError(
+                f"{where}: {field!r} is {found}, not a positive whole number (the model's "
+                f"{'layers' if field == 'layers' else 'MLP neurons per layer'}). {RECOMPUTE}"
+            )
+    languages = meta.get("languages")
+    if not (
+        isinstance(languages, list) and languages and all(isinstance(c, str) for c in languages)
+    ):
+        found = "missing" if "languages" not in meta else f"{languages!r}"[:40]
+        raise ResultsError(
+            f"{where}: 'languages' is {found}, not a list of language codes. {RECOMPUTE}"
+        )
+    return meta
+
+
 def _check_meta(folder: Path, meta: dict[str, Any], languages: list[str]) -> None:
     """``meta.json``'s languages are distinct language codes (they reach pages and
     links) and its records are objects where the readers expect objects."""
@@ -268,13 +322,13 @@ def _check_meta(folder: Path, meta: dict[str, Any], languages: list[str]) -> Non
         parse_languages(languages)
     except CorpusError as exc:
         raise ResultsError(
-            f"{str(folder)!r} has a meta.json whose languages are wrong: {exc}"
+            f"{str(folder / 'meta.json')!r}: 'languages' is wrong: {exc} {RECOMPUTE}"
         ) from exc
     for field in ("model", "counting", "selection", "corpus"):
         if field in meta and not isinstance(meta[field], dict):
             raise ResultsError(
-                f"{str(folder)!r} has a meta.json whose {field!r} is not an object; it was not "
-                "written by LangNeurons, or was edited. Recompute it."
+                f"{str(folder / 'meta.json')!r}: {field!r} is not an object; it was edited or "
+                f"not written by LangNeurons. {RECOMPUTE}"
             )
 
 
@@ -288,18 +342,24 @@ def _check_statistics(
         shape = tuple(getattr(statistics, name).shape)
         if shape != (layers, width, k):
             raise _shape_error(
-                folder, f"{name} is {list(shape)} but meta.json says {[layers, width, k]}"
+                folder,
+                f"stats.safetensors's {name} is {list(shape)} but meta.json says "
+                f"{[layers, width, k]}",
             )
     for name in ("activation_sum", "activation_sq_sum"):
         if not bool(torch.isfinite(getattr(statistics, name)).all()):
-            raise _shape_error(folder, f"{name} holds values that are not finite (NaN or inf)")
+            raise _shape_error(
+                folder, f"stats.safetensors's {name} holds values that are not finite (NaN or inf)"
+            )
     if tuple(statistics.tokens.shape) != (k,) or bool((statistics.tokens <= 0).any()):
-        raise _shape_error(folder, "the token counts are missing or not positive")
+        raise _shape_error(folder, "stats.safetensors's token counts are missing or not positive")
     if bool((statistics.over_zero > statistics.tokens).any()):
-        raise _shape_error(folder, "some counts exceed the tokens counted")
+        raise _shape_error(folder, "stats.safetensors holds counts above the tokens counted")
     recorded = (meta.get("counting") or {}).get("tokens")
     if isinstance(recorded, dict) and recorded:
         counted = dict(zip(statistics.languages, statistics.tokens.tolist(), strict=True))
+        if not all(type(v) is int for v in recorded.values()):
+            raise _shape_error(folder, "meta.json's 'counting' tokens are not whole numbers")
         if {c: int(v) for c, v in recorded.items() if c in counted} != {
             c: counted[c] for c in recorded if c in counted
         }:
@@ -326,36 +386,21 @@ def read_run(path: str | Path) -> Run:
             f"{str(folder)!r} is not a folder with results of `langneurons compute`."
             + interrupted_hint(folder.absolute())
         )
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        meta = {}
-    if not isinstance(meta, dict):
-        meta = {}
-    needed = FILES[1:3] if meta.get("imported") else FILES[:3]
-    missing = [name for name in needed if not (folder / name).is_file()]
+    raw = _read_json(folder, "meta.json") if (folder / "meta.json").is_file() else {}
+    imported = isinstance(raw, dict) and raw.get("imported")
+    missing = [
+        name for name in (FILES[1:3] if imported else FILES[:3]) if not (folder / name).is_file()
+    ]
     if missing:
         raise ResultsError(
             f"{str(folder)!r} lacks {', '.join(missing)}: it is not a complete run. "
             "Run `langneurons compute ... --out` into it again."
         )
-    layers, width, languages = meta.get("layers"), meta.get("neurons"), meta.get("languages")
-    if not (
-        isinstance(layers, int)
-        and isinstance(width, int)
-        and layers > 0
-        and width > 0
-        and isinstance(languages, list)
-        and languages
-        and all(isinstance(c, str) for c in languages)
-    ):
-        raise ResultsError(
-            f"{str(folder)!r} has a meta.json without its layers, neurons or languages; "
-            "it was not written by LangNeurons, or was edited. Recompute it."
-        )
+    meta = _check_shape_fields(folder, raw)
+    layers, width, languages = meta["layers"], meta["neurons"], meta["languages"]
     _check_meta(folder, meta, languages)
+    neurons = _read_json(folder, "neurons.json")
     try:
-        neurons = json.loads((folder / "neurons.json").read_text(encoding="utf-8"))
         statistics = None
         if not meta.get("imported"):
             tensors = load_file(str(folder / "stats.safetensors"))
@@ -370,7 +415,8 @@ def read_run(path: str | Path) -> Run:
             )
     except (SafetensorError, KeyError, ValueError, OSError, TypeError, RecursionError) as exc:
         raise ResultsError(
-            f"{str(folder)!r} holds unreadable results ({exc}). Recompute them."
+            f"{str(folder / 'stats.safetensors')!r} is unreadable ({_reason(exc)}): it was "
+            f"cut short or edited. {RECOMPUTE}"
         ) from exc
     if not isinstance(neurons, dict):
         raise _shape_error(folder, "neurons.json is not a JSON object")
@@ -403,5 +449,8 @@ def read_mask(path: str | Path | bytes, name: str = "") -> list[list[torch.Tenso
             f"{str(exc).splitlines()[0][:160]})."
         ) from exc
     if not isinstance(masks, list) or not all(isinstance(m, list) for m in masks):
-        raise ResultsError(f"{label!r} is not a list over languages of lists over layers.")
+        raise ResultsError(
+            f"{label!r} is not a list over languages of lists over layers. A mask is saved "
+            "as torch.save([[torch.tensor([3, 17]), ...], ...], 'mask.pth')."
+        )
     return masks
