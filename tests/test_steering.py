@@ -257,3 +257,31 @@ def test_fluency_is_judged_against_the_looser_of_the_unmodified_and_the_native_t
     assert fluent_own.fluency_bar("hi").max_nll == pytest.approx(3.2)
     frame = judged.references_frame()
     assert frame.loc[0, "native_nll"] == 2.9 and frame.loc[0, "max_nll"] == pytest.approx(3.9)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d.update(nll="low"),
+        lambda d: d.update(nll=float("nan")),
+        lambda d: d.update(outputs={"a": 1}),
+        lambda d: d["outputs"][0].update(text=None),
+        lambda d: d["outputs"][0].update(tokens=["x"]),
+        lambda d: d["outputs"].__setitem__(0, "text"),
+    ],
+)
+def test_a_damaged_cache_cell_is_computed_again_not_a_failure(tiny_model, tiny_run, damage):
+    from pathlib import Path
+
+    whole = _sweep(tiny_model, tiny_run, strengths=[0, 1], targets=["fr"])
+    folder = Path(whole.settings["cache"])
+    cells = sorted(folder.glob("fr_1_*.json"))
+    assert cells, list(folder.iterdir())
+    document = json.loads(cells[0].read_text())
+    damage(document)
+    cells[0].write_text(json.dumps(document))
+    events = []
+    again = _sweep(tiny_model, tiny_run, strengths=[0, 1], targets=["fr"], progress=events.append)
+    made = [e.message for e in events if e.stage == "steer" and e.message.endswith("done")]
+    assert made == ["fr x1 (all): done"]  # that cell alone, made again
+    assert again.to_json()["rows"] == whole.to_json()["rows"]

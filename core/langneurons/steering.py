@@ -54,6 +54,7 @@ __all__ = [
 import functools
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -182,7 +183,28 @@ def _read(path: Path) -> dict[str, Any] | None:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None  # missing or unreadable: computed again and overwritten
-    return document if isinstance(document, dict) and "outputs" in document else None
+    return document if _is_cell(document) else None
+
+
+def _is_cell(document: Any) -> bool:
+    """Whether a cached cell has the shape :func:`score_cell` reads: ``outputs`` of
+    prompt and text strings and whole token ids, and a finite ``nll``.  Anything else (an
+    edited or foreign file) is computed again rather than failing the sweep."""
+    if not isinstance(document, dict) or not isinstance(document.get("outputs"), list):
+        return False
+    nll = document.get("nll")
+    if isinstance(nll, bool) or not isinstance(nll, int | float) or not math.isfinite(nll):
+        return False
+    for item in document["outputs"]:
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("prompt"), str)
+            and isinstance(item.get("text"), str)
+            and isinstance(item.get("tokens"), list)
+            and all(type(t) is int for t in item["tokens"])
+        ):
+            return False
+    return True
 
 
 def _continue(
