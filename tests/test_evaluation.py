@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -62,3 +63,69 @@ def test_diagonal_ratio_of_a_hand_made_matrix():
 def test_too_little_held_out_text_is_explained(tiny_model):
     with pytest.raises(CorpusError, match="held-out tokens"):
         eval_windows(tiny_model, "Hi.", seq_len=64, max_tokens=None, language="en")
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda d: d.update(languages=["en", "en"]), "listed twice"),
+        (lambda d: d.update(languages="en,de"), "'languages'"),
+        (lambda d: d["base"].update(en="low"), "'base'['en'] is not a number"),
+        (lambda d: d["base"].update(en=float("nan")), "'base'['en'] is not finite"),
+        (lambda d: d["base"].pop("de"), "'base' is not one NLL per language"),
+        (lambda d: d.update(deactivated=[]), "'deactivated' is not one row"),
+        (lambda d: d["deactivated"]["en"].update(de=None), "'deactivated'['en']['de']"),
+    ],
+)
+def test_a_damaged_ablation_matrix_names_its_field(damage, says):
+    import copy
+
+    from langneurons.errors import ResultsError
+
+    good = {
+        "languages": ["en", "de"],
+        "base": {"en": 2.0, "de": 3.0},
+        "deactivated": {"en": {"en": 4.0, "de": 3.1}, "de": {"en": 2.1, "de": 5.0}},
+    }
+    assert AblationMatrix.from_json(good).diagonal_ratio() > 1
+    document = copy.deepcopy(good)
+    damage(document)
+    with pytest.raises(ResultsError, match=re.escape(says)):
+        AblationMatrix.from_json(document)
+
+
+def test_the_ablation_cache_recomputes_a_damaged_entry_and_says_a_failed_write(
+    tiny_model, tmp_path, monkeypatch
+):
+    import json
+
+    import langneurons.evaluation as evaluation
+    from langneurons.evaluation import cached_ablation_matrix
+
+    monkeypatch.setenv("LANGNEURONS_CACHE", str(tmp_path))
+    corpus = load_corpus("udhr", ["en", "de"])
+    masks = [[torch.tensor([0, 1])] * tiny_model.num_layers] * 2
+    first = cached_ablation_matrix(tiny_model, masks, ["en", "de"], corpus, max_tokens=40)
+    (entry,) = (tmp_path / "ablation").glob("*.json")
+    document = json.loads(entry.read_text())
+    document["base"]["en"] = "broken"
+    entry.write_text(json.dumps(document))
+    events = []
+    again = cached_ablation_matrix(
+        tiny_model, masks, ["en", "de"], corpus, max_tokens=40, progress=events.append
+    )
+    assert again.base == first.base  # computed again, not read as "broken"
+    assert any(e.stage == "evaluate" for e in events)
+    assert json.loads(entry.read_text())["base"]["en"] == first.base["en"]  # repaired
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    entry.unlink()
+    monkeypatch.setattr(evaluation, "write_json_file", full)
+    events.clear()
+    cached_ablation_matrix(
+        tiny_model, masks, ["en", "de"], corpus, max_tokens=40, progress=events.append
+    )
+    said = [e.message for e in events if e.stage == "cache"]
+    assert len(said) == 1 and "No space left on device" in said[0] and "kept" in said[0]

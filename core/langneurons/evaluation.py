@@ -12,7 +12,6 @@ the finding that language neurons matter for their language.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from .atomic import write_json_file
 from .corpus import DEFAULT_EVAL_FRACTION, Corpus, bos_windows, text_ids
-from .errors import CorpusError
+from .errors import CorpusError, LangNeuronsError
 from .interventions import Intervention, apply, deactivate, language_neurons
 from .models import LoadedModel
 from .paths import cache_dir
@@ -159,12 +158,43 @@ class AblationMatrix:
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> AblationMatrix:
-        """Read the JSON document back (``langneurons ablation --out`` writes one)."""
+        """Read the JSON document back (``langneurons ablation --out`` writes one),
+        checked field by field: ``languages`` distinct codes, ``base`` a finite NLL per
+        language, ``deactivated`` a finite NLL per pair.  A ``ResultsError`` names the
+        field that is wrong."""
+        from .corpus import parse_languages
+        from .errors import LangNeuronsError, ResultsError
+
+        def numbers(value: Any, field: str) -> dict[str, float]:
+            if not isinstance(value, Mapping) or set(value) != set(codes):
+                raise ResultsError(
+                    f"The ablation matrix's {field} is not one NLL per language "
+                    f"({', '.join(codes)}); write it again with `langneurons ablation --out`."
+                )
+            for code, number in value.items():
+                if isinstance(number, bool) or not isinstance(number, int | float):
+                    raise ResultsError(f"The ablation matrix's {field}[{code!r}] is not a number.")
+                if not math.isfinite(number):
+                    raise ResultsError(f"The ablation matrix's {field}[{code!r}] is not finite.")
+            return {code: float(value[code]) for code in codes}
+
+        if not isinstance(document, Mapping):
+            raise ResultsError("The ablation matrix is not a JSON object.")
+        try:
+            codes = parse_languages(list(document.get("languages") or []))
+        except (LangNeuronsError, TypeError, AttributeError) as exc:
+            raise ResultsError(f"The ablation matrix's 'languages' are wrong: {exc}") from exc
+        deactivated = document.get("deactivated")
+        if not isinstance(deactivated, Mapping) or set(deactivated) != set(codes):
+            raise ResultsError(
+                "The ablation matrix's 'deactivated' is not one row per language; write it "
+                "again with `langneurons ablation --out`."
+            )
         info = {k: v for k, v in document.items() if k not in ("languages", "base", "deactivated")}
         return cls(
-            list(document["languages"]),
-            dict(document["base"]),
-            {k: dict(v) for k, v in document["deactivated"].items()},
+            codes,
+            numbers(document.get("base"), "'base'"),
+            {code: numbers(deactivated[code], f"'deactivated'[{code!r}]") for code in codes},
             info,
         )
 
@@ -255,11 +285,11 @@ def cached_ablation_matrix(
     if path.is_file():
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
-            if document.get("languages") == codes:
+            if isinstance(document, dict) and document.get("languages") == codes:
                 emit(progress, "cache", "Ablation matrix found in the cache")
                 return AblationMatrix.from_json(document)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            pass  # unreadable: recompute and overwrite
+        except (OSError, ValueError, RecursionError, LangNeuronsError):
+            pass  # unreadable or damaged: recompute and overwrite
     matrix = ablation_matrix(
         lm,
         masks,
@@ -271,6 +301,13 @@ def cached_ablation_matrix(
         max_tokens=max_tokens,
         progress=progress,
     )
-    with contextlib.suppress(OSError):  # a cache that cannot be written is skipped
+    try:
         write_json_file(path, matrix.to_json(), indent=None)
+    except OSError as exc:  # the matrix is kept; the next call computes it again
+        emit(
+            progress,
+            "cache",
+            f"Cannot cache the ablation matrix in {str(path.parent)!r} "
+            f"({exc.strerror or exc}); this result is kept, but not saved for next time.",
+        )
     return matrix
