@@ -160,6 +160,16 @@ CLI: list[Case] = [
     _c("run a user's folder", "generate|--run|{users}|--prompt|Hi|--deactivate|fr", "lacks"),
     _c("run a glob", "generate|--run|{tmp}/*|--prompt|Hi|--deactivate|fr", "not a folder"),
     _c("nothing to change", f"generate|{RUN}|{TINY}|--prompt|Hi", "Nothing to change"),
+    _c(
+        "prompt of 100,000 characters",
+        f"generate|{RUN}|{TINY}|--prompt|{'word ' * 20_000}|--neurons|0:1",
+        "4,096",
+    ),
+    _c(
+        "trace of 100,000 characters",
+        f"trace|{RUN}|{TINY}|--text|{'word ' * 20_000}",
+        "a trace reads at most",
+    ),
     _c("generate a neuron off", f"generate|{RUN}|{TINY}|--prompt|Hi|--neurons|0:1", "", 0),
     # show, merge, import-mask, trace, compare, steer-eval, ablation, bench, dashboard
     _c("show missing", "show|{tmp}/no-run", "not a folder with results"),
@@ -465,6 +475,7 @@ def test_a_damaged_run_folder(damage, places, tmp_path, capsys):
     for argv in (
         ["show", str(out)],
         ["merge", str(out), places["run"], "--out", str(tmp_path / "m")],
+        ["dashboard", "--run", str(out)],  # refused before any server starts
     ):
         status, err = _one_line(argv, capsys)
         assert status == 2 and says in err, err

@@ -707,3 +707,17 @@ def test_a_run_folder_and_corpus_named_as_markup_are_plain_text_on_every_page(ru
         at.switch_page(f"routes/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert _raw_markup(at) == [], page
+
+
+def test_a_damaged_run_folder_from_a_link_is_one_line_in_the_sidebar(run_folder, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_folder, damaged)
+    meta = json.loads((damaged / "meta.json").read_text())
+    meta["counting"] = []
+    (damaged / "meta.json").write_text(json.dumps(meta))
+    at = _app(None, run=str(damaged))
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [e.value for e in at.sidebar.error]
+    assert any("'counting' is not an object" in text for text in shown), shown
