@@ -21,7 +21,7 @@ from .engine import RowSpec, engine_for
 from .errors import LangNeuronsError
 from .interventions import Intervention, prepare
 from .langid import detect_language
-from .models import LoadedModel
+from .models import LoadedModel, context_length
 from .progress import ProgressCallback, emit
 from .trace import Trace, TraceSpec
 
@@ -29,18 +29,6 @@ from .trace import Trace, TraceSpec
 def _check_prompt(prompt: str) -> None:
     if not prompt or not prompt.strip():
         raise LangNeuronsError("The prompt is empty: give some text to continue.")
-
-
-def context_length(lm: LoadedModel) -> int | None:
-    """The most tokens ``lm`` reads at once (prompt and continuation), from its config;
-    ``None`` where the config does not say."""
-    config = lm.model.config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for name in ("max_position_embeddings", "n_positions", "seq_length"):
-        value = getattr(text, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def _encode(lm: LoadedModel, prompt: str, config: GenerationConfig) -> tuple[int, ...]:
@@ -252,10 +240,11 @@ def compare(
     steps = stream_side_by_side(lm, prompt, intervention, config, candidates, trace)
     total = config.max_new_tokens
     emit(progress, "generate", "", done=0, total=total)
-    final = SideBySide()
+    final, said = SideBySide(), 0
     for done, final in enumerate(steps, start=1):
-        if not final.done:
-            emit(progress, "generate", "", done=min(done, total), total=total)
+        if not final.done and said < min(done, total - 1):  # the last said once, below
+            said = min(done, total - 1)
+            emit(progress, "generate", "", done=said, total=total)
     emit(progress, "generate", "", done=total, total=total)
     result: dict[str, Any] = {}
     for key, text, (language, probability), traced in (

@@ -405,3 +405,15 @@ def load_model(
         model.to(resolved_device)  # type: ignore[arg-type]
     info["load_seconds"] = round(time.perf_counter() - start, 2)
     return LoadedModel.from_model(model, tokenizer, name, **info)
+
+
+def context_length(lm: LoadedModel) -> int | None:
+    """The most tokens ``lm`` reads at once (prompt and continuation), from its config;
+    ``None`` where the config does not say."""
+    config = lm.model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "seq_length"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

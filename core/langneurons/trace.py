@@ -35,7 +35,7 @@ from . import hooks
 from .corpus import token_piece
 from .errors import LangNeuronsError
 from .interventions import Intervention, apply
-from .models import LoadedModel
+from .models import LoadedModel, context_length
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -333,8 +333,6 @@ def trace_text(
     """
     if not text or not text.strip():
         raise LangNeuronsError("Nothing to trace: give some text.")
-    from .generation import context_length
-
     ids = lm.tokenizer(text)["input_ids"]
     context = context_length(lm)
     if len(ids) > max_tokens or (context is not None and len(ids) > context):
