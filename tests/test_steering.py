@@ -13,7 +13,7 @@ from langneurons.config import ConfigError
 from langneurons.errors import LangNeuronsError
 from langneurons.generation import GenerationConfig, generate, generate_batch
 from langneurons.interventions import scale
-from langneurons.langid import passes_lines
+from langneurons.langid import line_pass_rate, line_verdict
 from langneurons.pipeline import compute
 from langneurons.prompts import embedded_prompts, prompt_languages, read_prompts
 from langneurons.steering import (
@@ -54,10 +54,12 @@ def test_the_scores_on_texts_whose_answer_is_known():
     assert distinct_bigrams([[], [7]]) == 0.0
     french = "Il fait beau aujourd'hui et nous allons nous promener dans le parc."
     english = "It is a lovely day and we are going for a walk in the park today."
-    assert passes_lines(french, "fr") and not passes_lines(french, "en")
-    assert not passes_lines(f"{french}\n{english}", "fr")  # one English line fails it
-    assert passes_lines(f"{french}\nOui.", "fr")  # too short to judge: skipped
-    assert not passes_lines("", "fr")
+    assert line_verdict(french, "fr") and line_verdict(french, "en") is False
+    assert line_verdict(f"{french}\n{english}", "fr") is False  # one English line fails it
+    assert line_verdict(f"{french}\nOui.", "fr")  # too short to judge: skipped
+    assert line_verdict("", "fr") is None and line_verdict("Oui, oui.", "fr") is None
+    # Responses with no line to judge are left out of the rate, as the benchmark does.
+    assert line_pass_rate([french, f"{french}\n{english}", "Oui."], "fr") == 0.5
 
 
 def test_embedded_prompts_are_everyday_openings_in_several_languages(tmp_path):

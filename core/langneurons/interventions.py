@@ -181,15 +181,19 @@ def steer(
     mode: str = "set",
     label: str = "",
 ) -> Intervention:
-    """Set ``neurons`` to ``strength x`` their mean activation (``mode="set"``) or add it.
+    """Set ``neurons`` to ``strength x`` their mean activation (``mode="set"``), add
+    that (``"add"``), or multiply what they compute by ``1 + strength`` (``"scale"``).
 
     ``mean_activation`` is the target language's mean value per neuron, ``[layers,
     neurons]`` (``Statistics.mean_activation()[..., k]``).
     """
-    if mode not in ("set", "add"):
-        raise InterventionError(f"Steering mode must be 'set' or 'add', got {mode!r}.")
+    if mode not in ("set", "add", "scale"):
+        raise InterventionError(f"Steering mode must be 'set', 'add' or 'scale', got {mode!r}.")
+    values: Any = 1.0 + float(strength)
+    if mode != "scale":
+        values = lambda layer, idx: strength * mean_activation[layer, idx]  # noqa: E731
     return Intervention(
-        _edits(neurons, mode, lambda layer, idx: strength * mean_activation[layer, idx]),
+        _edits(neurons, mode, values),
         (("steer", label or "neurons"), ("strength", float(strength)), ("mode", mode)),
     )
 

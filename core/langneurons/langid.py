@@ -9,6 +9,8 @@ paragraphs is measured by the tests and stated in docs/limits.md.
 from __future__ import annotations
 
 import copy
+import re
+import string
 import threading
 from collections.abc import Iterable
 from functools import lru_cache
@@ -61,25 +63,62 @@ def detect_language(text: str, candidates: Iterable[str] | None = None) -> tuple
     return str(code), float(probability)
 
 
-MIN_LINE_WORDS = 5
-MIN_LINE_CHARS = 15
-"""A line is judged on its own when it has this many words or characters."""
+LINE_MIN_TOKENS = 5
+"""A line is judged when it has this many tokens (words; for Chinese and Japanese, the
+estimate of :func:`line_tokens`): the Language Confusion Benchmark's cut."""
+LINE_MIN_PROBABILITY = 0.3
+"""A line counts as identified only above this probability (the benchmark's threshold on
+fastText's score); below it, as an unknown language."""
+
+_DROPPED = str.maketrans("", "", string.punctuation + "،")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]+")
+_PIECES = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]+|[^\W_]+|\S"
+)
 
 
-def identified_as(text: str, target: str) -> bool:
-    """Whether ``text`` as a whole is identified as ``target`` (among every language)."""
-    code, _ = detect_language(text)
-    return code == target
+def normalize_lines(text: str) -> list[str]:
+    """The benchmark's normalisation, then its lines: the text up to a new ``Q:`` turn,
+    stripped, without ASCII punctuation or the Arabic comma, a dash as a space, split at
+    line breaks."""
+    text = text.split("\nQ:")[0].strip().translate(_DROPPED).replace("\u2014", " ")
+    return text.split("\n")
 
 
-def passes_lines(text: str, target: str) -> bool:
-    """Every line long enough to judge is identified as ``target`` (the whole text when
-    no line is long enough); empty text fails: the Language Confusion Benchmark's
-    line-level pass."""
-    lines = [line.strip() for line in text.splitlines()]
+def line_tokens(line: str, target: str) -> int:
+    """How many tokens the benchmark counts in ``line``: words between spaces; for
+    Chinese and Japanese (written without spaces) an estimate of a word segmenter's
+    count: each run of ideographs or kana counts one token per two characters, each
+    other word or sign one (the cut at five agrees with jieba's and MeCab's counts on
+    99.5% of the benchmark's Japanese and Chinese lines; docs/steering.md)."""
+    if target not in ("ja", "zh"):
+        return len(line.split())
+    pieces = _PIECES.findall(line)
+    count = sum(-(-len(p) // 2) if _CJK.fullmatch(p) else 1 for p in pieces)
+    return count + (line.count(" ") if target == "zh" else 0)
+
+
+def line_verdict(text: str, target: str) -> bool | None:
+    """The Language Confusion Benchmark's line-level check of one response (Marchisio et
+    al. 2024): normalised and split into lines, lines under :data:`LINE_MIN_TOKENS`
+    tokens ignored; ``True`` when every remaining line is identified as ``target``
+    (above :data:`LINE_MIN_PROBABILITY`), ``False`` when one is not, ``None`` when no
+    line is long enough to judge (the benchmark skips such a response)."""
     judged = [
-        line for line in lines if len(line.split()) >= MIN_LINE_WORDS or len(line) >= MIN_LINE_CHARS
+        line for line in normalize_lines(text) if line_tokens(line, target) >= LINE_MIN_TOKENS
     ]
     if not judged:
-        judged = [text.strip()] if text.strip() else []
-    return bool(judged) and all(identified_as(line, target) for line in judged)
+        return None
+    for line in judged:
+        code, probability = detect_language(line)
+        if code != target or probability <= LINE_MIN_PROBABILITY:
+            return False
+    return True
+
+
+def line_pass_rate(texts: Iterable[str], target: str) -> float:
+    """Share of the judged responses whose every line is in ``target``: the benchmark's
+    line-level pass rate (responses with no line to judge are left out; 1.0 when none
+    is judged, as the benchmark's code gives)."""
+    verdicts = [v for v in (line_verdict(t, target) for t in texts) if v is not None]
+    return sum(verdicts) / len(verdicts) if verdicts else 1.0

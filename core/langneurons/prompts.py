@@ -63,13 +63,32 @@ def prompt_languages() -> tuple[str, ...]:
 
 
 def embedded_prompts(language: str = "en") -> list[str]:
-    """The embedded everyday sentence openings of ``language`` (22 per language)."""
+    """The embedded everyday sentence openings of ``language`` (22 per language: the
+    tuning half, then the held-out half of :func:`prompt_split`)."""
     if language not in prompt_languages():
         raise LangNeuronsError(
             f"No embedded prompts for {language!r}; there are: {', '.join(prompt_languages())}. "
             "Or give a file with one prompt per line (--prompts FILE)."
         )
     return read_prompts(assets_dir() / "prompts" / f"{language}.txt")
+
+
+HELD_OUT_MARK = "# held-out"
+"""The line of an embedded openings file after which its held-out openings follow."""
+
+
+def prompt_split(language: str = "en") -> tuple[list[str], list[str]]:
+    """The embedded openings of ``language`` as ``(tuning, held_out)``: the lines above
+    the file's ``# held-out`` line choose steering recipes, those below report them
+    (never used to choose)."""
+    embedded_prompts(language)  # a clear error for a language without openings
+    path = assets_dir() / "prompts" / f"{language}.txt"
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    if HELD_OUT_MARK not in lines:
+        raise LangNeuronsError(f"{str(path)!r} has no {HELD_OUT_MARK!r} line.")
+    cut = lines.index(HELD_OUT_MARK)
+    keep = [(i, line) for i, line in enumerate(lines) if line and not line.startswith("#")]
+    return [line for i, line in keep if i < cut], [line for i, line in keep if i > cut]
 
 
 def read_prompts(path: str | Path) -> list[str]:

@@ -40,6 +40,9 @@ from .stats import Statistics
 
 RUN_FORMAT = "langneurons-run/1"
 FILES = ("stats.safetensors", "meta.json", "neurons.json", "activation_mask.pth")
+RECIPES_FILE = "recipes.json"
+"""Steering recipes found for a run (written by ``steer-eval --search``): they belong to
+its neurons, so a run written again into the folder does not carry them over."""
 
 
 @dataclass
@@ -179,7 +182,9 @@ def _write(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]) ->
     """:func:`~langneurons.outputs.write_folder` for a run: the run files of an earlier
     run are never carried into the new one (samples belong to their own statistics)."""
     try:
-        return write_folder(out_dir, writers, never_carried=frozenset((*FILES, SAMPLES_FILE)))
+        return write_folder(
+            out_dir, writers, never_carried=frozenset((*FILES, SAMPLES_FILE, RECIPES_FILE))
+        )
     except SafetensorError as exc:
         raise ResultsError(
             f"Cannot write results into {str(out_dir)!r}: {exc}. Free disk space or choose "

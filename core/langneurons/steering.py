@@ -8,10 +8,11 @@ range, and scores every cell (target, strength, layers):
 
 - ``success``: share of outputs identified as the target language (py3langid, all its
   languages; the whole continuation);
-- ``line_pass_rate``: share of outputs whose every line is identified as the target (the
-  Language Confusion Benchmark's line-level pass rate; lines shorter than
-  :data:`~langneurons.langid.MIN_LINE_WORDS` words and ``MIN_LINE_CHARS`` characters are
-  skipped);
+- ``line_pass_rate``: the Language Confusion Benchmark's line-level pass rate (Marchisio
+  et al. 2024; :func:`~langneurons.langid.line_verdict`): each output normalised and
+  split into lines, lines under five words (estimated words for Chinese and Japanese)
+  ignored, an output passing when every other line is identified as the target; outputs
+  with no line to judge are left out;
 - ``nll``: mean negative log-likelihood per token of the outputs under the unmodified
   model, each scored on its own after BOS (not after its prompt, so a switch of language
   is not counted as disfluency): a fluency proxy;
@@ -55,7 +56,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ from .steering_cells import (
 )
 from .workflows import NothingToChange, intervention_for
 
-STEER_MODES = ("set", "add")
+STEER_MODES = ("set", "add", "scale")
 CELL_FORMAT = 2
 """Version of the cached cells: raised when the same settings would now give other texts
 (2: a character left incomplete at the token limit is dropped from the text)."""
@@ -110,7 +111,8 @@ class SteeringConfig:
     byte_guard: bool = setting(True, "never emit byte tokens that break a UTF-8 character")
     mode: str = "set"
     """``set``: the target's neurons take ``strength x`` their mean activation; ``add``:
-    that is added to what they compute."""
+    that is added to what they compute; ``scale``: what they compute is multiplied by
+    ``1 + strength``."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -255,12 +257,15 @@ def steering_sweep(
     use_cache: bool = True,
     progress: ProgressCallback | None = None,
     native_references: bool = True,
+    native_prompts: Mapping[str, Sequence[str]] | None = None,
 ) -> SteeringSweep:
     """Steer ``prompts`` (default: the embedded English openings) towards each of
     ``targets`` at each of ``strengths`` and ``layers`` (``"A-B"`` or ``None`` for all)
     and score each cell (see the module's docstring).  ``native_references=False`` skips
     the model's own text in each target (for a caller that reads success only; the
-    recommendation then judges fluency against the unmodified outputs alone).
+    recommendation then judges fluency against the unmodified outputs alone);
+    ``native_prompts`` gives a target's own openings for its native reference (default:
+    as many of its embedded openings as there are prompts).
 
     >>> from langneurons import compute
     >>> from langneurons.selection import LapeConfig
@@ -293,18 +298,12 @@ def steering_sweep(
     said_cache = False
     for done, (target, strength, layer_name) in enumerate(plan):
         unmodified = target == "baseline" or layer_name == NATIVE
-        # The reference has as many openings as the sweep has prompts (up to the 22 there are).
-        own = embedded_prompts(target)[: len(prompts)] if layer_name == NATIVE else prompts
+        own = _native_prompts(target, prompts, native_prompts) if layer_name == NATIVE else prompts
         path = folder / f"{target}_{strength:g}_{layer_name}.json"
         if unmodified:  # shared by every run of this model: keyed by the prompts only
             path = folder.parent / f"{_baseline_digest(lm, own, config)}.json"
         found = _read(path) if use_cache else None
-        if target == "baseline":
-            label = "unmodified"
-        elif layer_name == NATIVE:
-            label = f"{target} written by the unmodified model (reference)"
-        else:
-            label = f"{target} x{strength:g} ({layer_name})"
+        label = _label(target, strength, layer_name)
         if found is not None:
             emit(progress, "cache", f"{label}: found in the cache", done=done + 1, total=len(plan))
             documents[(target, strength, layer_name)] = found
@@ -341,6 +340,24 @@ def steering_sweep(
     }
     references = {t: score_cell(t, 0.0, NATIVE, documents[(t, 0.0, NATIVE)]) for t in native}
     return SteeringSweep(cells, settings, references)
+
+
+def _native_prompts(
+    target: str, prompts: Sequence[str], given: Mapping[str, Sequence[str]] | None
+) -> list[str]:
+    """A target's own openings for its native reference: those ``given``, or as many of
+    its embedded openings as the sweep has prompts (up to the 22 there are)."""
+    own = (given or {}).get(target)
+    return list(own) if own else embedded_prompts(target)[: len(prompts)]
+
+
+def _label(target: str, strength: float, layer_name: str) -> str:
+    """A cell in words, for progress."""
+    if target == "baseline":
+        return "unmodified"
+    if layer_name == NATIVE:
+        return f"{target} written by the unmodified model (reference)"
+    return f"{target} x{strength:g} ({layer_name})"
 
 
 def _cells(

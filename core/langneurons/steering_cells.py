@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .langid import detect_language, passes_lines
+from .langid import detect_language, line_verdict
 
 FLUENCY_NLL_RISE = 1.0
 """A strength keeps fluency while its outputs' NLL stays within this many nats per token
@@ -180,6 +180,13 @@ class SteeringSweep:
         return chosen
 
 
+def _rate(verdicts: Sequence[bool | None]) -> float:
+    """The benchmark's line pass rate over responses: those with no line to judge are
+    left out; 1.0 when none is judged."""
+    judged = [v for v in verdicts if v is not None]
+    return sum(judged) / len(judged) if judged else 1.0
+
+
 def score_cell(target: str, strength: float, layers: str, document: dict[str, Any]) -> SteeringCell:
     """Score a cell's outputs (``document`` as cached: ``outputs`` with text and tokens,
     and their ``nll``) for ``target``."""
@@ -192,7 +199,7 @@ def score_cell(target: str, strength: float, layers: str, document: dict[str, An
                 "text": item["text"],
                 "language": code,
                 "probability": round(probability, 3),
-                "lines_pass": passes_lines(item["text"], target),
+                "lines_pass": line_verdict(item["text"], target),
             }
         )
     n = len(outputs)
@@ -201,7 +208,7 @@ def score_cell(target: str, strength: float, layers: str, document: dict[str, An
         strength=strength,
         layers=layers,
         success=sum(o["language"] == target for o in outputs) / n if n else 0.0,
-        line_pass_rate=sum(o["lines_pass"] for o in outputs) / n if n else 0.0,
+        line_pass_rate=_rate([o["lines_pass"] for o in outputs]),
         nll=float(document["nll"]),
         distinct2=distinct_bigrams([item["tokens"] for item in document["outputs"]]),
         n=n,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ..config import add_arguments, from_args
 from ..errors import LangNeuronsError
 from ..generation import GenerationConfig
+from ..recipes import Recipe
+from ..results import Run
+from ..steering import STEER_MODES
 from ..trace import render_tokens
 from .common import (
     add_model_options,
@@ -42,8 +46,15 @@ def register(sub: Any) -> None:
     change.add_argument(
         "--strength",
         type=strength,
-        default=1.0,
-        help="steering strength, x the mean activation (default: 1.0)",
+        default=None,
+        help="steering strength, x the mean activation (default: the run's stored recipe for "
+        "the language, found by steer-eval --search; without one, 1.0 in all layers)",
+    )
+    change.add_argument(
+        "--mode",
+        choices=STEER_MODES,
+        default=None,
+        help="how to steer: set, add or scale (default: the stored recipe's, else set)",
     )
     change.add_argument("--layers", default=None, help="limit to layers A-B (0-based, inclusive)")
     change.add_argument("--neurons", default=None, help="single neurons to deactivate: L:N,L:N")
@@ -75,14 +86,16 @@ def run(args: argparse.Namespace) -> int:
         )
     run_folder = read_run(args.run)
     progress = progress_for(args)
+    recipe, source = _recipe(args, run_folder)
     lm = load_for(args, run_folder, progress)
     intervention = build_intervention(
         run_folder,
         lm,
         deactivate_languages=parse_languages(args.deactivate) if args.deactivate else (),
         steer_language=args.steer,
-        strength=args.strength,
-        layers=args.layers,
+        strength=recipe.strength,
+        mode=recipe.mode,
+        layers=args.layers or recipe.band,
         neurons=args.neurons,
         prompt=args.prompt,
     )
@@ -90,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         lm, run_folder, args.prompt, intervention, config, trace=args.trace, progress=progress
     )
     progress.close()
+    if args.steer:
+        result["recipe"] = {**recipe.to_json(), "source": source}
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
@@ -103,3 +118,37 @@ def run(args: argparse.Namespace) -> int:
             trace = part["trace"]
             print(f"trace: {render_tokens(trace['tokens'], trace['dominant'])}")
     return 0
+
+
+def _recipe(args: argparse.Namespace, run: Run) -> tuple[Recipe, str]:
+    """How to steer, and where that came from: the options given (``"options"``), else
+    the run's stored recipe for the language (``"stored recipe"``, said on stderr), else
+    strength 1 in all layers (``"default"``, said too)."""
+    from ..recipes import recipes_of
+
+    given = Recipe(args.mode or "set", 1.0 if args.strength is None else args.strength)
+    if not args.steer:
+        return given, "options"
+    if args.strength is not None or args.mode is not None:
+        return given, "options"
+    book = recipes_of(run)
+    stored = book.recipe(args.steer) if book is not None else None
+    if book is None or stored is None:
+        _say(
+            args,
+            f"No stored recipe for {args.steer} in this run: strength 1 in all layers. Find "
+            f"one with `langneurons steer-eval --run {run.path} --targets {args.steer} "
+            "--search`.",
+        )
+        return given, "default"
+    held = book.recipes[args.steer].held_out
+    figures = f" (held-out success {held.success:.2f} on {held.n} prompts)." if held else "."
+    _say(
+        args, f"Steering towards {args.steer} with the run's recipe: {stored.describe()}{figures}."
+    )
+    return stored, "stored recipe"
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr, flush=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..config import add_arguments, from_args
+from ..errors import LangNeuronsError
 from .common import (
     add_model_options,
     add_quiet_option,
@@ -74,6 +76,21 @@ def register(sub: Any) -> None:
         action="store_true",
         help="do not switch off the prompt language's neurons while steering",
     )
+    recipes = parser.add_argument_group("recipes")
+    recipes.add_argument(
+        "--search",
+        action="store_true",
+        help="search a recipe (mode, strength, layer band) per target on the tuning half of "
+        "the openings, report it on the held-out half (or on --prompts FILE), and store the "
+        "recipes in the run folder (recipes.json)",
+    )
+    recipes.add_argument(
+        "--recipe",
+        choices=["run"],
+        default=None,
+        help="run: evaluate the run folder's stored recipes on the prompts (--prompts FILE, "
+        "or the held-out openings)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="generate every cell again")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
     parser.add_argument("--outputs", action="store_true", help="include every output in the JSON")
@@ -89,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
     from ..results import check_output_file, read_run
     from ..steering import SteeringConfig, check_sweep, steering_sweep
 
+    if args.search and args.recipe:
+        raise LangNeuronsError("Give --search (find recipes) or --recipe run (use them), not both.")
+    if args.search or args.recipe:
+        return _recipes(args)
     config = from_args(SteeringConfig, args, "Steering")
     config = SteeringConfig(
         **{**config.__dict__, "mode": args.mode, "deactivate_source": not args.keep_source}
@@ -166,3 +187,105 @@ def _print_table(document: dict[str, Any]) -> None:
                 f"recommended for {target}: strength {choice['strength']:g}, layers "
                 f"{choice['layers']} (success {choice['success']:.2f})"
             )
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    """``--search`` and ``--recipe run``."""
+    from ..corpus import parse_languages
+    from ..prompts import prompt_split, read_prompts
+    from ..recipe_search import evaluate_recipes, search_recipes
+    from ..recipes import recipes_of
+    from ..results import check_output_file, read_run
+    from ..workflows import check_model_matches, write_json_atomic
+
+    out = check_output_file(args.out) if args.out else None
+    targets = parse_languages(args.targets)
+    own = read_prompts(args.prompts) if args.prompts else None
+    run_folder = read_run(args.run)
+    stored = recipes_of(run_folder)
+    if args.recipe == "run" and stored is None:
+        raise LangNeuronsError(
+            f"{str(run_folder.path)!r} holds no recipes yet: find them with `langneurons "
+            f"steer-eval --run {run_folder.path} --targets {','.join(targets)} --search`."
+        )
+    progress = progress_for(args)
+    lm = load_for(args, run_folder, progress)
+    check_model_matches(lm, run_folder)
+    if args.search:
+        book = search_recipes(
+            lm,
+            run_folder,
+            targets,
+            held_out=own,
+            prompt_language=args.prompt_language,
+            use_cache=not args.no_cache,
+            progress=progress,
+        )
+        progress.close()
+        merged, dropped = (book, []) if stored is None else stored.merged(book)
+        written = merged.save(run_folder.path)
+        document: dict[str, Any] = {**book.to_json(), "written": str(written)}
+        if dropped:
+            document["dropped"] = dropped
+            print(
+                f"The earlier recipes for {', '.join(dropped)} were found with other settings "
+                "or prompts and are no longer kept; search them again with these.",
+                file=sys.stderr,
+            )
+        document["table"] = book.to_frame().to_dict(orient="records")
+    else:
+        assert stored is not None
+        prompts = own if own is not None else prompt_split(args.prompt_language)[1]
+        rows = evaluate_recipes(
+            lm,
+            run_folder,
+            stored,
+            targets,
+            prompts,
+            use_cache=not args.no_cache,
+            progress=progress,
+        )
+        progress.close()
+        source = args.prompts or f"held-out openings ({args.prompt_language})"
+        document = {"rows": rows, "settings": {"prompts": source, "run": str(run_folder.path)}}
+    if out is not None:
+        write_json_atomic(out, document)
+    if args.json:
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+    elif args.search:
+        _print_recipes(document)
+    else:
+        _print_rows(document["rows"])
+    return 0
+
+
+def _print_recipes(document: dict[str, Any]) -> None:
+    print(f"{'target':>6}  {'recipe':<26} {'tuning':>15}   {'held-out':>15}   unmodified")
+    print(f"{'':>6}  {'':<26} {'success nll':>15}   {'success nll':>15}   held-out success")
+    for row in document["table"]:
+        if row["mode"] is None:
+            print(f"{row['target']:>6}  none: no recipe beat the unmodified model fluently")
+            continue
+        recipe = f"{row['mode']} x{row['strength']:g}, layers {row['layers']}"
+        tuning = f"{row['tuning_success']:.2f} {row['tuning_nll']:.2f}"
+        held = f"{row['held_out_success']:.2f} {row['held_out_nll']:.2f}"
+        flag = "" if row["held_out_fluent"] else " (not fluent)"
+        print(
+            f"{row['target']:>6}  {recipe:<26} {tuning:>15}   {held:>15}{flag}   "
+            f"{row['unmodified_held_out_success']:.2f}"
+        )
+    print(f"written: {document['written']}")
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    print(
+        f"{'target':>6} {'mode':>5} {'strength':>8} {'layers':>7} {'success':>7} {'lines':>6} "
+        f"{'nll':>6} {'dist2':>6} {'n':>4}"
+    )
+    for row in rows:
+        nll = "-" if math.isnan(row["nll"]) else f"{row['nll']:.2f}"
+        print(
+            f"{row['target']:>6} {row['mode']:>5} {row['strength']:>8g} {row['layers']:>7} "
+            f"{row['success']:>7.2f} {row['line_pass_rate']:>6.2f} {nll:>6} "
+            f"{row['distinct2']:>6.2f} {row['n']:>4}"
+        )

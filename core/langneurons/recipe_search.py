@@ -1,0 +1,239 @@
+"""The search for steering recipes (see :mod:`langneurons.recipes` for what a recipe is
+and how it is stored): a small grid per target tried on tuning prompts only, the best
+kept within the fluency bar, then reported on held-out prompts; and the stored recipes
+run on a user's own prompts."""
+
+from __future__ import annotations
+
+__all__ = ["evaluate_recipes", "search_recipes"]
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .errors import LangNeuronsError
+from .models import LoadedModel
+from .progress import ProgressCallback, emit
+from .prompts import prompt_split
+from .recipes import (
+    ChosenRecipe,
+    Recipe,
+    RecipeBook,
+    RecipeGrid,
+    RecipeScores,
+    neurons_digest,
+    rounded,
+)
+from .results import Run
+from .steering import SteeringConfig, steering_sweep
+from .steering_cells import MIN_GAIN, SteeringSweep
+
+
+@dataclass
+class _Judge:
+    """Runs one recipe (or the unmodified model) on one set of prompts and scores it
+    against that set's fluency bar, through :func:`~langneurons.steering.steering_sweep`
+    (so every cell is cached and shared with the steering lab)."""
+
+    lm: LoadedModel
+    run: Run
+    prompts: list[str]
+    native: dict[str, list[str]]
+    config: SteeringConfig
+    use_cache: bool
+    progress: ProgressCallback | None
+    calls: list[list[str]] = field(default_factory=list)
+
+    def sweep(self, target: str, recipe: Recipe | None) -> SteeringSweep:
+        self.calls.append(list(self.prompts))
+        config = replace(self.config, mode=recipe.mode) if recipe else self.config
+        return steering_sweep(
+            self.lm,
+            self.run.masks,
+            self.run.languages,
+            self.run.statistics,
+            [target],
+            prompts=self.prompts,
+            strengths=[0.0, recipe.strength] if recipe else [0.0],
+            layers=[recipe.band] if recipe else [None],
+            config=config,
+            use_cache=self.use_cache,
+            progress=self.progress,
+            native_prompts=self.native,
+        )
+
+    def score(self, target: str, recipe: Recipe | None) -> tuple[RecipeScores, RecipeScores]:
+        """``(recipe's scores, unmodified scores)`` on this set; for ``None``, the
+        unmodified scores twice."""
+        sweep = self.sweep(target, recipe)
+        bar = sweep.fluency_bar(target)
+        assert bar is not None
+        base = RecipeScores.of(sweep.cell(target, 0.0, recipe.layers if recipe else "all"), bar)
+        if recipe is None:
+            return base, base
+        return RecipeScores.of(sweep.cell(target, recipe.strength, recipe.layers), bar), base
+
+
+def _better(a: tuple[Recipe, RecipeScores], b: tuple[Recipe, RecipeScores] | None) -> bool:
+    """Whether ``a`` beats ``b``: more success, then more lines passing, then lower
+    NLL; the lower strength on a full tie (the order tried)."""
+    if b is None:
+        return True
+    (_, x), (_, y) = a, b
+    return (x.success, x.line_pass_rate, -x.nll) > (y.success, y.line_pass_rate, -y.nll)
+
+
+def search_recipes(
+    lm: LoadedModel,
+    run: Run,
+    targets: Sequence[str],
+    *,
+    held_out: Sequence[str] | None = None,
+    prompt_language: str = "en",
+    grid: RecipeGrid | None = None,
+    config: SteeringConfig | None = None,
+    use_cache: bool = True,
+    progress: ProgressCallback | None = None,
+) -> RecipeBook:
+    """Find a steering recipe per target on tuning prompts, then report it on held-out
+    prompts (see the module's docstring).
+
+    Tuning prompts are the tuning half of ``prompt_language``'s embedded openings; the
+    held-out prompts are the other half, or ``held_out`` (a user's own).  The choice
+    never reads the held-out prompts: they are continued only once every target's recipe
+    is chosen.  Per target and (mode, band), strengths are tried in increasing order
+    and the ladder stops at the first that breaks fluency or succeeds on every prompt.
+    """
+    from .steering import check_sweep
+
+    grid = grid or RecipeGrid()
+    config = config or SteeringConfig(max_new_tokens=30, batch_size=16)
+    tuning, own_held_out = prompt_split(prompt_language)
+    held = list(held_out) if held_out is not None else own_held_out
+    check_sweep(run.languages, run.statistics, targets, [0.0, *grid.strengths], tuning)
+    if not held:
+        raise LangNeuronsError("Give at least one held-out prompt.")
+    native_tuning = {t: prompt_split(t)[0] for t in targets if _has_prompts(t)}
+    native_held = {t: prompt_split(t)[1] for t in targets if _has_prompts(t)}
+    judge = _Judge(lm, run, tuning, native_tuning, config, use_cache, progress)
+    bands = grid.bands(lm.num_layers)
+    rows: list[dict[str, Any]] = []
+    chosen: dict[str, ChosenRecipe] = {}
+    for target in targets:
+        _, unmodified = judge.score(target, None)
+        best: tuple[Recipe, RecipeScores] | None = None
+        for mode in grid.modes:
+            for band in bands:
+                for strength in sorted(grid.strengths):
+                    recipe = Recipe(mode, strength, band)
+                    emit(progress, "steer", f"{target}: trying {recipe.describe()}")
+                    try:
+                        scores, _ = judge.score(target, recipe)
+                    except LangNeuronsError:  # no neurons of the target in this band
+                        break
+                    rows.append({"target": target, **recipe.to_json(), **rounded(scores.to_json())})
+                    if not scores.fluent:
+                        break  # stronger only costs more fluency
+                    if scores.success >= unmodified.success + MIN_GAIN and _better(
+                        (recipe, scores), best
+                    ):
+                        best = (recipe, scores)
+                    if scores.success >= 1.0:
+                        break  # stronger cannot succeed more
+        for row in rows:
+            if row["target"] == target:
+                row["chosen"] = (
+                    best is not None
+                    and Recipe(row["mode"], row["strength"], row["layers"]) == best[0]
+                )
+        chosen[target] = ChosenRecipe(
+            target,
+            best[0] if best else None,
+            tuning=best[1] if best else None,
+            unmodified_tuning=unmodified,
+        )
+    # Only now: the held-out prompts, for the chosen recipes and the unmodified model.
+    reporter = _Judge(lm, run, held, native_held, config, use_cache, progress)
+    for target, outcome in chosen.items():
+        scores, unmodified = reporter.score(target, outcome.recipe)
+        outcome.unmodified_held_out = unmodified
+        if outcome.recipe is not None:
+            outcome.held_out = scores
+    settings = {
+        "model": lm.name,
+        "neurons": neurons_digest(run.masks, run.languages),
+        "generation": {k: v for k, v in asdict(config).items() if k not in ("mode", "batch_size")},
+        "tuning": {
+            "source": f"embedded openings ({prompt_language}), tuning half",
+            "prompts": len(tuning),
+        },
+        "held_out": {
+            "source": "your prompts"
+            if held_out is not None
+            else f"embedded openings ({prompt_language}), held-out half",
+            "prompts": len(held),
+        },
+        "grid": {"modes": list(grid.modes), "strengths": list(grid.strengths), "bands": bands},
+    }
+    return RecipeBook(chosen, settings, rows)
+
+
+def _has_prompts(code: str) -> bool:
+    from .prompts import prompt_languages
+
+    return code in prompt_languages()
+
+
+def evaluate_recipes(
+    lm: LoadedModel,
+    run: Run,
+    book: RecipeBook,
+    targets: Sequence[str],
+    prompts: Sequence[str],
+    *,
+    config: SteeringConfig | None = None,
+    use_cache: bool = True,
+    progress: ProgressCallback | None = None,
+) -> list[dict[str, Any]]:
+    """The stored recipes of ``targets`` run on ``prompts``: per target a row for the
+    unmodified model (strength 0) and one for its recipe, each with ``target``,
+    ``strength``, ``layers``, ``mode``, ``success``, ``line_pass_rate``, ``nll``,
+    ``distinct2``, ``n`` and ``fluent``."""
+    missing = [t for t in targets if book.recipe(t) is None]
+    if missing:
+        raise LangNeuronsError(
+            f"No stored recipe for {', '.join(missing)}: search first with `langneurons "
+            f"steer-eval --run DIR --targets {','.join(missing)} --search`."
+        )
+    config = config or SteeringConfig(**_generation_of(book))
+    judge = _Judge(lm, run, list(prompts), {}, config, use_cache, progress)
+    rows = []
+    for target in targets:
+        recipe = book.recipe(target)
+        assert recipe is not None
+        scores, unmodified = judge.score(target, recipe)
+        for strength, mode, layers, figures in (
+            (0.0, "none", "all", unmodified),
+            (recipe.strength, recipe.mode, recipe.layers, scores),
+        ):
+            rows.append(
+                {
+                    "target": target,
+                    "strength": strength,
+                    "layers": layers,
+                    "mode": mode,
+                    **{
+                        k: getattr(figures, k)
+                        for k in ("success", "line_pass_rate", "nll", "distinct2", "n")
+                    },
+                    "fluent": figures.fluent,
+                }
+            )
+    return rows
+
+
+def _generation_of(book: RecipeBook) -> dict[str, Any]:
+    """The generation settings the recipes were chosen with (those a config takes)."""
+    known = {f for f in SteeringConfig.__dataclass_fields__ if f not in ("mode",)}
+    stored = book.settings.get("generation") or {}
+    return {k: v for k, v in stored.items() if k in known}
