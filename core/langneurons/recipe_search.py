@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = ["evaluate_recipes", "search_recipes"]
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -83,6 +83,32 @@ def _better(a: tuple[Recipe, RecipeScores], b: tuple[Recipe, RecipeScores] | Non
     return (x.success, x.line_pass_rate, -x.nll) > (y.success, y.line_pass_rate, -y.nll)
 
 
+def _ladder(
+    judge: _Judge,
+    target: str,
+    mode: str,
+    band: str,
+    grid: RecipeGrid,
+    unmodified: RecipeScores,
+) -> Iterator[tuple[Recipe, RecipeScores]]:
+    """One (mode, band)'s strengths in increasing order, each with its tuning scores,
+    stopping early: after the first that breaks fluency (stronger only costs more), the
+    first that succeeds on every prompt (stronger cannot succeed more), or two in a row
+    that gain nothing over the unmodified model (this way of steering does not take)."""
+    idle = 0
+    for strength in sorted(grid.strengths):
+        recipe = Recipe(mode, strength, band)
+        emit(judge.progress, "steer", f"{target}: trying {recipe.describe()}")
+        try:
+            scores, _ = judge.score(target, recipe)
+        except LangNeuronsError:  # no neurons of the target in this band
+            return
+        yield recipe, scores
+        idle = idle + 1 if scores.success < unmodified.success + MIN_GAIN else 0
+        if not scores.fluent or scores.success >= 1.0 or idle >= 2:
+            return
+
+
 def search_recipes(
     lm: LoadedModel,
     run: Run,
@@ -102,7 +128,7 @@ def search_recipes(
     held-out prompts are the other half, or ``held_out`` (a user's own).  The choice
     never reads the held-out prompts: they are continued only once every target's recipe
     is chosen.  Per target and (mode, band), strengths are tried in increasing order
-    and the ladder stops at the first that breaks fluency or succeeds on every prompt.
+    and the ladder stops early (:func:`_ladder`).
     """
     from .steering import check_sweep
 
@@ -124,22 +150,14 @@ def search_recipes(
         best: tuple[Recipe, RecipeScores] | None = None
         for mode in grid.modes:
             for band in bands:
-                for strength in sorted(grid.strengths):
-                    recipe = Recipe(mode, strength, band)
-                    emit(progress, "steer", f"{target}: trying {recipe.describe()}")
-                    try:
-                        scores, _ = judge.score(target, recipe)
-                    except LangNeuronsError:  # no neurons of the target in this band
-                        break
+                for recipe, scores in _ladder(judge, target, mode, band, grid, unmodified):
                     rows.append({"target": target, **recipe.to_json(), **rounded(scores.to_json())})
-                    if not scores.fluent:
-                        break  # stronger only costs more fluency
-                    if scores.success >= unmodified.success + MIN_GAIN and _better(
-                        (recipe, scores), best
+                    if (
+                        scores.fluent
+                        and scores.success >= unmodified.success + MIN_GAIN
+                        and _better((recipe, scores), best)
                     ):
                         best = (recipe, scores)
-                    if scores.success >= 1.0:
-                        break  # stronger cannot succeed more
         for row in rows:
             if row["target"] == target:
                 row["chosen"] = (
