@@ -156,3 +156,26 @@ def test_tokens_reach_the_trace_figures_as_text_not_tags():
         shown = " ".join(str(v) for part in parts for v in part)
         assert "&lt;b&gt;" in shown and "x&amp;y" in shown, shown
         assert "<b>" not in shown and "<a " not in shown
+
+
+def test_the_recipe_grid_shows_what_was_tried_crossed_and_chosen():
+    from langneurons.recipes import RecipeBook
+
+    grid = [
+        {"target": "ja", "mode": "set", "strength": 1.0, "layers": "all", "success": 1.0,
+         "fluent": True, "chosen": True},
+        {"target": "ja", "mode": "set", "strength": 4.0, "layers": "9-17", "success": 0.9,
+         "fluent": False, "chosen": False},
+        {"target": "fr", "mode": "add", "strength": 1.0, "layers": "all", "success": 0.5,
+         "fluent": True, "chosen": True},
+    ]  # fmt: skip
+    settings = {
+        "grid": {"modes": ["set", "add"], "strengths": [1.0, 4.0], "bands": ["all", "9-17"]}
+    }
+    figure = plots.recipe_grid(RecipeBook({}, settings, grid), "ja")
+    set_panel, add_panel = figure.data
+    assert list(set_panel.x) == ["x1", "x4"] and list(set_panel.y) == ["all", "9-17"]
+    assert [list(row) for row in set_panel.text] == [["1.00", ""], ["", "0.90 ×"]]
+    assert all(v is None for row in add_panel.z for v in row)  # fr's rows are not ja's
+    (frame,) = figure.layout.shapes
+    assert (frame.x0, frame.y0) == (-0.5, -0.5)  # around set x1, all layers

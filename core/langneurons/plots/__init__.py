@@ -24,7 +24,7 @@ dashboard draws these same figures, so a notebook gets what a page shows with on
 from __future__ import annotations
 
 from .base import PALETTE, graph_objects, language_color, layout
-from .measures import detector_layers, detector_overlap, steering_curves
+from .measures import detector_layers, detector_overlap, recipe_grid, steering_curves
 from .neurons import (
     ABLATION_SCALES,
     PROBABILITY,
@@ -59,6 +59,7 @@ __all__ = [
     "neuron_map",
     "neuron_values",
     "overlap_heatmap",
+    "recipe_grid",
     "steering_curves",
     "tokens_html",
     "trace_heatmap",

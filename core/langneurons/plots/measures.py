@@ -161,3 +161,75 @@ def detector_overlap(comparison: Any, language: str) -> Any:
     fig.update_yaxes(autorange="reversed")
     height = 160 + 50 * len(matrix)
     return layout(fig, f"Overlap of the detectors' neurons ({language})", height=height)
+
+
+def recipe_grid(book: Any, target: str) -> Any:
+    """The recipes a search tried for ``target``: one panel per mode, layer bands down,
+    strengths across, each cell coloured by its success on the tuning prompts and
+    labelled with it; a cell that broke fluency is crossed out (×), one never tried
+    (the ladder stopped earlier) is blank, and the chosen recipe is framed.
+    ``book`` is a :class:`~langneurons.recipes.RecipeBook`."""
+    from plotly.subplots import make_subplots
+
+    rows = [row for row in book.grid if row.get("target") == target]
+    settings = book.settings.get("grid") or {}
+    modes = list(settings.get("modes") or dict.fromkeys(r["mode"] for r in rows))
+    strengths = sorted(settings.get("strengths") or {r["strength"] for r in rows})
+    bands = list(settings.get("bands") or dict.fromkeys(r["layers"] for r in rows))
+    go = graph_objects()
+    fig = make_subplots(
+        rows=1, cols=len(modes), subplot_titles=modes, shared_yaxes=True, horizontal_spacing=0.04
+    )
+    columns = [f"x{s:g}" for s in strengths]
+    for col, mode in enumerate(modes, start=1):
+        found = {(r["layers"], r["strength"]): r for r in rows if r["mode"] == mode}
+        z, text = [], []
+        for band in bands:
+            cells = [found.get((band, s)) for s in strengths]
+            z.append([None if c is None else c["success"] for c in cells])
+            text.append(
+                [
+                    ""
+                    if c is None
+                    else f"{c['success']:.2f}" + ("" if c.get("fluent", True) else " ×")
+                    for c in cells
+                ]
+            )
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=columns,
+                y=bands,
+                text=text,
+                texttemplate="%{text}",
+                zmin=0,
+                zmax=1,
+                colorscale="Blues",
+                showscale=col == len(modes),
+                colorbar={"title": "success"},
+                hovertemplate=f"{mode} %{{x}}, layers %{{y}}: success %{{z:.2f}}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        for r in rows:
+            if r["mode"] == mode and r.get("chosen"):
+                fig.add_shape(
+                    type="rect",
+                    x0=columns.index(f"x{r['strength']:g}") - 0.5,
+                    x1=columns.index(f"x{r['strength']:g}") + 0.5,
+                    y0=bands.index(r["layers"]) - 0.5,
+                    y1=bands.index(r["layers"]) + 0.5,
+                    line={"color": PALETTE[1], "width": 3},
+                    row=1,
+                    col=col,
+                )
+    fig.update_yaxes(title_text="layers", row=1, col=1, autorange="reversed")
+    for col in range(2, len(modes) + 1):
+        fig.update_yaxes(autorange="reversed", row=1, col=col)
+    return layout(
+        fig,
+        f"Recipes tried towards {target} (success on the tuning prompts; × broke fluency; "
+        "framed: chosen)",
+        height=90 + 48 * max(1, len(bands)),
+    )
