@@ -33,6 +33,7 @@ from langneurons.errors import CorpusError, ModelLoadError, ResultsError
 from langneurons.models import DEFAULT_MODEL, LoadedModel, load_model
 from langneurons.pipeline import ComputeResult
 from langneurons.progress import ProgressEvent
+from langneurons.recipes import RecipeBook, find_recipes
 from langneurons.results import Run, read_run
 from langneurons.selection import DETECTORS, Selection, SelectionConfig, make_config, select
 from langneurons.workflows import run_model_spec
@@ -229,6 +230,14 @@ def page_context() -> PageContext:
     """The context ``app.py`` prepared for this run (pages are run after it)."""
     context: PageContext = st.session_state["_context"]
     return context
+
+
+def recipe_book(ctx: PageContext) -> RecipeBook | None:
+    """The steering recipes for the neurons shown: the open run folder's, else those a
+    search kept in the cache for this model and these neurons.  Raises a
+    ``ResultsError`` (one line) when the run's ``recipes.json`` is damaged."""
+    run = open_run(ctx.settings.run_dir)[0] if ctx.settings.run_dir else None
+    return find_recipes(ctx.lm.fingerprint, ctx.selection.masks, ctx.selection.languages, run)
 
 
 def classroom() -> ClassroomConfig | None:

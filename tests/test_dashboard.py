@@ -721,3 +721,64 @@ def test_a_damaged_run_folder_from_a_link_is_one_line_in_the_sidebar(run_folder,
     assert not at.exception, [e.value for e in at.exception]
     shown = [e.value for e in at.sidebar.error]
     assert any("'counting' is not an object" in text for text in shown), shown
+
+
+def test_recipes_found_in_the_steering_lab_steer_the_playground(monkeypatch):
+    """The lab's Recipes: a search (here a stand-in that returns at once: the search
+    itself is tested in test_recipes) is tabled with tuning and held-out figures side by
+    side, drawn as a grid, kept in the cache, and one click puts it in the playground,
+    which then says which recipe it steers with."""
+    import langneurons.dashboard.views.recipes_lab as recipes_lab
+    from langneurons.recipes import (
+        ChosenRecipe,
+        Recipe,
+        RecipeBook,
+        RecipeScores,
+        neurons_digest,
+    )
+
+    def search(lm, run, targets, **_kwargs):
+        tuning = RecipeScores(1.0, 1.0, 2.6, 0.8, 11, 3.5, 0.5)
+        held = RecipeScores(0.91, 0.8, 2.7, 0.7, 11, 3.6, 0.5)
+        chosen = ChosenRecipe("ja", Recipe("add", 2.0, "9-17"), tuning, held, tuning, held)
+        grid = [{"target": "ja", **Recipe("add", 2.0, "9-17").to_json(), "success": 1.0,
+                 "fluent": True, "chosen": True}]  # fmt: skip
+        settings = {
+            "neurons": neurons_digest(run.masks, run.languages),
+            "tuning": {"source": "embedded openings (en), tuning half", "prompts": 11},
+            "held_out": {"source": "embedded openings (en), held-out half", "prompts": 11},
+            "grid": {"modes": ["set", "add"], "strengths": [1.0, 2.0], "bands": ["all", "9-17"]},
+        }
+        return RecipeBook({"ja": chosen}, settings, grid)
+
+    monkeypatch.setattr(recipes_lab, "search_recipes", search)
+    at = _app("steering")
+    _ok(at)
+    assert any("No recipe found yet" in i.value for i in at.info)
+    at.multiselect(key="rc_targets").set_value(["ja"])
+    at.button(key="rc_go").click().run()
+    _ok(at)
+    (table, *_) = [d.value for d in at.dataframe]
+    assert table["recipe"].tolist() == ["add x2 in layers 9-17"]
+    assert table["held-out success"].tolist() == ["91%"]
+    assert any("never seen while choosing" in c.value for c in at.caption)
+    assert len(_charts(at)) >= 1  # the grid of recipes tried
+    at = _app("steering")  # a new session finds them in the cache
+    _ok(at)
+    assert at.dataframe[0].value["recipe"].tolist() == ["add x2 in layers 9-17"]
+    at.button(key="rc_use").click().run()
+    _ok(at)
+    at.switch_page("routes/playground.py").run()  # AppTest's next run starts from here
+    _ok(at)
+    state = at.session_state
+    assert (state["pg_mode"], state["pg_target"], state["pg_how"]) == ("Steer", "ja", "add")
+    assert state["pg_strength"] == 2.0 and tuple(state["pg_layers"]) == (9, 17)
+    shown = [c.value.replace("\\", "") for c in at.caption]  # Markdown escapes
+    assert (
+        "Stored recipe for ja: add x2 in layers 9-17; held-out success 0.91 on 11 prompts." in shown
+    )
+    at.slider(key="pg_strength").set_value(3.0).run()
+    _ok(at)
+    assert any("Your own settings" in c.value for c in at.caption)
+    at.button(key="pg_use_recipe").click().run()
+    assert at.session_state["pg_strength"] == 2.0

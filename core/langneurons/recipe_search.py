@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import LangNeuronsError
 from .models import LoadedModel
-from .progress import ProgressCallback, emit
+from .progress import ProgressCallback, ProgressEvent, emit
 from .prompts import prompt_split
 from .recipes import (
     ChosenRecipe,
@@ -44,6 +44,20 @@ class _Judge:
     progress: ProgressCallback | None
     calls: list[list[str]] = field(default_factory=list)
 
+    tried: int = 0
+    most: int = 0
+
+    def _inner(self, event: ProgressEvent) -> None:
+        """The sweeps' own events stay quiet (cells found or generated), but for a cache
+        that cannot be written, which the user must hear of."""
+        if event.stage == "cache" and event.message.startswith("Cannot"):
+            emit(self.progress, "cache", event.message)
+
+    def step(self, message: str) -> None:
+        """One more cell of the search, said with how many there can be at most."""
+        self.tried += 1
+        emit(self.progress, "steer", message, done=self.tried, total=max(self.most, self.tried))
+
     def sweep(self, target: str, recipe: Recipe | None) -> SteeringSweep:
         self.calls.append(list(self.prompts))
         config = replace(self.config, mode=recipe.mode) if recipe else self.config
@@ -58,7 +72,7 @@ class _Judge:
             layers=[recipe.band] if recipe else [None],
             config=config,
             use_cache=self.use_cache,
-            progress=self.progress,
+            progress=self._inner,
             native_prompts=self.native,
         )
 
@@ -98,7 +112,7 @@ def _ladder(
     idle = 0
     for strength in sorted(grid.strengths):
         recipe = Recipe(mode, strength, band)
-        emit(judge.progress, "steer", f"{target}: trying {recipe.describe()}")
+        judge.step(f"{target}: trying {recipe.describe()}")
         try:
             scores, _ = judge.score(target, recipe)
         except LangNeuronsError:  # no neurons of the target in this band
@@ -142,10 +156,12 @@ def search_recipes(
     native_tuning = {t: prompt_split(t)[0] for t in targets if _has_prompts(t)}
     native_held = {t: prompt_split(t)[1] for t in targets if _has_prompts(t)}
     judge = _Judge(lm, run, tuning, native_tuning, config, use_cache, progress)
+    judge.most = len(targets) * (grid.size(lm.num_layers) + 1)
     bands = grid.bands(lm.num_layers)
     rows: list[dict[str, Any]] = []
     chosen: dict[str, ChosenRecipe] = {}
     for target in targets:
+        judge.step(f"{target}: the unmodified model")
         _, unmodified = judge.score(target, None)
         best: tuple[Recipe, RecipeScores] | None = None
         for mode in grid.modes:
@@ -172,7 +188,9 @@ def search_recipes(
         )
     # Only now: the held-out prompts, for the chosen recipes and the unmodified model.
     reporter = _Judge(lm, run, held, native_held, config, use_cache, progress)
+    reporter.tried, reporter.most = judge.tried, judge.tried + len(chosen)
     for target, outcome in chosen.items():
+        reporter.step(f"{target}: the chosen recipe on the held-out prompts")
         scores, unmodified = reporter.score(target, outcome.recipe)
         outcome.unmodified_held_out = unmodified
         if outcome.recipe is not None:

@@ -50,6 +50,8 @@ __all__ = [
     "RecipeBook",
     "RecipeGrid",
     "RecipeScores",
+    "cache_path",
+    "find_recipes",
     "neurons_digest",
     "read_recipes",
     "recipes_of",
@@ -267,6 +269,15 @@ class RecipeBook:
         grid = [row for row in self.grid if row.get("target") not in newer.recipes]
         return RecipeBook(recipes, newer.settings, grid + newer.grid), []
 
+    def save_to_cache(self, fingerprint: str) -> Path:
+        """Keep the book in the cache for the model ``fingerprint`` and its neurons (see
+        :func:`find_recipes`)."""
+        from .atomic import write_json_file
+
+        path = cache_dir_path(fingerprint, self.settings.get("neurons", ""))
+        write_json_file(path, {**self.to_json(), "written_by": WRITTEN_BY})
+        return path
+
     def save(self, folder: str | Path) -> Path:
         """Write ``recipes.json`` into the run folder ``folder`` (replacing the one we
         wrote before, never a file of someone else's)."""
@@ -275,6 +286,46 @@ class RecipeBook:
         path = Path(folder) / RECIPES_FILE
         write_json_atomic(path, self.to_json())
         return path
+
+
+def cache_path(
+    fingerprint: str, masks: Sequence[Sequence[torch.Tensor]], languages: Sequence[str]
+) -> Path:
+    """Where recipes found without a run folder are kept (the dashboard's own statistics):
+    the cache, keyed by the model's weights and the neuron sets."""
+    return cache_dir_path(fingerprint, neurons_digest(masks, languages))
+
+
+def cache_dir_path(fingerprint: str, digest: str) -> Path:
+    """The cache file of the recipes of model ``fingerprint`` for neurons ``digest``."""
+    from .paths import cache_dir
+
+    return cache_dir() / "recipes" / f"{fingerprint[:16]}-{digest}.json"
+
+
+def find_recipes(
+    fingerprint: str,
+    masks: Sequence[Sequence[torch.Tensor]],
+    languages: Sequence[str],
+    run: Run | None = None,
+) -> RecipeBook | None:
+    """The recipes for these neurons: the run folder's ``recipes.json`` when ``run`` has
+    one, else those kept in the cache for this model and these neurons, else ``None``.
+    A damaged cache entry counts as none (it is found again by the next search); the
+    run's recipes count only while these are the run's own neurons (not a reselection)."""
+    digest = neurons_digest(masks, languages)
+    if run is not None:
+        found = recipes_of(run)
+        if found is not None and found.settings.get("neurons") == digest:
+            return found
+    path = cache_path(fingerprint, masks, languages)
+    if not path.is_file():
+        return None
+    try:
+        book = read_recipes(path)
+    except ResultsError:
+        return None
+    return book if book.settings.get("neurons") == digest else None
 
 
 def _scores(document: Any, where: str) -> RecipeScores | None:

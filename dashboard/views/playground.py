@@ -39,6 +39,7 @@ from ..state import (
     remember,
     seed,
 )
+from . import recipe_use
 from .pair_view import Outputs
 
 MODES = ("Deactivate", "Steer")
@@ -67,6 +68,7 @@ def _defaults(languages: list[str], num_layers: int) -> dict[str, Any]:
         "pg_off": [example] if example in languages else languages[:1],
         "pg_target": _other_target(languages, example),
         "pg_strength": 1.0,
+        "pg_how": "set",
         "pg_steer_off": [],
         "pg_layers": (0, num_layers - 1),
         "pg_pairs": "",
@@ -105,6 +107,8 @@ def _settle(languages: list[str], num_layers: int) -> dict[str, str]:
     high = min(max(high, 0), num_layers - 1)
     state["pg_layers"] = (min(max(low, 0), high), high)
     state["pg_strength"] = min(max(float(state["pg_strength"]), 0.0), 8.0)
+    if state["pg_how"] not in recipe_use.HOW:
+        state["pg_how"] = "set"
     return examples
 
 
@@ -166,6 +170,8 @@ def _generating() -> None:
 def _controls(ctx: PageContext, examples: dict[str, str]) -> dict[str, Any]:
     """The prompt and the intervention's controls; returns the choices."""
     languages, num_layers = ctx.selection.languages, ctx.lm.num_layers
+    found, problem = recipe_use.book(ctx)
+    recipe_use.settle(ctx, found)
     st.session_state["_pg_examples"] = examples
     st.session_state["_pg_languages"] = languages
     c1, c2 = st.columns([1, 3])
@@ -200,6 +206,9 @@ def _controls(ctx: PageContext, examples: dict[str, str]) -> dict[str, Any]:
             help="1-2 usually keeps fluent text; from 3 it degrades; at 5 and above it "
             "collapses into repeated tokens.",
         )
+        c1.selectbox(
+            "How", list(recipe_use.HOW), key="pg_how", format_func=lambda m: recipe_use.HOW[m]
+        )
         st.multiselect(
             "Also deactivate (empty: the prompt's own language, detected)",
             languages,
@@ -207,6 +216,8 @@ def _controls(ctx: PageContext, examples: dict[str, str]) -> dict[str, Any]:
             format_func=widgets.language_label,
         )
     c2.slider("Layers", 0, num_layers - 1, key="pg_layers")
+    if mode == "Steer":
+        recipe_use.note(ctx, found, problem, st)
     choices = {key: st.session_state[key] for key in _defaults(languages, num_layers)}
     for key, value in choices.items():
         remember(key, value)
@@ -226,6 +237,7 @@ def _intervention(ctx: PageContext, choices: dict[str, Any]) -> Intervention:
         deactivate_languages=choices["pg_steer_off"] if steering else choices["pg_off"],
         steer_language=choices["pg_target"] if steering else None,
         strength=float(choices["pg_strength"]),
+        mode=str(choices["pg_how"]) if steering else "set",
         layers=layers,
         neurons=None if steering else (choices["pg_pairs"].strip() or None),
         prompt=choices["pg_prompt"],

@@ -24,6 +24,7 @@ from langneurons.steering import (
 
 from .. import widgets
 from ..state import PageContext, classroom, long_job, page_context
+from . import recipe_use, recipes_lab
 
 STRENGTHS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
 OWN = "Your own"
@@ -94,10 +95,10 @@ def _controls(ctx: PageContext) -> dict[str, Any]:
         low, high = c1.slider("Layers", 0, last, (0, last), key="sl_layers")
         mode = c2.radio(
             "Steering",
-            ["set", "add"],
+            list(recipe_use.HOW),
             key="sl_mode",
             horizontal=True,
-            format_func=lambda m: {"set": "set to the mean", "add": "add the mean"}[m],
+            format_func=lambda m: recipe_use.HOW[m],
         )
         off = c2.checkbox("Switch off the prompt's own language", True, key="sl_off")
         guarded = c3.checkbox(
@@ -238,6 +239,8 @@ def render(ctx: PageContext) -> None:
     if ctx.result.statistics is None:
         st.info("Steering needs the run's statistics (mean activations); these masks have none.")
         return
+    recipes_lab.render(ctx)
+    st.subheader("Sweep: success and fluency per strength")
     choices = _controls(ctx)
     key = (ctx.settings.statistics_key(), repr(ctx.settings.selection), repr(choices))
     ready = choices["targets"] and choices["prompts"]
