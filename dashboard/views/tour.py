@@ -9,11 +9,13 @@ from langneurons.generation import GenerationConfig, stream
 from langneurons.interventions import Intervention, deactivate, language_neurons
 from langneurons.langid import detect_language
 from langneurons.prompts import EXAMPLE_PROMPTS, code_switched
+from langneurons.recipes import Recipe
 from langneurons.trace import TraceSpec, trace_text
 from langneurons.workflows import intervention_for
 
 from .. import widgets
 from ..state import PageContext, classroom, page_context
+from . import recipe_use
 
 TOUR = [
     (
@@ -79,10 +81,24 @@ def _interventions(ctx: PageContext, step: int) -> tuple[str, list[tuple[str, In
             for code, name in (("fr", "French"), ("ja", "Japanese"))
         ]
     prompt = EXAMPLE_PROMPTS["en"]
+    found, _ = recipe_use.book(ctx)
+    stored = found.recipe("ja") if found is not None else None
+    recipe = stored or Recipe()
     steered = intervention_for(
-        ctx.lm, masks, languages, ctx.result.statistics, steer_language="ja", prompt=prompt
+        ctx.lm,
+        masks,
+        languages,
+        ctx.result.statistics,
+        steer_language="ja",
+        prompt=prompt,
+        strength=recipe.strength,
+        mode=recipe.mode,
+        layers=recipe.band,
     )
-    return prompt, [("steered to Japanese", steered)]
+    label = "steered to Japanese"
+    if stored is not None:
+        label += f" (stored recipe: {stored.describe()})"
+    return prompt, [(label, steered)]
 
 
 def _run_generation(ctx: PageContext, step: int) -> None:
@@ -96,7 +112,7 @@ def _run_generation(ctx: PageContext, step: int) -> None:
     for column, (label, intervention) in zip(
         columns, [("Unmodified", None), *changes], strict=True
     ):
-        column.markdown(f"**{label}**")
+        column.markdown(f"**{widgets.plain(label)}**")
         slot, text = column.empty(), ""
         for piece in stream(ctx.lm, prompt, config, intervention):
             text += piece
