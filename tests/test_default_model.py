@@ -196,3 +196,29 @@ def test_steer_eval_measures_that_steering_to_french_works(
         rows[1.0]["success"] * rows[1.0]["n"]
     )
     assert not [o for c in again["outputs"] for o in c["outputs"] if "\ufffd" in o["text"]]
+
+
+def test_the_recipe_searched_for_japanese_holds_on_the_held_out_openings(
+    default_run, module_cache, monkeypatch, capsys
+):
+    """steer-eval --search chooses on the tuning openings only; the stored recipe for
+    Japanese then succeeds on most held-out openings, fluently, and generate --steer ja
+    without a strength steers with it."""
+    monkeypatch.setenv("LANGNEURONS_CACHE", str(module_cache))
+    argv = ["steer-eval", "--run", str(default_run), "--targets", "ja", "--search"]
+    assert main([*argv, "--json", "--quiet"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["table"]
+    assert row["mode"] is not None, row
+    assert row["held_out_success"] >= 0.75 and row["held_out_fluent"], row
+    assert row["held_out_n"] == 11 and row["unmodified_held_out_success"] <= 0.1, row
+    prompt = ["--prompt", "The weather today is", "--max-new-tokens", "16", "--json"]
+    assert main(["generate", "--run", str(default_run), "--steer", "ja", *prompt]) == 0
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)
+    assert result["recipe"]["source"] == "stored recipe"
+    assert (result["recipe"]["mode"], result["recipe"]["strength"]) == (
+        row["mode"],
+        row["strength"],
+    )
+    assert result["modified"]["language"] == "ja", result["modified"]
+    assert "with the run's recipe" in printed.err

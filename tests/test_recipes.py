@@ -258,3 +258,21 @@ def test_steer_eval_searches_stores_and_evaluates_recipes(tiny_model_dir, tmp_pa
     assert rows[0]["strength"] == 0.0 and {r["n"] for r in rows} == {2}
     assert set(rows[1]) >= {"target", "strength", "layers", "mode", "success", "line_pass_rate"}
     assert main([*base, "--search", "--recipe", "run"]) == 2
+
+
+def test_a_damaged_recipes_file_is_one_line_for_generate_and_steer_eval(
+    tiny_model_dir, tmp_path, capsys
+):
+    from langneurons.cli import main
+
+    run = _cli_run(tiny_model_dir, tmp_path)
+    (run.path / RECIPES_FILE).write_text('{"format": 1, "recipes": {"fr": {"mode": "boost"}}}')
+    capsys.readouterr()
+    generate = ["generate", "--run", str(run.path), "--prompt", "Hi", "--steer", "fr"]
+    evaluate = ["steer-eval", "--run", str(run.path), "--targets", "fr", "--recipe", "run"]
+    for argv in (generate, evaluate):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "recipes.json" in err[0] and "'boost'" in err[0], err
+        assert "--search" in err[0] and "unexpectedly" not in err[0]
+    assert main([*generate, "--strength", "1"]) == 0  # a strength given needs no recipe
