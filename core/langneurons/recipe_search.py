@@ -142,7 +142,8 @@ def search_recipes(
     held-out prompts are the other half, or ``held_out`` (a user's own).  The choice
     never reads the held-out prompts: they are continued only once every target's recipe
     is chosen.  Per target and (mode, band), strengths are tried in increasing order
-    and the ladder stops early (:func:`_ladder`).
+    and the ladder stops early (:func:`_ladder`); a mode that gains nothing with every
+    layer steered is not tried on the narrower bands.
     """
     from .steering import check_sweep
 
@@ -166,14 +167,15 @@ def search_recipes(
         best: tuple[Recipe, RecipeScores] | None = None
         for mode in grid.modes:
             for band in bands:
+                gained = False
                 for recipe, scores in _ladder(judge, target, mode, band, grid, unmodified):
                     rows.append({"target": target, **recipe.to_json(), **rounded(scores.to_json())})
-                    if (
-                        scores.fluent
-                        and scores.success >= unmodified.success + MIN_GAIN
-                        and _better((recipe, scores), best)
-                    ):
+                    helps = scores.success >= unmodified.success + MIN_GAIN
+                    gained = gained or helps
+                    if scores.fluent and helps and _better((recipe, scores), best):
                         best = (recipe, scores)
+                if band == bands[0] and not gained:
+                    break  # a mode that does nothing in every layer does nothing in fewer
         for row in rows:
             if row["target"] == target:
                 row["chosen"] = (
