@@ -276,3 +276,21 @@ def test_a_damaged_recipes_file_is_one_line_for_generate_and_steer_eval(
         assert len(err) == 1 and "recipes.json" in err[0] and "'boost'" in err[0], err
         assert "--search" in err[0] and "unexpectedly" not in err[0]
     assert main([*generate, "--strength", "1"]) == 0  # a strength given needs no recipe
+
+
+def test_the_choice_prefers_a_margin_inside_the_bar_to_the_lowest_nll():
+    from langneurons.recipe_search import choose, margin
+
+    def scores(success, nll, distinct2):
+        return RecipeScores(success, 1.0, nll, distinct2, 11, 3.5, 0.53)
+
+    unmodified = scores(0.0, 2.2, 0.78)
+    edge = (Recipe("set", 2.0), scores(1.0, 2.9, 0.63))  # distinct bigrams near the floor
+    inside = (Recipe("set", 2.0, "6-17"), scores(1.0, 2.9, 0.75))
+    weaker = (Recipe("add", 1.0), scores(0.82, 2.5, 0.80))  # two prompts fewer
+    broken = (Recipe("set", 4.0), scores(1.0, 4.4, 0.70))  # above the NLL bar
+    assert margin(edge[1]) < margin(inside[1]) and margin(broken[1]) < 0
+    assert choose([edge, inside, weaker, broken], unmodified) == inside
+    assert choose([weaker], unmodified) == weaker
+    assert choose([broken], unmodified) is None
+    assert choose([(Recipe(), scores(0.03, 2.3, 0.7))], unmodified) is None  # no gain

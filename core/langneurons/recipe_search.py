@@ -5,7 +5,7 @@ run on a user's own prompts."""
 
 from __future__ import annotations
 
-__all__ = ["evaluate_recipes", "search_recipes"]
+__all__ = ["choose", "evaluate_recipes", "margin", "search_recipes"]
 
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -26,7 +26,7 @@ from .recipes import (
 )
 from .results import Run
 from .steering import SteeringConfig, steering_sweep
-from .steering_cells import MIN_GAIN, SteeringSweep
+from .steering_cells import FLUENCY_NLL_RISE, MIN_GAIN, SteeringSweep
 
 
 @dataclass
@@ -88,13 +88,33 @@ class _Judge:
         return RecipeScores.of(sweep.cell(target, recipe.strength, recipe.layers), bar), base
 
 
-def _better(a: tuple[Recipe, RecipeScores], b: tuple[Recipe, RecipeScores] | None) -> bool:
-    """Whether ``a`` beats ``b``: more success, then more lines passing, then lower
-    NLL; the lower strength on a full tie (the order tried)."""
-    if b is None:
-        return True
-    (_, x), (_, y) = a, b
-    return (x.success, x.line_pass_rate, -x.nll) > (y.success, y.line_pass_rate, -y.nll)
+def margin(scores: RecipeScores) -> float:
+    """How far a recipe's figures stay inside the fluency bar: the smaller of its NLL
+    headroom (nats, over the bar's allowed rise) and its distinct-bigram headroom (as a
+    share of the bar's floor).  Negative outside the bar."""
+    nll = (scores.max_nll - scores.nll) / FLUENCY_NLL_RISE
+    distinct = (scores.distinct2 - scores.min_distinct2) / max(scores.min_distinct2, 1e-9)
+    return min(nll, distinct)
+
+
+def choose(
+    tried: Sequence[tuple[Recipe, RecipeScores]], unmodified: RecipeScores
+) -> tuple[Recipe, RecipeScores] | None:
+    """The recipe to keep among those tried on the tuning prompts: of the fluent ones
+    that beat the unmodified model by :data:`MIN_GAIN`, those within one prompt of the
+    best success, and of these the one with the widest fluency :func:`margin` (the lower
+    strength on a tie).  A recipe on the edge of the bar on the tuning prompts tends to
+    fall off it on new ones; lower NLL alone would favour text that repeats itself."""
+    helping = [
+        (recipe, scores)
+        for recipe, scores in tried
+        if scores.fluent and scores.success >= unmodified.success + MIN_GAIN
+    ]
+    if not helping:
+        return None
+    best = max(scores.success for _, scores in helping)
+    near = [(r, s) for r, s in helping if s.success >= best - 1 / max(s.n, 1) - 1e-9]
+    return max(near, key=lambda pair: (round(margin(pair[1]), 6), -pair[0].strength))
 
 
 def _ladder(
@@ -164,18 +184,17 @@ def search_recipes(
     for target in targets:
         judge.step(f"{target}: the unmodified model")
         _, unmodified = judge.score(target, None)
-        best: tuple[Recipe, RecipeScores] | None = None
+        tried: list[tuple[Recipe, RecipeScores]] = []
         for mode in grid.modes:
             for band in bands:
                 gained = False
                 for recipe, scores in _ladder(judge, target, mode, band, grid, unmodified):
                     rows.append({"target": target, **recipe.to_json(), **rounded(scores.to_json())})
-                    helps = scores.success >= unmodified.success + MIN_GAIN
-                    gained = gained or helps
-                    if scores.fluent and helps and _better((recipe, scores), best):
-                        best = (recipe, scores)
+                    tried.append((recipe, scores))
+                    gained = gained or scores.success >= unmodified.success + MIN_GAIN
                 if band == bands[0] and not gained:
                     break  # a mode that does nothing in every layer does nothing in fewer
+        best = choose(tried, unmodified)
         for row in rows:
             if row["target"] == target:
                 row["chosen"] = (

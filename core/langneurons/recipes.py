@@ -13,8 +13,9 @@ A **recipe** is a mode, a strength and a layer band:
 target on **tuning** prompts only (the first half of the embedded openings,
 ``assets/prompts/<code>.txt``, above their ``# held-out`` line), stopping each strength
 ladder early where it breaks fluency or already succeeds every time, keeps the recipes
-within the fluency bar of :mod:`langneurons.steering_cells`, and picks the best (success,
-then line pass rate, then NLL; the lower strength on a tie).  Only then is the chosen
+within the fluency bar of :mod:`langneurons.steering_cells`, and of those within one
+prompt of the best success keeps the one with the widest fluency margin
+(:func:`~langneurons.recipe_search.choose`).  Only then is the chosen
 recipe run on the **held-out** prompts (the other half, or a user's own file), and both
 sets of figures are reported side by side: a recipe that only works on the prompts it
 was chosen on shows it.
