@@ -260,19 +260,19 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _print_recipes(document: dict[str, Any]) -> None:
-    print(f"{'target':>6}  {'recipe':<26} {'tuning':>15}   {'held-out':>15}   unmodified")
-    print(f"{'':>6}  {'':<26} {'success nll':>15}   {'success nll':>15}   held-out success")
+    print(f"{'target':>6}  {'recipe':<24} {'tuning':>15}  {'held-out':>15}  {'unmodified':>10}")
+    print(f"{'':>6}  {'':<24} {'success   nll':>15}  {'success   nll':>15}  {'held-out':>10}")
     for row in document["table"]:
         if row["mode"] is None:
             print(f"{row['target']:>6}  none: no recipe beat the unmodified model fluently")
             continue
         recipe = f"{row['mode']} x{row['strength']:g}, layers {row['layers']}"
-        tuning = f"{row['tuning_success']:.2f} {row['tuning_nll']:.2f}"
-        held = f"{row['held_out_success']:.2f} {row['held_out_nll']:.2f}"
-        flag = "" if row["held_out_fluent"] else " (not fluent)"
+        tuning = f"{row['tuning_success']:.2f}  {row['tuning_nll']:5.2f}"
+        held = f"{row['held_out_success']:.2f}  {row['held_out_nll']:5.2f}"
+        flag = "" if row["held_out_fluent"] else "  (not fluent on held-out)"
         print(
-            f"{row['target']:>6}  {recipe:<26} {tuning:>15}   {held:>15}{flag}   "
-            f"{row['unmodified_held_out_success']:.2f}"
+            f"{row['target']:>6}  {recipe:<24} {tuning:>15}  {held:>15}  "
+            f"{row['unmodified_held_out_success']:>10.2f}{flag}"
         )
     print(f"written: {document['written']}")
 
