@@ -46,14 +46,24 @@ def settings_of(recipe: Recipe, num_layers: int) -> dict[str, Any]:
     }
 
 
-def use(recipe: Recipe, target: str, num_layers: int, key: Any) -> None:
+def use(recipe: Recipe, target: str, num_layers: int, key: Any, guard: int = 0) -> None:
     """Put ``recipe`` into the playground's controls (before they are drawn, or from a
-    button's callback), and remember it was applied for ``key`` (target and neurons)."""
+    button's callback), and remember it was applied for ``key`` (target and neurons).
+    ``guard`` is the no-repeated-n-gram setting the recipe was found with: switched on
+    when the playground has it off (steered text repeats itself without it)."""
     state = st.session_state
-    for name, value in {**settings_of(recipe, num_layers), "pg_target": target}.items():
+    wanted = {**settings_of(recipe, num_layers), "pg_target": target}
+    if guard and not state.get("pg_gen_no_repeat_ngram"):
+        wanted["pg_gen_no_repeat_ngram"] = guard
+    for name, value in wanted.items():
         state[name] = value
         remember(name, value)
     state["pg_recipe_for"] = key
+
+
+def guard_of(found: RecipeBook) -> int:
+    """The no-repeated-n-gram length the book's recipes were found with (0: none)."""
+    return int((found.settings.get("generation") or {}).get("no_repeat_ngram") or 0)
 
 
 def settle(ctx: PageContext, found: RecipeBook | None) -> None:
@@ -66,7 +76,7 @@ def settle(ctx: PageContext, found: RecipeBook | None) -> None:
     recipe = found.recipe(target)
     key = (target, found.settings.get("neurons"))
     if recipe is not None and state.get("pg_recipe_for") != key:
-        use(recipe, target, ctx.lm.num_layers, key)
+        use(recipe, target, ctx.lm.num_layers, key, guard_of(found))
 
 
 def note(ctx: PageContext, found: RecipeBook | None, error: str | None, where: Any) -> None:
@@ -103,5 +113,5 @@ def note(ctx: PageContext, found: RecipeBook | None, error: str | None, where: A
         "Use the recipe",
         key="pg_use_recipe",
         on_click=use,
-        args=(recipe, target, ctx.lm.num_layers, key),
+        args=(recipe, target, ctx.lm.num_layers, key, guard_of(found)),
     )

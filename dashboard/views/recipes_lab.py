@@ -131,7 +131,7 @@ def render(ctx: PageContext) -> None:
         assert recipe is not None
         if c1.button(f"Use {recipe.describe()} in the playground", key="rc_use"):
             key = (str(shown), found.settings.get("neurons"))
-            recipe_use.use(recipe, str(shown), ctx.lm.num_layers, key)
+            recipe_use.use(recipe, str(shown), ctx.lm.num_layers, key, recipe_use.guard_of(found))
             st.switch_page("routes/playground.py")
     c2.download_button(
         "recipes.json",

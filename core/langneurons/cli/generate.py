@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -86,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
         )
     run_folder = read_run(args.run)
     progress = progress_for(args)
-    recipe, source = _recipe(args, run_folder)
+    recipe, source, found_with = _recipe(args, run_folder)
+    guard = int(found_with.get("no_repeat_ngram") or 0)
+    if source == "stored recipe" and config.no_repeat_ngram == 0 and guard > 0:
+        # The recipe was chosen with this guard on; without it steered text repeats.
+        config = dataclasses.replace(config, no_repeat_ngram=guard)
+        _say(args, f"Decoding as the recipe was found: no repeated {guard}-token sequences.")
     lm = load_for(args, run_folder, progress)
     intervention = build_intervention(
         run_folder,
@@ -120,17 +126,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe(args: argparse.Namespace, run: Run) -> tuple[Recipe, str]:
-    """How to steer, and where that came from: the options given (``"options"``), else
-    the run's stored recipe for the language (``"stored recipe"``, said on stderr), else
-    strength 1 in all layers (``"default"``, said too)."""
+def _recipe(args: argparse.Namespace, run: Run) -> tuple[Recipe, str, dict[str, Any]]:
+    """How to steer, where that came from, and the generation settings a stored recipe
+    was found with: the options given (``"options"``), else the run's stored recipe for
+    the language (``"stored recipe"``, said on stderr), else strength 1 in all layers
+    (``"default"``, said too)."""
     from ..recipes import recipes_of
 
     given = Recipe(args.mode or "set", 1.0 if args.strength is None else args.strength)
-    if not args.steer:
-        return given, "options"
-    if args.strength is not None or args.mode is not None:
-        return given, "options"
+    if not args.steer or args.strength is not None or args.mode is not None:
+        return given, "options", {}
     book = recipes_of(run)
     stored = book.recipe(args.steer) if book is not None else None
     if book is None or stored is None:
@@ -140,13 +145,11 @@ def _recipe(args: argparse.Namespace, run: Run) -> tuple[Recipe, str]:
             f"one with `langneurons steer-eval --run {run.path} --targets {args.steer} "
             "--search`.",
         )
-        return given, "default"
+        return given, "default", {}
     held = book.recipes[args.steer].held_out
     figures = f" (held-out success {held.success:.2f} on {held.n} prompts)." if held else "."
-    _say(
-        args, f"Steering towards {args.steer} with the run's recipe: {stored.describe()}{figures}."
-    )
-    return stored, "stored recipe"
+    _say(args, f"Steering towards {args.steer} with the run's recipe: {stored.describe()}{figures}")
+    return stored, "stored recipe", dict(book.settings.get("generation") or {})
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
