@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = ["choose", "evaluate_recipes", "margin", "search_recipes"]
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -102,9 +103,10 @@ def choose(
 ) -> tuple[Recipe, RecipeScores] | None:
     """The recipe to keep among those tried on the tuning prompts: of the fluent ones
     that beat the unmodified model by :data:`MIN_GAIN`, those within one prompt of the
-    best success, and of these the one with the widest fluency :func:`margin` (the lower
-    strength on a tie).  A recipe on the edge of the bar on the tuning prompts tends to
-    fall off it on new ones; lower NLL alone would favour text that repeats itself."""
+    best success, and of these the one with the widest fluency :func:`margin` (margins
+    in the same tenth tie: then the higher success, the wider band, the lower strength).
+    A recipe on the edge of the bar on the tuning prompts tends to fall off it on new
+    ones; lower NLL alone would favour text that repeats itself."""
     helping = [
         (recipe, scores)
         for recipe, scores in tried
@@ -114,7 +116,23 @@ def choose(
         return None
     best = max(scores.success for _, scores in helping)
     near = [(r, s) for r, s in helping if s.success >= best - 1 / max(s.n, 1) - 1e-9]
-    return max(near, key=lambda pair: (round(margin(pair[1]), 6), -pair[0].strength))
+
+    def rank(pair: tuple[Recipe, RecipeScores]) -> tuple[float, float, int, float]:
+        recipe, scores = pair
+        # Margins a tenth apart are not told apart on a dozen prompts: then the higher
+        # success, the wider band (more of the language's neurons), the lower strength.
+        return (
+            math.floor(margin(scores) * 10 + 1e-9) / 10,
+            scores.success,
+            -_band_start(recipe),
+            -recipe.strength,
+        )
+
+    return max(near, key=rank)
+
+
+def _band_start(recipe: Recipe) -> int:
+    return 0 if recipe.band is None else int(recipe.band.split("-")[0])
 
 
 def _ladder(
@@ -126,10 +144,12 @@ def _ladder(
     unmodified: RecipeScores,
 ) -> Iterator[tuple[Recipe, RecipeScores]]:
     """One (mode, band)'s strengths in increasing order, each with its tuning scores,
-    stopping early: after the first that breaks fluency (stronger only costs more), the
-    first that succeeds on every prompt (stronger cannot succeed more), or two in a row
-    that gain nothing over the unmodified model (this way of steering does not take)."""
-    idle = 0
+    stopping early: after two in a row that break fluency (stronger only costs more; one
+    alone may be text caught half-way between two languages, less predictable than
+    either), the first that succeeds on every prompt (stronger cannot succeed more), or
+    two in a row that gain nothing over the unmodified model (this way of steering does
+    not take)."""
+    idle = broken = 0
     for strength in sorted(grid.strengths):
         recipe = Recipe(mode, strength, band)
         judge.step(f"{target}: trying {recipe.describe()}")
@@ -139,7 +159,8 @@ def _ladder(
             return
         yield recipe, scores
         idle = idle + 1 if scores.success < unmodified.success + MIN_GAIN else 0
-        if not scores.fluent or scores.success >= 1.0 or idle >= 2:
+        broken = broken + 1 if not scores.fluent else 0
+        if broken >= 2 or scores.success >= 1.0 or idle >= 2:
             return
 
 
@@ -187,12 +208,13 @@ def search_recipes(
         tried: list[tuple[Recipe, RecipeScores]] = []
         for mode in grid.modes:
             for band in bands:
-                gained = False
+                gained, steps = False, 0
                 for recipe, scores in _ladder(judge, target, mode, band, grid, unmodified):
                     rows.append({"target": target, **recipe.to_json(), **rounded(scores.to_json())})
                     tried.append((recipe, scores))
                     gained = gained or scores.success >= unmodified.success + MIN_GAIN
-                if band == bands[0] and not gained:
+                    steps += 1
+                if band == bands[0] and not gained and steps >= 2:
                     break  # a mode that does nothing in every layer does nothing in fewer
         best = choose(tried, unmodified)
         for row in rows:
